@@ -1,0 +1,137 @@
+//! The command line (DESIGN.md §2): argument types and the commands that need no daemon.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config;
+use crate::layout::StateLayout;
+use crate::observe;
+use crate::reconcile::{self, Action};
+
+/// corral keeps a host's GitHub Actions runners equal to runners.yaml.
+#[derive(Debug, Parser)]
+#[command(name = "corral", version, about)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The `-c/--config` option every config-reading command takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArg {
+    /// The runners file.
+    #[arg(
+        short,
+        long = "config",
+        env = "CORRAL_CONFIG",
+        default_value = "runners.yaml"
+    )]
+    pub config: PathBuf,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the config file; exit 0, or 1 with every error listed.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The file to check (same as -c).
+        #[arg(value_name = "FILE", conflicts_with = "config")]
+        file: Option<PathBuf>,
+    },
+    /// Show what `corral run` would do now, without doing it.
+    Plan {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Print the JSON Schema of runners.yaml.
+    Schema,
+}
+
+/// Exit status of a command that ran to the end: 0 fine, 1 the input was refused.
+pub type ExitStatus = u8;
+
+/// `corral check`: prints a summary, or every error to `err`.
+pub fn check(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> std::io::Result<ExitStatus> {
+    match config::load(path) {
+        Ok(desired) => {
+            writeln!(
+                out,
+                "{}: ok, {} runner{}",
+                path.display(),
+                desired.runners.len(),
+                if desired.runners.len() == 1 { "" } else { "s" }
+            )?;
+            Ok(0)
+        }
+        Err(errors) => {
+            writeln!(err, "{errors}")?;
+            let n = errors.len();
+            writeln!(
+                err,
+                "{}: {n} error{}",
+                path.display(),
+                if n == 1 { "" } else { "s" }
+            )?;
+            Ok(1)
+        }
+    }
+}
+
+/// `corral plan`: the planner's steps against what is on disk, grouped by runner.
+pub fn plan(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> std::io::Result<ExitStatus> {
+    let desired = match config::load(path) {
+        Ok(desired) => desired,
+        Err(errors) => {
+            writeln!(err, "{errors}")?;
+            return Ok(1);
+        }
+    };
+    let observed = observe::observe(&StateLayout::new(&desired.state_dir));
+    let actions = reconcile::plan(&desired, &observed);
+    write_plan(&actions, out)?;
+    Ok(0)
+}
+
+/// Prints actions one per line, each runner's under its name.
+pub fn write_plan(actions: &[Action], out: &mut dyn Write) -> std::io::Result<()> {
+    if actions.is_empty() {
+        return writeln!(out, "nothing to do");
+    }
+    let mut current: Option<&str> = None;
+    for action in actions {
+        match action.runner() {
+            None => writeln!(out, "{action}")?,
+            Some(runner) => {
+                if current != Some(runner) {
+                    writeln!(out, "{runner}:")?;
+                    current = Some(runner);
+                }
+                writeln!(out, "  {action}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `corral schema`.
+pub fn schema(out: &mut dyn Write) -> std::io::Result<ExitStatus> {
+    writeln!(out, "{}", config::schema_json())?;
+    Ok(0)
+}

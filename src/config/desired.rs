@@ -1,0 +1,155 @@
+//! The desired state: `runners.yaml` after validation, defaults merged and `count` expanded.
+//! This is what the planner compares with what it observes.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// The validated desired state of the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    /// The config file it came from.
+    pub config_path: PathBuf,
+    /// Absolute state directory.
+    pub state_dir: PathBuf,
+    /// Where the runner software comes from.
+    pub base: BaseSource,
+    /// GitHub access, when configured.
+    pub github: Option<GitHub>,
+    /// Periodic resync.
+    pub resync_interval: Duration,
+    /// Every runner instance by its name.
+    pub runners: BTreeMap<String, RunnerSpec>,
+}
+
+/// Where the base install comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BaseSource {
+    /// An extracted runner tarball at this absolute path.
+    Path(PathBuf),
+    /// A release corral installs under `<state_dir>/bases/<version>`.
+    Version {
+        /// `2.329.0` or `latest`.
+        version: String,
+        /// Expected tarball digest (lowercase hex).
+        sha256: Option<String>,
+        /// URL template.
+        download_url: String,
+    },
+}
+
+/// The default release URL template (`reference/runner-contract.md` §1).
+pub const DEFAULT_DOWNLOAD_URL: &str = "https://github.com/actions/runner/releases/download/v{version}/actions-runner-linux-{arch}-{version}.tar.gz";
+
+/// GitHub endpoints and credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitHub {
+    /// Web URL without a trailing slash (`https://github.com`).
+    pub web_url: String,
+    /// REST API base without a trailing slash.
+    pub api_url: String,
+    /// How corral authenticates.
+    pub auth: GitHubAuth,
+}
+
+/// Where corral's GitHub credential comes from. Never the secret itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GitHubAuth {
+    /// No credential: runners bring registration tokens.
+    None,
+    /// A PAT in this environment variable.
+    TokenEnv(String),
+    /// A PAT in this file.
+    TokenFile(PathBuf),
+    /// A GitHub App.
+    App {
+        /// App id.
+        id: u64,
+        /// Private key file.
+        private_key_file: PathBuf,
+        /// Installation id, when fixed.
+        installation_id: Option<u64>,
+    },
+}
+
+/// A repository a runner serves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Repo {
+    /// Owner (user or organization).
+    pub owner: String,
+    /// Repository name.
+    pub name: String,
+    /// The URL the runner registers with (`https://github.com/owner/repo`).
+    pub url: String,
+}
+
+/// How a runner gets its registration token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub enum Registration {
+    /// corral mints it with its GitHub credential.
+    GitHub,
+    /// A one-hour token in this environment variable.
+    TokenEnv(String),
+    /// A one-hour token in this file.
+    TokenFile(PathBuf),
+}
+
+/// One runner instance as it should be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunnerSpec {
+    /// Instance name: directory name and GitHub runner name.
+    pub name: String,
+    /// Index of the `runners` entry it comes from.
+    pub entry: usize,
+    /// The repository.
+    pub repo: Repo,
+    /// Custom labels, in order.
+    pub labels: Vec<String>,
+    /// `--no-default-labels`.
+    pub no_default_labels: bool,
+    /// `--ephemeral`.
+    pub ephemeral: bool,
+    /// Extra environment.
+    pub env: BTreeMap<String, String>,
+    /// Drain limit on removal.
+    #[serde(skip)]
+    pub drain_timeout: Duration,
+    /// Unix user (when corral is root).
+    pub user: String,
+    /// May run as root.
+    pub allow_root: bool,
+    /// Token source.
+    pub registration: Registration,
+}
+
+impl RunnerSpec {
+    /// Digest of what the registration depends on; a change means register again.
+    pub fn registration_hash(&self) -> String {
+        digest(&(
+            &self.name,
+            &self.repo,
+            &self.labels,
+            self.no_default_labels,
+            self.ephemeral,
+        ))
+    }
+
+    /// Digest of how the process runs; a change means restart.
+    pub fn runtime_hash(&self) -> String {
+        digest(&(&self.env, &self.user, self.allow_root))
+    }
+}
+
+fn digest(value: &impl Serialize) -> String {
+    // Serializing plain data into JSON cannot fail; an empty string would only force a restart.
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    let hash = Sha256::digest(&bytes);
+    hash.iter().take(8).fold(String::new(), |mut out, b| {
+        use std::fmt::Write as _;
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}

@@ -1,0 +1,120 @@
+//! Desired state: `runners.yaml` (DESIGN.md §1) read, checked and resolved.
+//!
+//! Loading runs in stages so that a broken file gets every message at once, each with a
+//! position: YAML syntax (yaml-rust2, which keeps positions), unknown fields (walked along
+//! the schema the types derive), types (`serde_yaml`), then the rules of `validate`.
+
+mod desired;
+mod duration;
+mod error;
+mod model;
+mod rules;
+mod tree;
+mod unknown;
+mod validate;
+
+use std::path::Path;
+
+pub use desired::{
+    BaseSource, Desired, GitHub, GitHubAuth, Registration, Repo, RunnerSpec, DEFAULT_DOWNLOAD_URL,
+};
+pub use duration::Duration;
+pub use error::{ConfigError, ConfigErrors};
+pub use model::{BaseSpec, GitHubAppSpec, GitHubSpec, RunnerDefaults, RunnerEntry, RunnersFile};
+pub use tree::Position;
+
+/// The JSON Schema of `runners.yaml`, pretty-printed.
+pub fn schema_json() -> String {
+    let schema = schemars::schema_for!(RunnersFile);
+    // A schema is a JSON value; printing it cannot fail.
+    serde_json::to_string_pretty(&schema).unwrap_or_default()
+}
+
+/// Reads, checks and resolves the config file at `path`.
+pub fn load(path: &Path) -> Result<Desired, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            pos: None,
+            path: String::new(),
+            message: format!("cannot read the config file: {err}"),
+        }])
+    })?;
+    parse(&text, path)
+}
+
+/// Checks and resolves `text` as if read from `path` (relative paths resolve against its directory).
+pub fn parse(text: &str, path: &Path) -> Result<Desired, ConfigErrors> {
+    let whole_file = |pos, message| ConfigError {
+        file: path.to_path_buf(),
+        pos,
+        path: String::new(),
+        message,
+    };
+    let root = match tree::parse(text) {
+        Ok(Some(root)) => root,
+        Ok(None) => {
+            return Err(ConfigErrors(vec![whole_file(
+                None,
+                "the file is empty; it needs at least `base`".into(),
+            )]))
+        }
+        Err(err) => {
+            return Err(ConfigErrors(vec![whole_file(
+                Some(err.pos),
+                format!("invalid YAML: {}", err.message),
+            )]))
+        }
+    };
+    let schema = serde_json::to_value(schemars::schema_for!(RunnersFile)).unwrap_or_default();
+    let mut errors: Vec<ConfigError> = unknown::unknown_fields(&root, &schema)
+        .into_iter()
+        .map(|u| ConfigError {
+            file: path.to_path_buf(),
+            pos: Some(u.pos),
+            path: u.path,
+            message: u.message,
+        })
+        .collect();
+    let file = match serde_yaml::from_str::<RunnersFile>(text) {
+        Ok(file) => Some(file),
+        Err(err) if errors.is_empty() || !err.to_string().contains("unknown field") => {
+            errors.push(serde_error(&err, path));
+            None
+        }
+        Err(_) => None,
+    };
+    if let (Some(file), true) = (&file, errors.is_empty()) {
+        return validate::resolve(file, path, &root.positions()).map_err(sorted);
+    }
+    Err(sorted(errors))
+}
+
+fn sorted(mut errors: Vec<ConfigError>) -> ConfigErrors {
+    errors.sort_by_key(|e| e.pos);
+    // A broken value in `defaults` is reported once, not once per runner that inherits it.
+    errors.dedup();
+    ConfigErrors(errors)
+}
+
+/// `serde_yaml`'s message is `path: text at line L column C`; split it into our fields.
+fn serde_error(err: &serde_yaml::Error, path: &Path) -> ConfigError {
+    let text = err.to_string();
+    let text = match text.rfind(" at line ") {
+        Some(cut) if err.location().is_some() => text[..cut].to_string(),
+        _ => text,
+    };
+    let (field, message) = match text.split_once(": ") {
+        Some((field, message)) if !field.contains(' ') => (field.to_string(), message.to_string()),
+        _ => (String::new(), text),
+    };
+    ConfigError {
+        file: path.to_path_buf(),
+        pos: err.location().map(|l| Position {
+            line: l.line(),
+            column: l.column(),
+        }),
+        path: field,
+        message,
+    }
+}

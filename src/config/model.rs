@@ -1,0 +1,150 @@
+//! The `runners.yaml` file as written: plain serde + schemars data, no validation.
+//!
+//! These types are the public contract of DESIGN.md §1. Field names are never renamed;
+//! new fields are added with defaults so old files keep working.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::duration::Duration;
+
+/// The whole `runners.yaml`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunnersFile {
+    /// Where the runner software comes from.
+    pub base: BaseSpec,
+    /// Runner dirs and corral's own records live here (relative to the config file's directory).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// How often corral re-checks everything even when nothing triggered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resync_interval: Option<Duration>,
+    /// GitHub access; without it each runner needs its own registration token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<GitHubSpec>,
+    /// Values every runner entry inherits unless it sets its own.
+    #[serde(default)]
+    pub defaults: RunnerDefaults,
+    /// The runner entries.
+    #[serde(default)]
+    pub runners: Vec<RunnerEntry>,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("./state")
+}
+
+/// `base`: exactly one of `path` or `version`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BaseSpec {
+    /// A pristine, extracted official runner tarball.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// A runner release (`2.329.0` or `latest`) that corral downloads, verifies and keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Expected SHA-256 of the release tarball (hex); else the releases API's digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Download URL template with `{version}` and `{arch}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download_url: Option<String>,
+}
+
+/// `github`: where runners register and how corral authenticates.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GitHubSpec {
+    /// Web URL the runners register against (GHES: `https://ghe.example.com`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// REST API base; derived from `url` when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    /// Name of the environment variable holding a PAT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// File holding a PAT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// GitHub App credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<GitHubAppSpec>,
+}
+
+/// `github.app`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GitHubAppSpec {
+    /// The App's numeric id.
+    pub id: u64,
+    /// PEM file with the App's private key.
+    pub private_key_file: PathBuf,
+    /// Installation id; looked up per repository when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installation_id: Option<u64>,
+}
+
+/// Declares a runner struct: the given fields plus every field a runner and `defaults`
+/// share. A macro because serde's `flatten` cannot be combined with `deny_unknown_fields`.
+macro_rules! runner_struct {
+    ($(#[$meta:meta])* $name:ident { $($own:tt)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $($own)*
+        /// Repository: `owner/repo` or its URL.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub repo: Option<String>,
+        /// Number of instances (`<name>-1` … `<name>-N`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub count: Option<u32>,
+        /// Labels added to the runner's default labels.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub labels: Option<Vec<String>>,
+        /// Register with `--no-default-labels` (then `labels` must not be empty).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub no_default_labels: Option<bool>,
+        /// One job per registration, fresh runner each time.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub ephemeral: Option<bool>,
+        /// Extra environment for the runner process and its jobs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub env: Option<BTreeMap<String, String>>,
+        /// How long a removed runner may finish its job before it is stopped.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub drain_timeout: Option<Duration>,
+        /// Unix user the runner runs as when corral is root (default `runner`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub user: Option<String>,
+        /// Allow running the runner as root (sets `RUNNER_ALLOW_RUNASROOT`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub allow_root: Option<bool>,
+        /// Environment variable holding a one-hour registration token.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub registration_token_env: Option<String>,
+        /// File holding a one-hour registration token.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub registration_token_file: Option<PathBuf>,
+        }
+    };
+}
+
+runner_struct! {
+    /// `defaults`: any runner field but `name`.
+    RunnerDefaults {}
+}
+
+runner_struct! {
+    /// One entry of `runners`.
+    RunnerEntry {
+        /// Local identity and GitHub runner name (with `-<i>` per instance when `count` is set).
+        pub name: String,
+    }
+}

@@ -1,0 +1,97 @@
+//! Where things live under `state_dir` (DESIGN.md §3), and corral's record files.
+//!
+//! Records live outside the runner root: everything under the root is the runner's to write,
+//! and a job could forge what it can write.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Prefix of a runner directory being built; such a directory is never a runner.
+pub const TMP_PREFIX: &str = ".tmp-";
+
+/// Paths under one `state_dir`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateLayout {
+    root: PathBuf,
+}
+
+impl StateLayout {
+    /// The layout of `state_dir`.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        StateLayout {
+            root: state_dir.into(),
+        }
+    }
+
+    /// `state_dir` itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `<state_dir>/runners`.
+    pub fn runners_dir(&self) -> PathBuf {
+        self.root.join("runners")
+    }
+
+    /// `<state_dir>/runners/<name>`: the runner's root.
+    pub fn runner_dir(&self, name: &str) -> PathBuf {
+        self.runners_dir().join(name)
+    }
+
+    /// `<state_dir>/records`.
+    pub fn records_dir(&self) -> PathBuf {
+        self.root.join("records")
+    }
+
+    /// `<state_dir>/records/<name>`.
+    pub fn record_dir(&self, name: &str) -> PathBuf {
+        self.records_dir().join(name)
+    }
+
+    /// `<state_dir>/records/<name>/spec.json`.
+    pub fn spec_record(&self, name: &str) -> PathBuf {
+        self.record_dir(name).join("spec.json")
+    }
+
+    /// `<state_dir>/records/<name>/process.json`.
+    pub fn process_record(&self, name: &str) -> PathBuf {
+        self.record_dir(name).join("process.json")
+    }
+
+    /// `<state_dir>/records/<name>/listener.log`.
+    pub fn listener_log(&self, name: &str) -> PathBuf {
+        self.record_dir(name).join("listener.log")
+    }
+
+    /// `<state_dir>/status.json`.
+    pub fn status_file(&self) -> PathBuf {
+        self.root.join("status.json")
+    }
+}
+
+/// What a runner was registered with: written after a successful registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecRecord {
+    /// `RunnerSpec::registration_hash` at registration.
+    pub registration_hash: String,
+    /// `RunnerSpec::runtime_hash` when the listener was last started.
+    pub runtime_hash: String,
+}
+
+/// The listener corral started: enough to recognise it again after a restart of corral.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    /// Process id.
+    pub pid: i32,
+    /// Start time in clock ticks since boot (`/proc/<pid>/stat` field 22), so a reused pid
+    /// is never mistaken for the listener.
+    pub start_time: u64,
+}
+
+/// Reads a JSON record; a missing or unreadable one is `None` (the planner then acts as if
+/// corral never wrote it, which is always safe).
+pub fn read_record<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}

@@ -1,0 +1,42 @@
+//! The `corral` binary: parses arguments, sets up logging, runs a command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use corral::cli::{self, Cli, Command, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    init_tracing(args.log_format);
+    match run(args.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("corral: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<u8> {
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    let code = match command {
+        Command::Check { config, file } => {
+            cli::check(file.as_ref().unwrap_or(&config.config), &mut out, &mut err)?
+        }
+        Command::Plan { config } => cli::plan(&config.config, &mut out, &mut err)?,
+        Command::Schema => cli::schema(&mut out)?,
+    };
+    Ok(code)
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,139 @@
+//! Reads what is on the host into [`Observed`]: runner directories, corral's records and live
+//! listener processes. It only reads; the planner decides.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use crate::layout::{read_record, ProcessRecord, SpecRecord, StateLayout, TMP_PREFIX};
+
+/// What corral sees on the host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Every runner that has a directory or a record, by name.
+    pub runners: BTreeMap<String, ObservedRunner>,
+    /// Half-built runner directories (`runners/.tmp-*`) left by a crash.
+    pub leftovers: Vec<PathBuf>,
+}
+
+/// One runner as found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedRunner {
+    /// `runners/<name>` exists.
+    pub provisioned: bool,
+    /// `runners/<name>/.runner` exists: `config.sh` (or a JIT config) registered it.
+    pub configured: bool,
+    /// What it was registered and started with, per corral's record.
+    pub spec: Option<SpecRecord>,
+    /// Its listener, when one is alive.
+    pub process: Option<LiveProcess>,
+}
+
+/// A live listener that matches corral's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveProcess {
+    /// Process id.
+    pub pid: i32,
+    /// A `Runner.Worker` child exists: a job is running.
+    pub busy: bool,
+}
+
+/// Observes everything under `layout`. Unreadable parts count as absent.
+pub fn observe(layout: &StateLayout) -> Observed {
+    let mut names = BTreeSet::new();
+    let mut leftovers = Vec::new();
+    for entry in list_dir(&layout.runners_dir()) {
+        if entry.starts_with(TMP_PREFIX) {
+            leftovers.push(layout.runners_dir().join(&entry));
+        } else {
+            names.insert(entry);
+        }
+    }
+    names.extend(list_dir(&layout.records_dir()));
+    let runners = names
+        .into_iter()
+        .map(|name| {
+            let runner = observe_runner(layout, &name);
+            (name, runner)
+        })
+        .collect();
+    Observed { runners, leftovers }
+}
+
+fn observe_runner(layout: &StateLayout, name: &str) -> ObservedRunner {
+    let dir = layout.runner_dir(name);
+    let process = read_record::<ProcessRecord>(&layout.process_record(name))
+        .filter(|rec| is_listener(rec, &dir))
+        .map(|rec| LiveProcess {
+            pid: rec.pid,
+            busy: has_worker_child(rec.pid),
+        });
+    ObservedRunner {
+        provisioned: dir.is_dir(),
+        configured: dir.join(".runner").is_file(),
+        spec: read_record(&layout.spec_record(name)),
+        process,
+    }
+}
+
+/// Sorted names in `dir`, skipping anything that is not valid UTF-8 (never a runner name).
+fn list_dir(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The process start time in clock ticks since boot, from `/proc/<pid>/stat`.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start after the last `)`.
+    let after = &stat[stat.rfind(')')? + 1..];
+    // After the name: field 3 (state) is index 0, so field 22 (starttime) is index 19.
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// True when `rec` names a live process that started when recorded and, when its
+/// executable can be read, runs from this runner's `bin/`.
+fn is_listener(rec: &ProcessRecord, runner_dir: &Path) -> bool {
+    if process_start_time(rec.pid) != Some(rec.start_time) {
+        return false;
+    }
+    match std::fs::read_link(format!("/proc/{}/exe", rec.pid)) {
+        Ok(exe) => exe.starts_with(runner_dir.join("bin")),
+        // Another user's process cannot be read without privileges; the start time matched.
+        Err(_) => true,
+    }
+}
+
+/// True when `pid` has a child whose command name is `Runner.Worker`
+/// (`reference/runner-contract.md` §5).
+fn has_worker_child(pid: i32) -> bool {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    tasks.filter_map(Result::ok).any(|task| {
+        std::fs::read_to_string(task.path().join("children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .any(|child| {
+                std::fs::read_to_string(format!("/proc/{child}/comm"))
+                    .is_ok_and(|comm| comm.trim_end() == "Runner.Worker")
+            })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_start_time_is_readable() {
+        let pid = std::process::id() as i32;
+        assert!(process_start_time(pid).is_some());
+        assert_eq!(process_start_time(-1), None);
+    }
+}

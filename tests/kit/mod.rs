@@ -1,0 +1,4 @@
+//! The test kit; see `tests/kit/README.md`.
+#![allow(dead_code)] // Each test module uses a different part of the kit.
+
+pub mod cmd;
