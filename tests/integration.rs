@@ -3,5 +3,6 @@
 mod kit;
 
 mod check;
+mod fake_runner_tests;
 mod plan;
 mod schema;

@@ -2,3 +2,4 @@
 #![allow(dead_code)] // Each test module uses a different part of the kit.
 
 pub mod cmd;
+pub mod install;
