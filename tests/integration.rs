@@ -3,6 +3,7 @@
 mod kit;
 
 mod check;
+mod fake_github_tests;
 mod fake_runner_tests;
 mod plan;
 mod schema;

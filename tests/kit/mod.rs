@@ -2,4 +2,5 @@
 #![allow(dead_code)] // Each test module uses a different part of the kit.
 
 pub mod cmd;
+pub mod github;
 pub mod install;

@@ -1,0 +1,381 @@
+//! `FakeGitHub`: the REST API of `reference/github-api.md` §6 plus the private runner service of
+//! `tests/kit/README.md`, served on `127.0.0.1:0` by its own thread and tokio runtime, so tests can
+//! drive it from sync code or any async runtime. Dropping the handle stops it.
+//!
+//! Not modelled yet (a later issue adds them): GitHub App JWT auth, `GET /repos/{o}/{r}/installation`
+//! and `POST /app/installations/{id}/access_tokens`. Installation tokens exist only as entries the
+//! test adds with `TokenKind::Installation`; any JWT is answered `401 Bad credentials`.
+
+#![allow(
+    dead_code,
+    reason = "shared test kit: each test binary uses only part of the API"
+)]
+#![allow(
+    clippy::result_large_err,
+    reason = "handler helpers fail with the HTTP response itself; boxing it is noise here"
+)]
+
+mod auth;
+mod faults;
+mod labels;
+mod render;
+mod rest;
+mod routes;
+mod runs;
+mod server;
+mod service;
+mod state;
+mod types;
+mod util;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::json;
+use tokio::sync::{oneshot, Notify};
+
+#[allow(
+    unused_imports,
+    reason = "the full vocabulary is exported even where a test binary names only part of it"
+)]
+pub use types::{
+    Fault, Job, JobResult, JobSpec, JobStatus, Label, Malformed, Perm, RecordedRequest, Route,
+    Runner, RunnerStatus, TokenKind,
+};
+
+use server::Shared;
+use state::{RunnerRec, State, TokenRec, TokenUse};
+
+/// A running fake GitHub; dropping it shuts the server down.
+pub struct FakeGitHub {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Read-only access to the fake's state inside `wait_until`.
+pub struct StateView<'a>(&'a State);
+
+impl StateView<'_> {
+    /// A job snapshot.
+    pub fn job(&self, id: u64) -> Option<Job> {
+        self.0.jobs.get(&id).map(|j| j.job.clone())
+    }
+
+    /// Runners of `owner/repo`, by id.
+    pub fn runners(&self, repo: &str) -> Vec<Runner> {
+        runners_of(self.0, repo)
+    }
+
+    /// A runner snapshot.
+    pub fn runner(&self, id: u64) -> Option<Runner> {
+        self.0.runners.get(&id).map(|r| r.info.clone())
+    }
+
+    /// Number of requests received so far.
+    pub fn request_count(&self) -> usize {
+        self.0.requests.len()
+    }
+}
+
+fn runners_of(s: &State, repo: &str) -> Vec<Runner> {
+    let key = repo.to_ascii_lowercase();
+    s.runners
+        .values()
+        .filter(|r| r.repo == key)
+        .map(|r| r.info.clone())
+        .collect()
+}
+
+impl FakeGitHub {
+    /// Binds `127.0.0.1:0` and starts serving.
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener for tokio");
+        let addr = listener.local_addr().expect("local addr of the fake");
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(format!("http://{addr}"))),
+            cond: Condvar::new(),
+            notify: Notify::new(),
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = axum::Router::new()
+            .fallback(server::handle)
+            .with_state(Arc::clone(&shared));
+        let thread = std::thread::Builder::new()
+            .name("fake-github".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime for the fake");
+                rt.block_on(async move {
+                    let listener =
+                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                    tokio::select! {
+                        _ = axum::serve(listener, app) => {}
+                        _ = stopped => {}
+                    }
+                });
+                // Long polls may still be parked; do not wait for them.
+                rt.shutdown_background();
+            })
+            .expect("spawn the fake's thread");
+        Self {
+            shared,
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`: the runners' `--url` base and the GHES host.
+    pub fn web_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT`: dotcom-style REST base.
+    pub fn api_url(&self) -> String {
+        self.web_url()
+    }
+
+    /// `http://127.0.0.1:PORT/api/v3`: GHES-style REST base (also the private service's exchange base).
+    pub fn ghes_api_url(&self) -> String {
+        format!("{}/api/v3", self.web_url())
+    }
+
+    /// `--url` for a runner of `owner/repo`.
+    pub fn runner_url(&self, repo: &str) -> String {
+        format!("{}/{repo}", self.web_url())
+    }
+
+    /// Adds a repository (`owner/repo`).
+    pub fn add_repo(&self, repo: &str) {
+        self.shared
+            .with(|s| s.repos.insert(repo.to_ascii_lowercase(), repo.to_string()));
+    }
+
+    /// Adds a token that never expires.
+    pub fn add_token(&self, token: &str, kind: TokenKind) {
+        self.shared.with(|s| {
+            s.tokens.insert(
+                token.to_string(),
+                TokenRec {
+                    kind,
+                    expires_at: None,
+                },
+            )
+        });
+    }
+
+    /// Adds a token that expires `ttl` from now on the fake clock.
+    pub fn add_token_expiring(&self, token: &str, kind: TokenKind, ttl: Duration) {
+        self.shared.with(|s| {
+            let expires_at = Some(s.now() + ttl);
+            s.tokens
+                .insert(token.to_string(), TokenRec { kind, expires_at })
+        });
+    }
+
+    /// Mints a registration token for `owner/repo` without the API.
+    pub fn registration_token(&self, repo: &str) -> String {
+        self.shared.with(|s| {
+            s.mint_runner_token(&repo.to_ascii_lowercase(), TokenUse::Register)
+                .0
+        })
+    }
+
+    /// Mints a remove token for `owner/repo` without the API.
+    pub fn remove_token(&self, repo: &str) -> String {
+        self.shared.with(|s| {
+            s.mint_runner_token(&repo.to_ascii_lowercase(), TokenUse::Remove)
+                .0
+        })
+    }
+
+    /// Queues a job with `runs-on` labels in a new workflow run; returns the job id.
+    pub fn queue_job(&self, repo: &str, labels: &[&str], spec: JobSpec) -> u64 {
+        self.shared.with(|s| {
+            let run = s.add_run(&repo.to_ascii_lowercase());
+            s.add_job(run, labels, spec)
+                .expect("the run was just created")
+        })
+    }
+
+    /// Creates a workflow run with no jobs (GitHub returns such runs); returns the run id.
+    pub fn add_run(&self, repo: &str) -> u64 {
+        self.shared.with(|s| s.add_run(&repo.to_ascii_lowercase()))
+    }
+
+    /// Queues a job in an existing run; `None` if the run is unknown.
+    pub fn queue_job_in_run(&self, run_id: u64, labels: &[&str], spec: JobSpec) -> Option<u64> {
+        self.shared.with(|s| s.add_job(run_id, labels, spec))
+    }
+
+    /// A job snapshot.
+    pub fn job(&self, id: u64) -> Option<Job> {
+        self.shared
+            .quiet(|s| s.jobs.get(&id).map(|j| j.job.clone()))
+    }
+
+    /// Runners of `owner/repo`, by id.
+    pub fn runners(&self, repo: &str) -> Vec<Runner> {
+        self.shared.quiet(|s| runners_of(s, repo))
+    }
+
+    /// A runner snapshot.
+    pub fn runner(&self, id: u64) -> Option<Runner> {
+        self.shared
+            .quiet(|s| s.runners.get(&id).map(|r| r.info.clone()))
+    }
+
+    /// Waits until `cond` holds (re-checked on every state change); `false` on timeout.
+    pub fn wait_until(
+        &self,
+        timeout: Duration,
+        mut cond: impl FnMut(&StateView<'_>) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.shared.lock();
+        loop {
+            if cond(&StateView(&guard)) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            guard = self
+                .shared
+                .cond
+                .wait_timeout(guard, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Every request so far, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.quiet(|s| s.requests.clone())
+    }
+
+    /// Scripts `fault` for the next `count` requests matching `route` (FIFO per route).
+    pub fn push_fault(&self, route: Route, fault: Fault, count: u32) {
+        self.shared
+            .with(|s| s.faults.push((route, fault, count.max(1))));
+    }
+
+    /// Sets the primary rate-limit budget per hour-long window (default 5000) and starts a new window.
+    pub fn set_rate_limit(&self, limit: u64) {
+        self.shared.with(|s| {
+            s.rate.limit = limit;
+            s.rate.used = 0;
+            s.rate.reset = s.now() + Duration::from_secs(3600);
+            s.rate.limited = None;
+        });
+    }
+
+    /// Strict header checks: 403 without `User-Agent`, 400 for an unknown `X-GitHub-Api-Version`.
+    pub fn set_strict(&self, strict: bool) {
+        self.shared.with(|s| s.strict = strict);
+    }
+
+    /// Queues an `exit` message for the runner's listener.
+    pub fn send_exit(&self, runner_id: u64, code: i32) {
+        self.push_message(runner_id, json!({"type": "exit", "code": code}));
+    }
+
+    fn push_message(&self, runner_id: u64, msg: serde_json::Value) {
+        self.shared.with(|s| {
+            s.runners
+                .get_mut(&runner_id)
+                .map(|r| r.messages.push_back(msg))
+        });
+    }
+
+    /// Cancels a job: a queued one completes as cancelled, a running one gets a `cancel` message.
+    pub fn cancel_job(&self, job_id: u64) {
+        self.shared.with(|s| {
+            let Some(job) = s.jobs.get(&job_id).map(|j| j.job.clone()) else {
+                return;
+            };
+            let runner = job.runner_id.and_then(|id| s.runners.get_mut(&id));
+            match (job.status, runner) {
+                (JobStatus::InProgress, Some(r)) => r
+                    .messages
+                    .push_back(json!({"type": "cancel", "job_id": job_id})),
+                (JobStatus::Completed, _) => {}
+                _ => s.complete_job(job_id, JobResult::Canceled),
+            }
+        });
+    }
+
+    /// Test-side job start: assigns a queued job to a runner (e.g. a JIT runner with no listener).
+    pub fn start_job(&self, job_id: u64, runner_id: u64) {
+        self.shared.with(|s| s.start_job(job_id, runner_id));
+    }
+
+    /// Test-side job end: completes a job as its runner would.
+    pub fn finish_job(&self, job_id: u64, result: JobResult) {
+        self.shared.with(|s| s.complete_job(job_id, result));
+    }
+
+    /// Deletes a registration server-side, as auto-removal would (§6.6 item 8).
+    pub fn delete_runner_silently(&self, repo: &str, runner_id: u64) {
+        let key = repo.to_ascii_lowercase();
+        self.shared.with(|s| {
+            s.runners
+                .retain(|id, r| !(*id == runner_id && r.repo == key));
+        });
+    }
+
+    /// Sets a runner online or offline; offline also closes its session. Jobs go only to runners
+    /// holding a session: use `start_job` for a runner without a listener.
+    pub fn set_runner_online(&self, runner_id: u64, online: bool) {
+        self.shared.with(|s| s.set_online(runner_id, online));
+    }
+
+    /// Sets a runner's `busy` flag.
+    pub fn set_runner_busy(&self, runner_id: u64, busy: bool) {
+        self.edit_runner(runner_id, |r| r.info.busy = busy);
+    }
+
+    /// Sets a runner's `version`.
+    pub fn set_runner_version(&self, runner_id: u64, version: Option<&str>) {
+        self.edit_runner(runner_id, |r| r.info.version = version.map(str::to_string));
+    }
+
+    fn edit_runner(&self, runner_id: u64, f: impl FnOnce(&mut RunnerRec)) {
+        self.shared.with(|s| s.runners.get_mut(&runner_id).map(f));
+    }
+
+    /// Moves the fake clock forward; expires tokens and auto-removes long-offline runners.
+    pub fn advance_clock(&self, by: Duration) {
+        self.shared.with(|s| {
+            s.clock_offset += by;
+            s.expire_runners();
+        });
+    }
+
+    /// The fake clock's now.
+    pub fn now(&self) -> SystemTime {
+        self.shared.quiet(|s| s.now())
+    }
+}
+
+impl Drop for FakeGitHub {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
