@@ -7,3 +7,4 @@ mod fake_github_tests;
 mod fake_runner_tests;
 mod plan;
 mod schema;
+mod ship;
