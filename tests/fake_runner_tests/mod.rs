@@ -1,7 +1,11 @@
 //! Tests of the fake runner install (tests/kit): the binary, the scripts, the builder.
 //! Lives in a directory module so cargo does not also build it as a test target of its own.
+//! The tests here need no server; `service` runs the fake against `FakeGitHub`, and
+//! `kit_self_test` checks the whole kit end to end.
 
-mod stub;
+mod kit_self_test;
+mod service;
+mod support;
 
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
@@ -9,31 +13,12 @@ use std::path::Path;
 use std::process::Command;
 
 use base64::Engine as _;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use serde_json::{json, Value};
+use nix::sys::signal::Signal;
+use serde_json::json;
 
 use crate::kit::install::{fake_runner_binary, FakeRunnerInstall, Shape};
-use stub::{config_sh, configured, diag_text, listener, tiny, tmp, wait_until, Proc, Stub};
-
-/// The direct child of `parent` whose comm is `Runner.Worker`, if any.
-fn worker_child(parent: Pid) -> Option<Pid> {
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let child: i32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            let (comm, rest) = stat.split_once(") ")?;
-            let ppid: i32 = rest.split(' ').nth(1)?.parse().ok()?;
-            (comm.ends_with("(Runner.Worker") && ppid == parent.as_raw())
-                .then(|| Pid::from_raw(child))
-        })
-}
-
-fn job(id: u64, name: &str, duration_ms: u64) -> Value {
-    json!({"type": "job", "job": {"id": id, "name": name, "repo": "owner/repo", "duration_ms": duration_ms, "result": "Succeeded"}})
-}
+use crate::kit::proc::Proc;
+use support::{diag_text, listener, tiny, tmp};
 
 // ---------- tests without a server ----------
 
@@ -149,7 +134,7 @@ fn fake_runner_jitconfig_writes_files_then_sigint_exits_0() {
         creds
     );
     assert!(root.join(".credentials_rsaparams").exists());
-    kill(p.pid(), Signal::SIGINT).expect("SIGINT");
+    p.signal(Signal::SIGINT);
     assert_eq!(p.exit_code(), 0);
     assert!(p.output().contains("Exiting..."));
 }
@@ -241,202 +226,4 @@ fn du(dir: &Path) -> (usize, u64) {
         total = (total.0 + f, total.1 + b);
     }
     total
-}
-
-// ---------- tests against the stub service ----------
-
-#[test]
-fn fake_runner_configure_run_job_and_sigint_while_busy() {
-    let dir = tmp();
-    let (root, stub) = configured(dir.path());
-    let runner = std::fs::read(root.join(".runner")).expect("read .runner");
-    assert!(runner.starts_with("\u{feff}".as_bytes()), "UTF-8 BOM");
-    let mode = std::fs::metadata(root.join(".credentials_rsaparams"))
-        .expect("stat")
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600);
-    assert!(
-        root.join(".path").exists() && root.join(".env").exists() && root.join("svc.sh").exists()
-    );
-    let mut p = Proc::spawn(listener(&root, &["run"]));
-    p.wait_for("Listening for Jobs");
-    assert!(p
-        .output()
-        .contains("\n√ Connected to GitHub\n\nCurrent runner version: '2.336.0'\n"));
-    stub.push(job(7, "build", 300));
-    p.wait_for("Running job: build");
-    p.wait_for("Job build completed with result: Succeeded");
-    assert!(root.join("_work/repo/repo").is_dir());
-    assert!(diag_text(&root, "Worker_").contains("Job message received: build"));
-    wait_until("job 7 reported", || {
-        stub.requests()
-            .iter()
-            .any(|r| r.starts_with("POST /_fake/jobs/7/complete") && r.contains("Succeeded"))
-    });
-    // A long job, cancelled by Ctrl-C while the Worker runs.
-    stub.push(job(8, "long", 600_000));
-    p.wait_for("Running job: long");
-    let mut worker = None;
-    wait_until("a Runner.Worker child", || {
-        worker = worker_child(p.pid());
-        worker.is_some()
-    });
-    let worker = worker.expect("worker pid");
-    let cmdline = std::fs::read_to_string(format!("/proc/{worker}/cmdline")).expect("cmdline");
-    assert!(cmdline.contains("spawnclient"), "{cmdline}");
-    assert_eq!(
-        std::fs::read_link(format!("/proc/{worker}/cwd")).expect("cwd"),
-        root.join("bin")
-    );
-    kill(p.pid(), Signal::SIGINT).expect("SIGINT");
-    assert_eq!(p.exit_code(), 0);
-    let out = p.output();
-    assert!(
-        out.contains("Exiting...") && out.contains("Job long completed with result: Canceled"),
-        "{out}"
-    );
-    let requests = stub.requests();
-    assert!(requests
-        .iter()
-        .any(|r| r.starts_with("POST /_fake/jobs/8/complete") && r.contains("Canceled")));
-    assert!(requests
-        .iter()
-        .any(|r| r.starts_with("DELETE /_fake/runners/1/sessions/s-1")));
-}
-
-#[test]
-fn fake_runner_configure_bad_token_prints_404_triple() {
-    let dir = tmp();
-    let root = tiny(dir.path());
-    let stub = Stub::start();
-    let mut p = config_sh(&root, &stub, &["--token", "expired"]);
-    assert_eq!(p.exit_code(), 1);
-    let out = p.output();
-    assert!(
-        out.contains("Http response code: NotFound from 'POST http://127.0.0.1:"),
-        "{out}"
-    );
-    assert!(
-        out.contains("Response status code does not indicate success: 404 (Not Found)."),
-        "{out}"
-    );
-    assert!(!root.join(".runner").exists());
-    assert!(
-        root.join(".credentials_rsaparams").exists(),
-        "written before registration"
-    );
-}
-
-#[test]
-fn fake_runner_exit_knob_update_creates_update_finished() {
-    let dir = tmp();
-    let (root, stub) = configured(dir.path());
-    let mut p = Proc::spawn(listener(&root, &["run"]));
-    p.wait_for("Listening for Jobs");
-    stub.push(json!({"type": "exit", "code": 3}));
-    assert_eq!(p.exit_code(), 3);
-    assert!(root.join("update.finished").exists());
-}
-
-#[test]
-fn fake_runner_exit_knob_7_needs_env() {
-    let dir = tmp();
-    let (root, stub) = configured(dir.path());
-    let mut p = Proc::spawn(listener(&root, &["run"]));
-    p.wait_for("Listening for Jobs");
-    stub.push(json!({"type": "exit", "code": 7}));
-    assert_eq!(p.exit_code(), 1);
-}
-
-#[test]
-fn fake_runner_session_conflict_exits_5_and_deleted_exits_1() {
-    let dir = tmp();
-    let (root, stub) = configured(dir.path());
-    stub.state.lock().expect("stub lock").session_status = Some(409);
-    let mut p = Proc::spawn(listener(&root, &["run"]));
-    assert_eq!(p.exit_code(), 5);
-    assert!(p
-        .output()
-        .contains("A session for this runner already exists."));
-    stub.state.lock().expect("stub lock").session_status = Some(404);
-    let mut p = Proc::spawn(listener(&root, &["run"]));
-    assert_eq!(p.exit_code(), 1);
-    assert!(p.output().contains("Failed to create a session. The runner registration has been deleted from the server, please re-configure."));
-}
-
-#[test]
-fn fake_runner_sigterm_while_idle_exits_143() {
-    let dir = tmp();
-    let (root, _stub) = configured(dir.path());
-    let mut p = Proc::spawn(listener(&root, &["run"]));
-    p.wait_for("Listening for Jobs");
-    kill(p.pid(), Signal::SIGTERM).expect("SIGTERM");
-    assert_eq!(p.exit_code(), 143);
-}
-
-#[test]
-fn fake_runner_ephemeral_job_then_local_cleanup() {
-    let dir = tmp();
-    let root = tiny(dir.path());
-    let stub = Stub::start();
-    let mut cfg = config_sh(&root, &stub, &["--token", "good", "--ephemeral"]);
-    assert_eq!(cfg.exit_code(), 0, "{}", cfg.output());
-    let mut p = Proc::spawn(listener(&root, &["run"]));
-    p.wait_for("Listening for Jobs");
-    stub.push(job(9, "once", 100));
-    assert_eq!(p.exit_code(), 0);
-    let out = p.output();
-    assert!(out.contains("Job once completed with result: Succeeded\n√ Removed .credentials\n√ Removed .runner\n"), "{out}");
-    assert!(!root.join(".runner").exists() && !root.join(".credentials_rsaparams").exists());
-}
-
-#[test]
-fn fake_runner_registration_deleted_while_polling() {
-    let dir = tmp();
-    let (root, stub) = configured(dir.path());
-    let mut p = Proc::spawn(listener(&root, &["run"]));
-    p.wait_for("Listening for Jobs");
-    stub.state.lock().expect("stub lock").deleted = true;
-    assert_eq!(p.exit_code(), 0);
-    assert!(p
-        .output()
-        .contains("The runner no longer exists on the server. Cleaning up local configuration."));
-    assert!(!root.join(".runner").exists());
-}
-
-#[test]
-fn fake_runner_remove_via_config_sh() {
-    let dir = tmp();
-    let (root, stub) = configured(dir.path());
-    let mut cmd = Command::new(root.join("config.sh"));
-    cmd.args(["remove", "--token", "good"])
-        .env("RUNNER_ALLOW_RUNASROOT", "1")
-        .current_dir(&root);
-    let mut p = Proc::spawn(cmd);
-    assert_eq!(p.exit_code(), 0, "{}", p.output());
-    let out = p.output();
-    assert!(
-        out.contains("√ Runner removed successfully\n√ Removed .credentials\n√ Removed .runner\n"),
-        "{out}"
-    );
-    assert!(stub
-        .requests()
-        .iter()
-        .any(|r| r.starts_with("DELETE /_fake/runners/1 ")));
-    assert!(!root.join(".credentials_rsaparams").exists());
-}
-
-#[test]
-fn fake_runner_run_sh_maps_session_conflict() {
-    let dir = tmp();
-    let (root, stub) = configured(dir.path());
-    stub.state.lock().expect("stub lock").session_status = Some(409);
-    let mut cmd = Command::new(root.join("run.sh"));
-    cmd.env("RUNNER_ALLOW_RUNASROOT", "1").current_dir(&root);
-    let mut p = Proc::spawn(cmd);
-    assert_eq!(p.exit_code(), 0);
-    let out = p.output();
-    assert!(out.contains("Runner listener exit with Session Conflict error, stop the service, no retry needed.\nExiting runner...\n"), "{out}");
-    assert!(root.join("run-helper.sh").exists());
 }

@@ -4,3 +4,4 @@
 pub mod cmd;
 pub mod github;
 pub mod install;
+pub mod proc;
