@@ -8,6 +8,7 @@
 //! - [`observe`]: what is on the host — runner directories, corral's records and live
 //!   listener processes under `state_dir` — as [`observe::Observed`].
 //! - [`reconcile`]: the pure planner, `plan(&Desired, &Observed) -> Vec<Action>`; no I/O.
+//! - [`provision`]: runner directories as hard-link trees of one immutable base.
 //! - [`cli`]: the command line (`check`, `plan`, `schema`).
 //!
 //! Every trigger runs the same observe → plan → apply pass (DESIGN.md). The planner trusts
@@ -17,4 +18,5 @@ pub mod cli;
 pub mod config;
 pub mod layout;
 pub mod observe;
+pub mod provision;
 pub mod reconcile;

@@ -6,5 +6,7 @@ mod check;
 mod fake_github_tests;
 mod fake_runner_tests;
 mod plan;
+mod provision;
+mod provision_e2e;
 mod schema;
 mod ship;

@@ -100,6 +100,9 @@ fn run_job(ctx: &Ctx, job: &Value, rx: &mpsc::Receiver<Event>) -> &'static str {
             diag::warn("Worker", &format!("cannot create {}: {e}", dir.display()));
         }
     }
+    if !run_node(ctx) {
+        return "Failed";
+    }
     let duration = Duration::from_millis(job["duration_ms"].as_u64().unwrap_or(0));
     match rx.recv_timeout(duration) {
         Ok(Event::Cancel(why)) => {
@@ -115,6 +118,33 @@ fn run_job(ctx: &Ctx, job: &Value, rx: &mpsc::Receiver<Event>) -> &'static str {
                 "Abandoned" => "Abandoned",
                 _ => "Succeeded",
             }
+        }
+    }
+}
+
+/// Every job runs `<Root>/externals/node20/bin/node --version`, as the real Worker runs node
+/// for JavaScript actions, so a broken `externals` (link) fails the job.
+fn run_node(ctx: &Ctx) -> bool {
+    let node = ctx.root.join("externals/node20/bin/node");
+    match std::process::Command::new(&node).arg("--version").output() {
+        Ok(out) if out.status.success() => {
+            let version = String::from_utf8_lossy(&out.stdout);
+            diag::info(
+                "Worker",
+                &format!("{} --version: {}", node.display(), version.trim()),
+            );
+            true
+        }
+        Ok(out) => {
+            diag::warn(
+                "Worker",
+                &format!("{} --version failed: {}", node.display(), out.status),
+            );
+            false
+        }
+        Err(e) => {
+            diag::warn("Worker", &format!("cannot run {}: {e}", node.display()));
+            false
         }
     }
 }
