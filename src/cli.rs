@@ -60,6 +60,19 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Run the controller in the foreground until SIGTERM or SIGINT.
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Show every runner: state, pid, job, restarts, last exit, registration.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the JSON Schema of runners.yaml.
     Schema,
 }
@@ -128,6 +141,41 @@ pub fn write_plan(actions: &[Action], out: &mut dyn Write) -> std::io::Result<()
         }
     }
     Ok(())
+}
+
+/// `corral status`: the controller's last `status.json`, as a table or JSON.
+pub fn status(
+    path: &Path,
+    json: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<ExitStatus> {
+    let desired = match config::load(path) {
+        Ok(desired) => desired,
+        Err(errors) => {
+            writeln!(err, "{errors}")?;
+            return Ok(1);
+        }
+    };
+    let file = StateLayout::new(&desired.state_dir).status_file();
+    let status = match crate::status::read(&file) {
+        Ok(status) => status,
+        Err(e) => {
+            writeln!(
+                err,
+                "{}: no status yet ({e}); is `corral run` running?",
+                file.display()
+            )?;
+            return Ok(1);
+        }
+    };
+    if json {
+        serde_json::to_writer_pretty(&mut *out, &status)?;
+        writeln!(out)?;
+    } else {
+        crate::status::write_table(&status, out)?;
+    }
+    Ok(0)
 }
 
 /// `corral schema`.

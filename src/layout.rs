@@ -77,6 +77,9 @@ pub struct SpecRecord {
     pub registration_hash: String,
     /// `RunnerSpec::runtime_hash` when the listener was last started.
     pub runtime_hash: String,
+    /// The spec it was registered with, to drain and deregister it after it left the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<crate::config::RunnerSpec>,
 }
 
 /// The listener corral started: enough to recognise it again after a restart of corral.
@@ -87,6 +90,16 @@ pub struct ProcessRecord {
     /// Start time in clock ticks since boot (`/proc/<pid>/stat` field 22), so a reused pid
     /// is never mistaken for the listener.
     pub start_time: u64,
+}
+
+/// Writes a JSON record atomically (temporary file, then rename), creating its directory.
+pub fn write_record<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Reads a JSON record; a missing or unreadable one is `None` (the planner then acts as if

@@ -8,15 +8,31 @@
 //! - [`observe`]: what is on the host — runner directories, corral's records and live
 //!   listener processes under `state_dir` — as [`observe::Observed`].
 //! - [`reconcile`]: the pure planner, `plan(&Desired, &Observed) -> Vec<Action>`; no I/O.
+//! - [`controller`]: `corral run` — triggers, passes, apply steps, shutdown.
 //! - [`provision`]: runner directories as hard-link trees of one immutable base.
-//! - [`cli`]: the command line (`check`, `plan`, `schema`).
+//! - [`registration`]: `config.sh` configure/remove, tokens in the environment only.
+//! - [`process`], [`markers`], [`backoff`], [`users`]: launching, reading and restarting
+//!   listeners.
+//! - [`github`], [`secret`]: the REST client and secrets that never print.
+//! - [`watch`]: the config file watch; [`status`]: `status.json` and `corral status`.
+//! - [`layout`]: paths and records under `state_dir`; [`cli`]: the command line.
 //!
 //! Every trigger runs the same observe → plan → apply pass (DESIGN.md). The planner trusts
 //! no trigger's payload, only what it observes.
 
+pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod controller;
+pub mod github;
 pub mod layout;
+pub mod markers;
 pub mod observe;
+pub mod process;
 pub mod provision;
 pub mod reconcile;
+pub mod registration;
+pub mod secret;
+pub mod status;
+pub mod users;
+pub mod watch;

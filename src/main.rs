@@ -1,5 +1,6 @@
 //! The `corral` binary: parses arguments, sets up logging, runs a command.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -13,7 +14,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("corral: {err:#}");
-            ExitCode::from(2)
+            ExitCode::from(1)
         }
     }
 }
@@ -25,15 +26,24 @@ fn run(command: Command) -> anyhow::Result<u8> {
             cli::check(file.as_ref().unwrap_or(&config.config), &mut out, &mut err)?
         }
         Command::Plan { config } => cli::plan(&config.config, &mut out, &mut err)?,
+        Command::Status { config, json } => cli::status(&config.config, json, &mut out, &mut err)?,
         Command::Schema => cli::schema(&mut out)?,
+        Command::Run { config } => {
+            drop((out, err));
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(corral::controller::run(&config.config))?;
+            0
+        }
     };
     Ok(code)
 }
 
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal: journald, docker logs and files get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

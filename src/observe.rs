@@ -111,7 +111,7 @@ fn is_listener(rec: &ProcessRecord, runner_dir: &Path) -> bool {
 
 /// True when `pid` has a child whose command name is `Runner.Worker`
 /// (`reference/runner-contract.md` §5).
-fn has_worker_child(pid: i32) -> bool {
+pub fn has_worker_child(pid: i32) -> bool {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
         .flatten();

@@ -36,6 +36,7 @@ fn desired(specs: Vec<RunnerSpec>) -> Desired {
         base: BaseSource::Path(PathBuf::from("base")),
         github: None,
         resync_interval: Duration::from_secs(30),
+        shutdown_timeout: Duration::from_secs(60),
         runners: specs.into_iter().map(|s| (s.name.clone(), s)).collect(),
     }
 }
@@ -44,6 +45,7 @@ fn record(spec: &RunnerSpec) -> SpecRecord {
     SpecRecord {
         registration_hash: spec.registration_hash(),
         runtime_hash: spec.runtime_hash(),
+        spec: None,
     }
 }
 

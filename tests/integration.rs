@@ -8,5 +8,6 @@ mod fake_runner_tests;
 mod plan;
 mod provision;
 mod provision_e2e;
+mod run;
 mod schema;
 mod ship;

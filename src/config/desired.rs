@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The validated desired state of the host.
@@ -21,6 +21,8 @@ pub struct Desired {
     pub github: Option<GitHub>,
     /// Periodic resync.
     pub resync_interval: Duration,
+    /// How long busy runners may finish their jobs when corral stops.
+    pub shutdown_timeout: Duration,
     /// Every runner instance by its name.
     pub runners: BTreeMap<String, RunnerSpec>,
 }
@@ -76,7 +78,7 @@ pub enum GitHubAuth {
 }
 
 /// A repository a runner serves.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Repo {
     /// Owner (user or organization).
     pub owner: String,
@@ -87,7 +89,7 @@ pub struct Repo {
 }
 
 /// How a runner gets its registration token.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Registration {
     /// corral mints it with its GitHub credential.
     GitHub,
@@ -97,8 +99,9 @@ pub enum Registration {
     TokenFile(PathBuf),
 }
 
-/// One runner instance as it should be.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One runner instance as it should be. corral records it at registration, so a runner that
+/// left the file can still be drained and deregistered as it was registered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunnerSpec {
     /// Instance name: directory name and GitHub runner name.
     pub name: String,
@@ -115,7 +118,7 @@ pub struct RunnerSpec {
     /// Extra environment.
     pub env: BTreeMap<String, String>,
     /// Drain limit on removal.
-    #[serde(skip)]
+    #[serde(with = "seconds")]
     pub drain_timeout: Duration,
     /// Unix user (when corral is root).
     pub user: String,
@@ -152,4 +155,19 @@ fn digest(value: &impl Serialize) -> String {
         let _ = write!(out, "{b:02x}");
         out
     })
+}
+
+/// A `Duration` as whole seconds in records.
+mod seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
 }

@@ -23,6 +23,9 @@ pub struct RunnersFile {
     /// How often corral re-checks everything even when nothing triggered it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resync_interval: Option<Duration>,
+    /// How long `corral run` lets busy runners finish their jobs when it is stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown_timeout: Option<Duration>,
     /// GitHub access; without it each runner needs its own registration token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub github: Option<GitHubSpec>,

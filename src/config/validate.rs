@@ -12,6 +12,7 @@ use super::rules;
 use super::tree::Position;
 
 const DEFAULT_RESYNC: std::time::Duration = std::time::Duration::from_secs(30);
+const DEFAULT_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 const DEFAULT_DRAIN: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 const DEFAULT_USER: &str = "runner";
 /// Largest `count`: a typo such as `count: 1000` should not provision a thousand runners.
@@ -106,6 +107,11 @@ pub fn resolve(
         runners.extend(specs.into_iter().map(|spec| (spec.name.clone(), spec)));
     }
     check_defaults(&mut c, &file.defaults);
+    let shutdown_timeout = c.duration(
+        "shutdown_timeout",
+        file.shutdown_timeout.as_ref(),
+        DEFAULT_SHUTDOWN,
+    );
     let resync_interval = c.duration(
         "resync_interval",
         file.resync_interval.as_ref(),
@@ -120,6 +126,7 @@ pub fn resolve(
         base,
         github: Some(github).filter(|g| g.auth != GitHubAuth::None || file.github.is_some()),
         resync_interval,
+        shutdown_timeout,
         runners,
     })
 }

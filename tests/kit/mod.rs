@@ -2,6 +2,7 @@
 #![allow(dead_code)] // Each test module uses a different part of the kit.
 
 pub mod cmd;
+pub mod daemon;
 pub mod github;
 pub mod install;
 pub mod proc;

@@ -260,6 +260,24 @@ impl FakeGitHub {
         }
     }
 
+    /// How long after its last poll a session that was never closed (its listener was
+    /// killed) lapses, so a new listener can open one; default 5 s (GitHub takes minutes).
+    pub fn set_session_timeout(&self, timeout: Duration) {
+        self.shared.with(|s| s.session_timeout = timeout);
+    }
+
+    /// Every registration, remove and service token the fake ever issued (to assert that
+    /// none leaks).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.shared.quiet(|s| {
+            s.runner_tokens
+                .keys()
+                .chain(s.service_tokens.keys())
+                .cloned()
+                .collect()
+        })
+    }
+
     /// Every request so far, oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.quiet(|s| s.requests.clone())

@@ -187,13 +187,18 @@ fn create_session(s: &mut State, ctx: &Ctx) -> Response {
         return not_found();
     };
     let session = s.rng.guid();
+    let session_timeout = s.session_timeout;
     let Some(r) = s.runners.get_mut(&id) else {
         return not_found();
     };
-    if r.session.is_some() {
+    let lapsed = r
+        .session_seen
+        .is_some_and(|(seen, wait)| seen.elapsed() > wait + session_timeout);
+    if r.session.is_some() && !lapsed {
         return error(409, "A session for this runner already exists.");
     }
     r.session = Some(session.clone());
+    r.session_seen = Some((std::time::Instant::now(), Duration::ZERO));
     r.info.status = RunnerStatus::Online;
     if r.info.os == "unknown" {
         r.info.os = "Linux".into(); // a JIT runner reports its OS when it first connects
@@ -247,6 +252,10 @@ fn poll_once(s: &mut State, ctx: &Ctx) -> Result<Option<Value>, Response> {
         // Not a deleted registration, so not 404: the listener must create a session first.
         return Err(error(400, "No open session with this id"));
     }
+    let wait = query_param(ctx.query.as_deref(), "wait")
+        .and_then(|w| w.parse::<u64>().ok())
+        .unwrap_or(30);
+    r.session_seen = Some((std::time::Instant::now(), Duration::from_secs(wait)));
     Ok(r.messages.pop_front())
 }
 

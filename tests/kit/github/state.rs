@@ -62,6 +62,9 @@ pub struct RunnerRec {
     pub client_id: String,
     /// Open session id.
     pub session: Option<String>,
+    /// When the session's listener was last heard from, and the `wait` of its last poll: a
+    /// listener killed with SIGKILL never closes its session, which then lapses.
+    pub session_seen: Option<(std::time::Instant, Duration)>,
     /// Messages waiting for the next poll.
     pub messages: VecDeque<Value>,
     /// Since when it is offline (auto-removal).
@@ -145,6 +148,8 @@ pub struct State {
     pub rate: RateLimit,
     /// Reject a missing `User-Agent` and unknown API versions.
     pub strict: bool,
+    /// How long after its last poll ended an unclosed session lapses.
+    pub session_timeout: Duration,
 }
 
 impl State {
@@ -165,6 +170,7 @@ impl State {
             next_id: 1,
             requests: Vec::new(),
             faults: Vec::new(),
+            session_timeout: Duration::from_secs(5),
             rate: RateLimit {
                 limit: 5000,
                 used: 0,
@@ -249,6 +255,7 @@ impl State {
             info,
             client_id,
             session: None,
+            session_seen: None,
             messages: VecDeque::new(),
             offline_since,
             group_id: 1,

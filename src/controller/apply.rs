@@ -1,0 +1,384 @@
+//! Carries out one runner's planned steps, in order. Every step is idempotent and tolerates
+//! half-done state, so a pass that stops half-way is finished by the next one.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::config::{Registration, RunnerSpec};
+use crate::github::GitHubClient;
+use crate::layout::{read_record, write_record, ProcessRecord, SpecRecord, StateLayout};
+use crate::process::{detach_to_log, runner_command, stop_group, RunAs};
+use crate::provision::{Base, Provisioner};
+use crate::reconcile::Action;
+use crate::registration;
+use crate::secret::{self, Secret};
+use crate::users;
+
+use super::Trigger;
+
+/// How long a listener may take to stop after SIGINT before its group is killed.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+/// How often a draining runner is tried again.
+pub const DRAIN_RETRY: Duration = Duration::from_secs(2);
+
+/// What every apply task shares.
+pub struct ApplyCtx {
+    /// Paths under `state_dir`.
+    pub layout: StateLayout,
+    /// The base runner dirs are built from; the error text when it cannot be used.
+    pub base: Result<Arc<Base>, String>,
+    /// GitHub, when a credential is configured.
+    pub github: Option<GitHubClient>,
+    /// Where exits of started listeners are reported.
+    pub triggers: mpsc::UnboundedSender<Trigger>,
+}
+
+/// One runner's steps and what it knew before them.
+pub struct Job {
+    /// Runner name.
+    pub name: String,
+    /// Its desired spec (`None`: removed from the file).
+    pub spec: Option<RunnerSpec>,
+    /// Steps in order.
+    pub actions: Vec<Action>,
+    /// Time left before a restart is allowed.
+    pub backoff_wait: Duration,
+    /// When its drain began, if it is draining.
+    pub drain_started: Option<Instant>,
+}
+
+/// What happened, for the controller to remember.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// A listener started: its pid.
+    pub started: Option<i32>,
+    /// corral is stopping this pid.
+    pub stopping: Option<i32>,
+    /// The runner is draining (busy while removed): keep its drain start.
+    pub draining: bool,
+    /// Registration on GitHub could not be managed (no credential).
+    pub local_only: bool,
+    /// It was registered afresh, or removed for good.
+    pub change: Option<Change>,
+    /// The step that failed.
+    pub failure: Option<Failure>,
+    /// Run a pass again within this time.
+    pub requeue: Option<Duration>,
+}
+
+/// A change of a runner's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Registered afresh.
+    Registered,
+    /// Everything about it is gone (it left the file).
+    Removed,
+}
+
+/// A step that failed, in words.
+#[derive(Debug)]
+pub enum Failure {
+    /// Registration failed (the runner's own text): backed off like a crash.
+    Registration(String),
+    /// Any other step.
+    Step(String),
+}
+
+impl Failure {
+    /// The message.
+    pub fn message(&self) -> &str {
+        match self {
+            Failure::Registration(m) | Failure::Step(m) => m,
+        }
+    }
+}
+
+/// Runs `job`'s steps until one fails or must wait.
+#[tracing::instrument(name = "runner", skip_all, fields(runner = %job.name))]
+pub async fn apply(ctx: Arc<ApplyCtx>, job: Job) -> Outcome {
+    let mut out = Outcome::default();
+    let recorded =
+        read_record::<SpecRecord>(&ctx.layout.spec_record(&job.name)).and_then(|r| r.spec);
+    for action in &job.actions {
+        let step = step(&ctx, &job, recorded.as_ref(), action, &mut out).await;
+        match step {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(message) => {
+                warn!(step = %action, error = %message, "step failed");
+                out.failure = Some(if matches!(action, Action::Register { .. }) {
+                    Failure::Registration(message)
+                } else {
+                    Failure::Step(message)
+                });
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// One step; `Ok(false)` stops the runner's remaining steps without an error.
+async fn step(
+    ctx: &Arc<ApplyCtx>,
+    job: &Job,
+    recorded: Option<&RunnerSpec>,
+    action: &Action,
+    out: &mut Outcome,
+) -> Result<bool, String> {
+    let name = job.name.as_str();
+    match action {
+        Action::RemoveLeftover { path } => {
+            let path = path.clone();
+            blocking(ctx, None, move |p| p.remove_leftover(&path)).await?;
+        }
+        Action::Provision { .. } => {
+            let spec = desired(job)?;
+            let user = users::resolve(&spec.user, spec.allow_root).map_err(|e| e.to_string())?;
+            let owner = match user.run_as {
+                RunAs::User { uid, gid } => Some((uid, gid)),
+                RunAs::Inherit => None,
+            };
+            let name = name.to_string();
+            blocking(ctx, owner, move |p| p.provision(&name).map(drop)).await?;
+        }
+        Action::Register { .. } => register(ctx, desired(job)?, out).await?,
+        Action::Start { .. } => return start(ctx, job, out),
+        Action::Restart { .. } => {
+            stop(ctx, name, out).await;
+            return start(ctx, job, out);
+        }
+        Action::Deregister { .. } => return deregister(ctx, job, recorded, out).await,
+        Action::Stop { .. } => stop(ctx, name, out).await,
+        Action::Deprovision { .. } => {
+            let owned = name.to_string();
+            blocking(ctx, None, move |p| p.deprovision(&owned)).await?;
+            remove_records(&ctx.layout, name);
+            if job.spec.is_none() {
+                out.change = Some(Change::Removed);
+            }
+        }
+    }
+    Ok(true)
+}
+
+fn desired(job: &Job) -> Result<&RunnerSpec, String> {
+    job.spec
+        .as_ref()
+        .ok_or_else(|| "runner is not in the config".to_string())
+}
+
+/// Runs a file system step of a provisioner (for runner dirs owned by `owner`) on the
+/// blocking pool.
+async fn blocking(
+    ctx: &Arc<ApplyCtx>,
+    owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+    f: impl FnOnce(&Provisioner) -> Result<(), crate::provision::ProvisionError> + Send + 'static,
+) -> Result<(), String> {
+    let ctx = Arc::clone(ctx);
+    tokio::task::spawn_blocking(move || match &ctx.base {
+        Ok(base) => f(&Provisioner::new(
+            ctx.layout.clone(),
+            Arc::clone(base),
+            owner,
+        ))
+        .map_err(|e| chain(&e)),
+        Err(message) => Err(message.clone()),
+    })
+    .await
+    .map_err(|e| format!("provisioning task failed: {e}"))?
+}
+
+/// An error with its causes, on one line.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+async fn registration_token(ctx: &ApplyCtx, spec: &RunnerSpec) -> Result<Secret, String> {
+    match &spec.registration {
+        Registration::TokenEnv(var) => secret::from_env(var).map_err(|e| e.to_string()),
+        Registration::TokenFile(path) => secret::from_file(path).map_err(|e| chain(&e)),
+        Registration::GitHub => {
+            let gh = ctx
+                .github
+                .as_ref()
+                .ok_or("no GitHub credential to mint a registration token")?;
+            gh.registration_token(&spec.repo)
+                .await
+                .map_err(|e| chain(&e))
+        }
+    }
+}
+
+async fn register(ctx: &ApplyCtx, spec: &RunnerSpec, out: &mut Outcome) -> Result<(), String> {
+    let root = ctx.layout.runner_dir(&spec.name);
+    let user = users::resolve(&spec.user, spec.allow_root).map_err(|e| e.to_string())?;
+    let token = registration_token(ctx, spec)
+        .await
+        .map_err(|message| format!("registration token: {message}"))?;
+    registration::configure(spec, &root, &token, user.run_as)
+        .await
+        .map_err(|err| chain(&err))?;
+    let record = SpecRecord {
+        registration_hash: spec.registration_hash(),
+        runtime_hash: spec.runtime_hash(),
+        spec: Some(spec.clone()),
+    };
+    write_record(&ctx.layout.spec_record(&spec.name), &record)
+        .map_err(|e| format!("write record: {e}"))?;
+    out.local_only = !matches!(spec.registration, Registration::GitHub) && ctx.github.is_none();
+    out.change = Some(Change::Registered);
+    info!(repo = %spec.repo.url, labels = ?spec.labels, ephemeral = spec.ephemeral, "registered");
+    Ok(())
+}
+
+fn start(ctx: &ApplyCtx, job: &Job, out: &mut Outcome) -> Result<bool, String> {
+    if !job.backoff_wait.is_zero() {
+        out.requeue = Some(job.backoff_wait);
+        return Ok(false);
+    }
+    let spec = desired(job)?;
+    let root = ctx.layout.runner_dir(&spec.name);
+    let user = users::resolve(&spec.user, spec.allow_root).map_err(|e| e.to_string())?;
+    let log = ctx.layout.listener_log(&spec.name);
+    std::fs::create_dir_all(ctx.layout.record_dir(&spec.name))
+        .map_err(|e| format!("create records: {e}"))?;
+    let mut cmd = runner_command(
+        &root.join("bin/Runner.Listener"),
+        &root,
+        &spec.env,
+        user.run_as,
+        spec.allow_root,
+        &user.home,
+    );
+    cmd.arg("run");
+    detach_to_log(&mut cmd, &log).map_err(|e| format!("open `{}`: {e}", log.display()))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("start the listener: {e}"))?;
+    let pid = child.id().map_or(0, |p| p as i32);
+    let start_time = crate::observe::process_start_time(pid).unwrap_or(0);
+    write_record(
+        &ctx.layout.process_record(&spec.name),
+        &ProcessRecord { pid, start_time },
+    )
+    .map_err(|e| format!("write process record: {e}"))?;
+    update_runtime_hash(&ctx.layout, spec);
+    let (name, triggers) = (spec.name.clone(), ctx.triggers.clone());
+    tokio::spawn(async move {
+        let code = child.wait().await.ok().and_then(|s| s.code());
+        let _ = triggers.send(Trigger::Exited { name, pid, code });
+    });
+    info!(pid, "listener started");
+    out.started = Some(pid);
+    Ok(true)
+}
+
+fn update_runtime_hash(layout: &StateLayout, spec: &RunnerSpec) {
+    let path = layout.spec_record(&spec.name);
+    if let Some(mut record) = read_record::<SpecRecord>(&path) {
+        record.runtime_hash = spec.runtime_hash();
+        let _ = write_record(&path, &record);
+    }
+}
+
+async fn stop(ctx: &ApplyCtx, name: &str, out: &mut Outcome) {
+    let Some(rec) = read_record::<ProcessRecord>(&ctx.layout.process_record(name)) else {
+        return;
+    };
+    out.stopping = Some(rec.pid);
+    let clean = stop_group(rec.pid, rec.start_time, STOP_GRACE).await;
+    info!(pid = rec.pid, clean, "listener stopped");
+    let _ = std::fs::remove_file(ctx.layout.process_record(name));
+}
+
+/// Removes the registration (GitHub refuses while a job runs: that is the drain), falling
+/// back to deleting it through the API once the drain time is up.
+async fn deregister(
+    ctx: &ApplyCtx,
+    job: &Job,
+    recorded: Option<&RunnerSpec>,
+    out: &mut Outcome,
+) -> Result<bool, String> {
+    let Some(spec) = recorded.or(job.spec.as_ref()) else {
+        // No record of how it was registered: nothing corral can deregister.
+        out.local_only = true;
+        return Ok(true);
+    };
+    let Some(gh) = ctx.github.as_ref() else {
+        warn!("no GitHub credential: the registration stays on GitHub until it expires");
+        out.local_only = true;
+        return Ok(true);
+    };
+    let root = ctx.layout.runner_dir(&job.name);
+    let user = users::resolve(&spec.user, spec.allow_root).map_err(|e| e.to_string())?;
+    let token = gh.remove_token(&spec.repo).await.map_err(|e| chain(&e))?;
+    match registration::remove(spec, &root, &token, user.run_as).await {
+        Ok(()) => {
+            info!("deregistered");
+            Ok(true)
+        }
+        Err(err) if err.is_busy() => {
+            let started = job.drain_started.unwrap_or_else(Instant::now);
+            if started.elapsed() < spec.drain_timeout {
+                info!("busy: draining before removal");
+                out.draining = true;
+                out.requeue = Some(DRAIN_RETRY);
+                return Ok(false);
+            }
+            warn!(drain_timeout = ?spec.drain_timeout, "drain time is up: stopping the running job");
+            stop(ctx, &job.name, out).await;
+            delete_on_github(gh, spec).await
+        }
+        Err(err) => {
+            warn!(error = %chain(&err), "config.sh remove failed; deleting through the API");
+            delete_on_github(gh, spec).await
+        }
+    }
+}
+
+async fn delete_on_github(gh: &GitHubClient, spec: &RunnerSpec) -> Result<bool, String> {
+    if let Some(found) = gh
+        .find_runner(&spec.repo, &spec.name)
+        .await
+        .map_err(|e| chain(&e))?
+    {
+        gh.delete_runner(&spec.repo, found.id)
+            .await
+            .map_err(|e| chain(&e))?;
+    }
+    Ok(true)
+}
+
+fn remove_records(layout: &StateLayout, name: &str) {
+    let dir = layout.record_dir(name);
+    if let Err(err) = std::fs::remove_dir_all(&dir) {
+        if err.kind() != std::io::ErrorKind::NotFound {
+            warn!(path = %dir.display(), cause = %err, "cannot remove records");
+        }
+    }
+}
+
+/// Forgets a runner's local identity so that the next pass registers it again.
+pub fn forget_identity(root: &Path) {
+    for file in [
+        ".runner",
+        ".credentials",
+        ".credentials_rsaparams",
+        ".runner_migrated",
+        ".credentials_migrated",
+    ] {
+        let _ = std::fs::remove_file(root.join(file));
+    }
+}

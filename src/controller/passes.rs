@@ -1,0 +1,335 @@
+//! One observe → plan → apply pass, and the controller state it works on.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{error, info};
+
+use super::apply::{self, ApplyCtx, Job};
+use super::runtime::{build_status, ExitMeaning, Runtime};
+use super::Trigger;
+use crate::config::{self, BaseSource, Desired};
+use crate::github::GitHubClient;
+use crate::layout::StateLayout;
+use crate::markers::LogTail;
+use crate::observe::{self, Observed};
+use crate::process::{cap_log, is_same_process};
+use crate::provision::Base;
+use crate::reconcile::{self, Action};
+use crate::status;
+
+/// Runners applied at the same time.
+const CONCURRENCY: usize = 8;
+/// Largest listener log before it is rotated.
+const LOG_CAP: u64 = 10 * 1024 * 1024;
+/// How often an adopted listener (not corral's child) is checked for exit.
+const ADOPTED_POLL: Duration = Duration::from_secs(1);
+
+/// The controller's state between passes.
+pub struct Controller {
+    config_path: PathBuf,
+    config_digest: Vec<u8>,
+    desired: Desired,
+    config_error: Option<String>,
+    runtimes: BTreeMap<String, Runtime>,
+    triggers: mpsc::UnboundedSender<Trigger>,
+    base: Option<(PathBuf, Result<Arc<Base>, String>)>,
+}
+
+impl Controller {
+    /// A controller for the already loaded `desired`.
+    pub fn new(
+        config_path: PathBuf,
+        desired: Desired,
+        triggers: mpsc::UnboundedSender<Trigger>,
+    ) -> Self {
+        Controller {
+            config_digest: std::fs::read(&config_path).unwrap_or_default(),
+            config_path,
+            desired,
+            config_error: None,
+            runtimes: BTreeMap::new(),
+            triggers,
+            base: None,
+        }
+    }
+
+    /// The config file.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The desired state in force.
+    pub fn desired(&self) -> &Desired {
+        &self.desired
+    }
+
+    /// Paths under the state directory in force.
+    pub fn layout(&self) -> StateLayout {
+        StateLayout::new(&self.desired.state_dir)
+    }
+
+    /// Re-reads the config file. Returns false when its bytes did not change. An invalid file
+    /// is logged and kept in status; the last good desired state stays in force.
+    pub fn reload(&mut self) -> bool {
+        let bytes = std::fs::read(&self.config_path).unwrap_or_default();
+        if bytes == self.config_digest {
+            return false;
+        }
+        self.config_digest = bytes;
+        match config::load(&self.config_path) {
+            Ok(desired) => {
+                info!(runners = desired.runners.len(), "config reloaded");
+                self.desired = desired;
+                self.config_error = None;
+            }
+            Err(errors) => {
+                error!(errors = %errors, "config edit refused; the last good config stays in force");
+                self.config_error = Some(errors.to_string());
+            }
+        }
+        true
+    }
+
+    /// Records what an exit means before the next pass.
+    pub fn on_trigger(&mut self, trigger: Trigger) {
+        let Trigger::Exited { name, pid, code } = trigger;
+        if !self.desired.runners.contains_key(&name) && !self.runtimes.contains_key(&name) {
+            // A runner corral removed: its listener's exit is the end of the story.
+            return;
+        }
+        let ephemeral = self.desired.runners.get(&name).is_some_and(|s| s.ephemeral);
+        let layout = self.layout();
+        let runtime = self.runtimes.entry(name.clone()).or_default();
+        if let Some(tail) = runtime.tail.as_mut() {
+            tail.read_into(&layout.listener_log(&name), &mut runtime.view);
+        }
+        let _span = tracing::info_span!("runner", runner = %name).entered();
+        if runtime.exited(pid, code, ephemeral, Instant::now()) == ExitMeaning::RegistrationDeleted
+        {
+            apply::forget_identity(&layout.runner_dir(&name));
+        }
+    }
+
+    /// One pass; returns when the next one is due at the latest.
+    pub async fn pass(&mut self) -> Duration {
+        let layout = self.layout();
+        let observed = {
+            let layout = layout.clone();
+            tokio::task::spawn_blocking(move || observe::observe(&layout))
+                .await
+                .unwrap_or_default()
+        };
+        self.follow_processes(&layout, &observed);
+        let actions = reconcile::plan(&self.desired, &observed);
+        let mut requeue = self.desired.resync_interval;
+        if !actions.is_empty() {
+            requeue = requeue.min(self.apply(&layout, actions).await);
+        }
+        // What changed during apply shows in the status of the next pass; observe again so
+        // status.json reflects this one.
+        let observed = tokio::task::spawn_blocking({
+            let layout = layout.clone();
+            move || observe::observe(&layout)
+        })
+        .await
+        .unwrap_or_default();
+        self.follow_processes(&layout, &observed);
+        self.write_status(&layout, &observed);
+        requeue
+    }
+
+    /// Keeps up with live listeners: reads their logs, caps them, watches adopted ones.
+    fn follow_processes(&mut self, layout: &StateLayout, observed: &Observed) {
+        for (name, seen) in &observed.runners {
+            let log = layout.listener_log(name);
+            let runtime = self.runtimes.entry(name.clone()).or_default();
+            let _ = cap_log(&log, LOG_CAP);
+            runtime
+                .tail
+                .get_or_insert_with(LogTail::default)
+                .read_into(&log, &mut runtime.view);
+            let Some(process) = seen.process else {
+                continue;
+            };
+            if runtime.watched_pid == Some(process.pid) {
+                continue;
+            }
+            // Not our child (corral restarted): poll its /proc entry for the exit.
+            runtime.watched_pid = Some(process.pid);
+            let record = crate::layout::read_record::<crate::layout::ProcessRecord>(
+                &layout.process_record(name),
+            );
+            let Some(record) = record else { continue };
+            info!(runner = %name, pid = record.pid, "adopted a running listener");
+            let (name, triggers) = (name.clone(), self.triggers.clone());
+            tokio::spawn(async move {
+                while is_same_process(record.pid, record.start_time) {
+                    tokio::time::sleep(ADOPTED_POLL).await;
+                }
+                let _ = triggers.send(Trigger::Exited {
+                    name,
+                    pid: record.pid,
+                    code: None,
+                });
+            });
+        }
+    }
+
+    async fn apply(&mut self, layout: &StateLayout, actions: Vec<Action>) -> Duration {
+        let ctx = Arc::new(ApplyCtx {
+            layout: layout.clone(),
+            base: self.base(),
+            github: self
+                .desired
+                .github
+                .as_ref()
+                .filter(|g| g.auth != config::GitHubAuth::None)
+                .map(GitHubClient::new),
+            triggers: self.triggers.clone(),
+        });
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+        let mut tasks = JoinSet::new();
+        let now = Instant::now();
+        for (name, actions) in group(actions) {
+            let runtime = self.runtimes.entry(name.clone()).or_default();
+            if actions
+                .iter()
+                .any(|a| matches!(a, Action::Start { .. } | Action::Restart { .. }))
+            {
+                runtime.view.restarted();
+            }
+            let job = Job {
+                spec: self.desired.runners.get(&name).cloned(),
+                backoff_wait: runtime.backoff.wait(now),
+                drain_started: runtime.drain_started,
+                name,
+                actions,
+            };
+            let (ctx, semaphore) = (Arc::clone(&ctx), Arc::clone(&semaphore));
+            tasks.spawn(async move {
+                let _permit = semaphore.acquire_owned().await;
+                let name = job.name.clone();
+                (name, apply::apply(ctx, job).await)
+            });
+        }
+        let mut requeue = Duration::MAX;
+        while let Some(Ok((name, outcome))) = tasks.join_next().await {
+            requeue = requeue.min(self.remember(&name, outcome, now));
+        }
+        requeue
+    }
+
+    /// Folds an apply outcome into the runner's memory; returns its requeue.
+    fn remember(&mut self, name: &str, out: apply::Outcome, now: Instant) -> Duration {
+        if name.starts_with('.') {
+            // Leftover removal is not about any runner.
+            return out.requeue.unwrap_or(if out.failure.is_some() {
+                Duration::from_secs(5)
+            } else {
+                Duration::MAX
+            });
+        }
+        if out.change == Some(apply::Change::Removed) {
+            self.runtimes.remove(name);
+            return Duration::MAX;
+        }
+        let runtime = self.runtimes.entry(name.to_string()).or_default();
+        if let Some(pid) = out.stopping {
+            runtime.stopping_pid = Some(pid);
+        }
+        if let Some(pid) = out.started {
+            runtime.watched_pid = Some(pid);
+            runtime.backoff.started(now);
+        }
+        if out.change == Some(apply::Change::Registered) {
+            // A fresh identity: earlier errors are history.
+            runtime.last_error = None;
+        }
+        runtime.drain_started = if out.draining {
+            Some(runtime.drain_started.unwrap_or(now))
+        } else {
+            None
+        };
+        runtime.local_only |= out.local_only;
+        let mut requeue = out.requeue.unwrap_or(Duration::MAX);
+        if let Some(failure) = out.failure {
+            let registration = matches!(failure, apply::Failure::Registration(_));
+            runtime.last_error = Some(failure.message().to_string());
+            let delay = if registration || runtime.backoff.failures() > 0 {
+                runtime.backoff.failed(now)
+            } else {
+                Duration::from_secs(5)
+            };
+            requeue = requeue.min(delay);
+        }
+        requeue
+    }
+
+    /// The base in force, opened (checked, protected) once per base path.
+    fn base(&mut self) -> Result<Arc<Base>, String> {
+        let path = match &self.desired.base {
+            BaseSource::Path(path) => path.clone(),
+            BaseSource::Version { version, .. } => {
+                return Err(format!(
+                    "base.version ({version}) is not supported yet; use base.path"
+                ));
+            }
+        };
+        let fresh = !matches!(&self.base, Some((p, _)) if *p == path);
+        if fresh {
+            let opened = Base::open(&path).map(Arc::new).map_err(|e| e.to_string());
+            if let Ok(base) = &opened {
+                match base.protect() {
+                    Ok(true) => info!(base = %path.display(), "made the runner base read-only"),
+                    Ok(false) => {}
+                    Err(err) => error!(cause = %err, "cannot make the runner base read-only"),
+                }
+            }
+            self.base = Some((path.clone(), opened));
+        }
+        self.base
+            .as_ref()
+            .map_or_else(|| Err("no base".to_string()), |(_, b)| b.clone())
+    }
+
+    fn write_status(&self, layout: &StateLayout, observed: &Observed) {
+        let status = build_status(
+            &self.desired,
+            observed,
+            &self.runtimes,
+            self.config_error.clone(),
+            Instant::now(),
+        );
+        if let Err(err) = status::write(&layout.status_file(), &status) {
+            error!(cause = %err, "cannot write status.json");
+        }
+    }
+
+    /// Every runtime, for shutdown.
+    pub fn runtimes(&self) -> &BTreeMap<String, Runtime> {
+        &self.runtimes
+    }
+
+    /// Writes the status as observed now.
+    pub fn write_final_status(&self) {
+        let layout = self.layout();
+        self.write_status(&layout, &observe::observe(&layout));
+    }
+}
+
+/// Actions grouped by runner, in plan order; leftovers go under their own key.
+fn group(actions: Vec<Action>) -> BTreeMap<String, Vec<Action>> {
+    let mut groups: BTreeMap<String, Vec<Action>> = BTreeMap::new();
+    for action in actions {
+        let key = action
+            .runner()
+            .map_or_else(|| ".leftovers".to_string(), str::to_string);
+        groups.entry(key).or_default().push(action);
+    }
+    groups
+}

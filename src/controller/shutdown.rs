@@ -1,0 +1,67 @@
+//! Graceful shutdown: every listener is stopped; a busy one first gets `shutdown_timeout`
+//! to finish its job (SIGINT then cancels it, as the runner itself would on Ctrl-C).
+//! A second signal kills every runner's process group at once.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use super::passes::Controller;
+use crate::layout::{read_record, ProcessRecord};
+use crate::observe::{self, has_worker_child};
+use crate::process::{is_same_process, stop_group};
+
+const STOP_GRACE: Duration = Duration::from_secs(30);
+const BUSY_POLL: Duration = Duration::from_millis(250);
+
+/// Stops every live listener, then writes the final status.
+pub async fn stop_all(ctl: &mut Controller, force: impl Future<Output = ()>) {
+    let layout = ctl.layout();
+    let timeout = ctl.desired().shutdown_timeout;
+    let mut groups = Vec::new();
+    let mut tasks = JoinSet::new();
+    for (name, seen) in observe::observe(&layout).runners {
+        if seen.process.is_none() {
+            continue;
+        }
+        let Some(rec) = read_record::<ProcessRecord>(&layout.process_record(&name)) else {
+            continue;
+        };
+        groups.push(rec.pid);
+        tasks.spawn(async move {
+            let deadline = Instant::now() + timeout;
+            while has_worker_child(rec.pid) && Instant::now() < deadline {
+                tokio::time::sleep(BUSY_POLL).await;
+            }
+            if has_worker_child(rec.pid) {
+                warn!(runner = %name, "shutdown_timeout reached: cancelling the running job");
+            }
+            let clean = stop_group(rec.pid, rec.start_time, STOP_GRACE).await;
+            info!(runner = %name, pid = rec.pid, clean, "listener stopped");
+        });
+    }
+    tokio::select! {
+        () = async { while tasks.join_next().await.is_some() {} } => {}
+        () = force => {
+            warn!("second signal: killing every runner now");
+            for pid in groups {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+    // Leave no record that would make a later corral adopt a process that is gone.
+    for name in ctl.runtimes().keys() {
+        let path = layout.process_record(name);
+        if let Some(rec) = read_record::<ProcessRecord>(&path) {
+            if !is_same_process(rec.pid, rec.start_time) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+    ctl.write_final_status();
+    info!("corral stopped");
+}

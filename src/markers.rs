@@ -1,0 +1,148 @@
+//! Reads the listener's stdout markers (`reference/runner-contract.md` §6) from its log:
+//! online, the job it runs, how its last job ended, and why it stopped.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+/// What the log said so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ListenerView {
+    /// `Listening for Jobs` seen since the last start.
+    pub online: bool,
+    /// The job running now, from `Running job: X`.
+    pub job: Option<String>,
+    /// The last finished job and its result.
+    pub last_job: Option<(String, String)>,
+    /// The registration was deleted on the server.
+    pub registration_deleted: bool,
+    /// Another session for this runner exists.
+    pub session_conflict: bool,
+    /// The last line on the log that looks like an error.
+    pub last_error: Option<String>,
+}
+
+impl ListenerView {
+    /// Applies one log line.
+    pub fn apply(&mut self, line: &str) {
+        // Markers carry a `yyyy-MM-dd HH:mm:ssZ: ` prefix; match on the text after it.
+        let text = line
+            .split_once("Z: ")
+            .map_or(line, |(_, rest)| rest)
+            .trim_end();
+        if text == "Listening for Jobs" {
+            self.online = true;
+        } else if let Some(job) = text.strip_prefix("Running job: ") {
+            self.job = Some(job.to_string());
+        } else if let Some(rest) = text.strip_prefix("Job ") {
+            if let Some((job, result)) = rest.split_once(" completed with result: ") {
+                self.job = None;
+                self.last_job = Some((job.to_string(), result.to_string()));
+            }
+        } else if text.contains("registration has been deleted from the server")
+            || text.contains("no longer exists on the server")
+        {
+            self.registration_deleted = true;
+            self.last_error = Some(text.to_string());
+        } else if text.contains("A session for this runner already exists") {
+            self.session_conflict = true;
+            self.last_error = Some(text.to_string());
+        } else if text.starts_with("An error occurred") || text.starts_with("Failed") {
+            self.last_error = Some(text.to_string());
+        }
+    }
+
+    /// Forgets what belonged to the previous process (called at each start).
+    pub fn restarted(&mut self) {
+        self.online = false;
+        self.job = None;
+        self.registration_deleted = false;
+        self.session_conflict = false;
+    }
+}
+
+/// Follows one log file from an offset.
+#[derive(Debug, Default, Clone)]
+pub struct LogTail {
+    offset: u64,
+    partial: String,
+}
+
+impl LogTail {
+    /// A tail starting at the end of `path`: what a previous process wrote is not news.
+    pub fn at_end(path: &Path) -> Self {
+        LogTail {
+            offset: std::fs::metadata(path).map_or(0, |m| m.len()),
+            partial: String::new(),
+        }
+    }
+
+    /// Reads what was appended since the last call and applies every complete line.
+    pub fn read_into(&mut self, path: &Path, view: &mut ListenerView) {
+        let Ok(mut file) = std::fs::File::open(path) else {
+            return;
+        };
+        let len = file.metadata().map_or(0, |m| m.len());
+        if len < self.offset {
+            // The log was capped and started again.
+            self.offset = 0;
+            self.partial.clear();
+        }
+        if file.seek(SeekFrom::Start(self.offset)).is_err() {
+            return;
+        }
+        let mut bytes = Vec::new();
+        if file.read_to_end(&mut bytes).is_err() {
+            return;
+        }
+        self.offset += bytes.len() as u64;
+        self.partial.push_str(&String::from_utf8_lossy(&bytes));
+        while let Some(end) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=end).collect();
+            view.apply(&line);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_drive_the_view() {
+        let mut view = ListenerView::default();
+        for line in [
+            "",
+            "√ Connected to GitHub",
+            "Current runner version: '2.336.0'",
+            "2026-11-28 10:00:00Z: Listening for Jobs",
+            "2026-11-28 10:01:00Z: Running job: build",
+        ] {
+            view.apply(line);
+        }
+        assert!(view.online);
+        assert_eq!(view.job.as_deref(), Some("build"));
+        view.apply("2026-11-28 10:02:00Z: Job build completed with result: Failed");
+        assert_eq!(view.job, None);
+        assert_eq!(view.last_job, Some(("build".into(), "Failed".into())));
+        view.apply("Failed to create a session. The runner registration has been deleted from the server, please re-configure.");
+        assert!(view.registration_deleted);
+    }
+
+    #[test]
+    fn tail_reads_only_new_complete_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("listener.log");
+        std::fs::write(&log, "old: Running job: x\n").expect("write");
+        let mut tail = LogTail::at_end(&log);
+        let mut view = ListenerView::default();
+        tail.read_into(&log, &mut view);
+        assert_eq!(view.job, None, "old lines are not news");
+        std::fs::write(
+            &log,
+            "old: Running job: x\n2026-11-28 10:01:00Z: Running job: new\n2026-11-28 10:0",
+        )
+        .expect("write");
+        tail.read_into(&log, &mut view);
+        assert_eq!(view.job.as_deref(), Some("new"));
+    }
+}

@@ -1,0 +1,87 @@
+//! Secrets: read from where `runners.yaml` names them, never printed.
+//!
+//! A [`Secret`]'s `Debug` and `Display` print `***`, so it cannot leak through a log line,
+//! an error message or status by accident; [`Secret::expose`] is the one way to the value.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A secret value (a PAT, a registration token).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value; surrounding whitespace (a file's trailing newline) is dropped.
+    pub fn new(value: &str) -> Self {
+        Secret(value.trim().to_string())
+    }
+
+    /// The value itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Why a secret could not be read. Names where it was looked for, never the value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The environment variable is unset or empty.
+    #[error("environment variable {0} is not set (or empty)")]
+    EnvUnset(String),
+    /// The file could not be read.
+    #[error("cannot read secret file `{}`", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is empty.
+    #[error("secret file `{}` is empty", .0.display())]
+    FileEmpty(PathBuf),
+}
+
+/// Reads the secret in environment variable `var`.
+pub fn from_env(var: &str) -> Result<Secret, SecretError> {
+    match std::env::var(var) {
+        Ok(value) if !value.trim().is_empty() => Ok(Secret::new(&value)),
+        _ => Err(SecretError::EnvUnset(var.to_string())),
+    }
+}
+
+/// Reads the secret in `path`, every time: a rotated file is picked up on the next use.
+pub fn from_file(path: &Path) -> Result<Secret, SecretError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SecretError::File {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if text.trim().is_empty() {
+        return Err(SecretError::FileEmpty(path.to_path_buf()));
+    }
+    Ok(Secret::new(&text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_printed() {
+        let s = Secret::new("ghp_abc\n");
+        assert_eq!(format!("{s} {s:?}"), "*** ***");
+        assert_eq!(s.expose(), "ghp_abc");
+    }
+}

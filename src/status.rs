@@ -1,0 +1,141 @@
+//! `status.json`: the last observed state of every runner, written atomically after each pass,
+//! and read by `corral status`. It holds no secret.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole status file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// When it was written (RFC 3339, UTC).
+    pub updated_at: String,
+    /// Why the last edit of the config file was refused, while it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_error: Option<String>,
+    /// Every runner, by name.
+    pub runners: Vec<RunnerStatus>,
+}
+
+/// A runner's life-cycle state as shown to users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Its directory is being built.
+    Provisioning,
+    /// Registration is under way or being retried.
+    Registering,
+    /// Started, not yet listening.
+    Starting,
+    /// Online, no job.
+    Idle,
+    /// Running a job.
+    Busy,
+    /// Removed from the file; waiting for its job before it goes.
+    Draining,
+    /// Waiting before the next restart.
+    Backoff,
+    /// Restarted again and again.
+    Crashloop,
+    /// Something corral cannot fix by itself; see `last_error`.
+    Error,
+    /// Not running.
+    Stopped,
+}
+
+/// One runner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerStatus {
+    /// Runner name.
+    pub name: String,
+    /// Repository URL.
+    pub repo_url: String,
+    /// `running` or `stopped` (the original project's `GET /runners` field).
+    pub status: String,
+    /// Listener pid when running.
+    pub pid: Option<i32>,
+    /// Life-cycle state.
+    pub state: State,
+    /// The job it runs now.
+    pub job: Option<String>,
+    /// Restarts after unexpected exits.
+    pub restarts: u32,
+    /// The listener's last exit code (`null` when killed by a signal or never exited).
+    pub last_exit_code: Option<i32>,
+    /// `registered`, `unregistered`, or `local-only` (no API credential to manage it on GitHub).
+    pub registration: String,
+    /// The last error, in corral's or the runner's own words.
+    pub last_error: Option<String>,
+}
+
+/// Writes `status` to `path` atomically (a temporary file renamed over it).
+pub fn write(path: &Path, status: &Status) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    serde_json::to_writer_pretty(&mut file, status)?;
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Reads the status file.
+pub fn read(path: &Path) -> std::io::Result<Status> {
+    let bytes = std::fs::read(path)?;
+    serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+}
+
+/// `corral status` as an aligned table.
+pub fn write_table(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
+    if let Some(err) = &status.config_error {
+        writeln!(out, "config error (last good config still in force): {err}")?;
+    }
+    let rows: Vec<[String; 7]> = status
+        .runners
+        .iter()
+        .map(|r| {
+            [
+                r.name.clone(),
+                format!("{:?}", r.state).to_lowercase(),
+                r.pid.map_or("-".into(), |p| p.to_string()),
+                r.job.clone().unwrap_or_else(|| "-".into()),
+                r.restarts.to_string(),
+                r.last_exit_code.map_or("-".into(), |c| c.to_string()),
+                r.repo_url.clone(),
+            ]
+        })
+        .collect();
+    let header = [
+        "NAME",
+        "STATE",
+        "PID",
+        "JOB",
+        "RESTARTS",
+        "LAST-EXIT",
+        "REPO",
+    ]
+    .map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        writeln!(out, "{}", line.join("  ").trim_end())?;
+    }
+    for r in status.runners.iter().filter(|r| r.last_error.is_some()) {
+        writeln!(
+            out,
+            "{}: {}",
+            r.name,
+            r.last_error.as_deref().unwrap_or_default()
+        )?;
+    }
+    writeln!(out, "updated {}", status.updated_at)
+}
