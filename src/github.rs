@@ -161,18 +161,26 @@ impl GitHubClient {
         })
     }
 
-    async fn token(&self, repo: &Repo, kind: &str) -> Result<Secret, GitHubError> {
-        let path = format!("/repos/{}/{}/actions/runners/{kind}", repo.owner, repo.name);
-        let endpoint = format!("POST {path}");
-        let body: TokenBody = self
-            .send(reqwest::Method::POST, &path)
+    /// `send`, then the body as JSON.
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<T, GitHubError> {
+        let endpoint = format!("{method} {path}");
+        self.send(method, path)
             .await?
             .json()
             .await
             .map_err(|source| GitHubError::Transport {
                 endpoint,
                 source: source.without_url(),
-            })?;
+            })
+    }
+
+    async fn token(&self, repo: &Repo, kind: &str) -> Result<Secret, GitHubError> {
+        let path = format!("/repos/{}/{}/actions/runners/{kind}", repo.owner, repo.name);
+        let body: TokenBody = self.get_json(reqwest::Method::POST, &path).await?;
         Ok(Secret::new(&body.token))
     }
 
@@ -196,16 +204,7 @@ impl GitHubClient {
             "/repos/{}/{}/actions/runners?name={name}&per_page=100",
             repo.owner, repo.name
         );
-        let endpoint = format!("GET {path}");
-        let list: RunnerList = self
-            .send(reqwest::Method::GET, &path)
-            .await?
-            .json()
-            .await
-            .map_err(|source| GitHubError::Transport {
-                endpoint,
-                source: source.without_url(),
-            })?;
+        let list: RunnerList = self.get_json(reqwest::Method::GET, &path).await?;
         Ok(list
             .runners
             .into_iter()

@@ -2,6 +2,7 @@
 //! online, the job it runs, how its last job ended, and why it stopped.
 
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// What the log said so far.
@@ -29,7 +30,10 @@ impl ListenerView {
             .split_once("Z: ")
             .map_or(line, |(_, rest)| rest)
             .trim_end();
-        if text == "Listening for Jobs" {
+        if text.starts_with("Current runner version:") {
+            // A new listener process: what the previous one said no longer holds.
+            self.restarted();
+        } else if text == "Listening for Jobs" {
             self.online = true;
         } else if let Some(job) = text.strip_prefix("Running job: ") {
             self.job = Some(job.to_string());
@@ -65,14 +69,18 @@ impl ListenerView {
 pub struct LogTail {
     offset: u64,
     partial: String,
+    /// Device and inode of the file read: a recreated log is read from its start.
+    file: Option<(u64, u64)>,
 }
 
 impl LogTail {
     /// A tail starting at the end of `path`: what a previous process wrote is not news.
     pub fn at_end(path: &Path) -> Self {
+        let meta = std::fs::metadata(path).ok();
         LogTail {
-            offset: std::fs::metadata(path).map_or(0, |m| m.len()),
+            offset: meta.as_ref().map_or(0, std::fs::Metadata::len),
             partial: String::new(),
+            file: meta.map(|m| (m.dev(), m.ino())),
         }
     }
 
@@ -81,11 +89,15 @@ impl LogTail {
         let Ok(mut file) = std::fs::File::open(path) else {
             return;
         };
-        let len = file.metadata().map_or(0, |m| m.len());
-        if len < self.offset {
-            // The log was capped and started again.
+        let Ok(meta) = file.metadata() else {
+            return;
+        };
+        let identity = Some((meta.dev(), meta.ino()));
+        if meta.len() < self.offset || identity != self.file {
+            // The log was capped, or removed and created again: start from its beginning.
             self.offset = 0;
             self.partial.clear();
+            self.file = identity;
         }
         if file.seek(SeekFrom::Start(self.offset)).is_err() {
             return;
@@ -144,5 +156,16 @@ mod tests {
         .expect("write");
         tail.read_into(&log, &mut view);
         assert_eq!(view.job.as_deref(), Some("new"));
+        // Replaced by another file: read from the start.
+        let other = dir.path().join("listener.log.new");
+        std::fs::write(
+            &other,
+            "Current runner version: '2.336.0'\n2026-11-28 10:01:00Z: Listening for Jobs\n",
+        )
+        .expect("write");
+        std::fs::rename(&other, &log).expect("rename");
+        tail.read_into(&log, &mut view);
+        assert!(view.online);
+        assert_eq!(view.job, None, "the new process has no job");
     }
 }

@@ -112,13 +112,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Action> {
         .map(|path| Action::RemoveLeftover { path: path.clone() })
         .collect();
     let empty = ObservedRunner::default();
-    let mut names: Vec<&String> = desired
-        .runners
-        .keys()
-        .chain(observed.runners.keys())
-        .collect();
-    names.sort();
-    names.dedup();
+    let names = runner_names(desired, observed);
     for name in names {
         let seen = observed.runners.get(name).unwrap_or(&empty);
         match desired.runners.get(name) {
@@ -127,6 +121,18 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Action> {
         }
     }
     actions
+}
+
+/// Every runner that is desired or found, sorted, each once.
+pub fn runner_names<'a>(desired: &'a Desired, observed: &'a Observed) -> Vec<&'a String> {
+    let mut names: Vec<&String> = desired
+        .runners
+        .keys()
+        .chain(observed.runners.keys())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 fn plan_desired(spec: &RunnerSpec, seen: &ObservedRunner, out: &mut Vec<Action>) {

@@ -9,5 +9,6 @@ mod plan;
 mod provision;
 mod provision_e2e;
 mod run;
+mod run_edges;
 mod schema;
 mod ship;

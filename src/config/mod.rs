@@ -6,6 +6,7 @@
 
 mod desired;
 mod duration;
+mod entry;
 mod error;
 mod model;
 mod rules;

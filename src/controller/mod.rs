@@ -14,7 +14,7 @@ mod shutdown;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -24,6 +24,8 @@ pub use runtime::{ExitMeaning, Runtime};
 
 /// How long file events are collected before one pass (editors write in bursts).
 const DEBOUNCE: Duration = Duration::from_millis(200);
+/// The same for listener log lines, which come one at a time.
+const LOG_DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// A message to the controller loop.
 #[derive(Debug)]
@@ -68,68 +70,134 @@ pub enum RunError {
     },
 }
 
+/// Why the loop woke up.
+enum Wake {
+    /// The requeue or resync time came.
+    Timer,
+    /// Something changed in the config's directory.
+    ConfigEvent,
+    /// A listener wrote to its log, or SIGHUP asked for a pass.
+    Nudge,
+    /// A message from a task.
+    Trigger(Trigger),
+    /// SIGTERM or SIGINT.
+    Stop,
+}
+
+/// Everything that wakes the loop, kept alive together.
+struct Sources {
+    _config_watch: notify::RecommendedWatcher,
+    config_events: mpsc::Receiver<()>,
+    _log_watch: notify::RecommendedWatcher,
+    log_events: mpsc::Receiver<()>,
+    sighup: Signal,
+    sigterm: Signal,
+    sigint: Signal,
+    triggers: mpsc::UnboundedReceiver<Trigger>,
+}
+
+impl Sources {
+    fn new(
+        config_path: &Path,
+        records: &Path,
+        triggers: mpsc::UnboundedReceiver<Trigger>,
+    ) -> Result<Self, RunError> {
+        let watch_error = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| RunError::Watch { path, source }
+        };
+        let (config_watch, config_events) =
+            crate::watch::watch_config(config_path).map_err(watch_error(config_path))?;
+        let (log_watch, log_events) =
+            crate::watch::watch_listener_logs(records).map_err(watch_error(records))?;
+        let signal = |kind| signal(kind).map_err(RunError::Signals);
+        Ok(Sources {
+            _config_watch: config_watch,
+            config_events,
+            _log_watch: log_watch,
+            log_events,
+            sighup: signal(SignalKind::hangup())?,
+            sigterm: signal(SignalKind::terminate())?,
+            sigint: signal(SignalKind::interrupt())?,
+            triggers,
+        })
+    }
+
+    /// Waits for the next reason to act, at the latest until `deadline`.
+    async fn next(&mut self, deadline: Instant) -> Wake {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => Wake::Timer,
+            Some(()) = self.config_events.recv() => {
+                // Collect the rest of the burst, then read the file once.
+                tokio::time::sleep(DEBOUNCE).await;
+                while self.config_events.try_recv().is_ok() {}
+                Wake::ConfigEvent
+            }
+            Some(()) = self.log_events.recv() => {
+                // A listener came online, took or finished a job: pass now (a drain may end).
+                tokio::time::sleep(LOG_DEBOUNCE).await;
+                while self.log_events.try_recv().is_ok() {}
+                Wake::Nudge
+            }
+            _ = self.sighup.recv() => {
+                tracing::info!("SIGHUP: reloading the config");
+                Wake::Nudge
+            }
+            Some(trigger) = self.triggers.recv() => Wake::Trigger(trigger),
+            _ = self.sigterm.recv() => Wake::Stop,
+            _ = self.sigint.recv() => Wake::Stop,
+        }
+    }
+
+    /// Resolves at the next SIGTERM or SIGINT.
+    async fn stop_signal(&mut self) {
+        tokio::select! {
+            _ = self.sigterm.recv() => {}
+            _ = self.sigint.recv() => {}
+        }
+    }
+}
+
 /// Runs the controller until SIGTERM or SIGINT.
 pub async fn run(config_path: &Path) -> Result<(), RunError> {
     let config_path =
         std::path::absolute(config_path).unwrap_or_else(|_| config_path.to_path_buf());
     let desired = config::load(&config_path).map_err(RunError::Config)?;
-    for dir in [
-        desired.state_dir.join("runners"),
-        desired.state_dir.join("records"),
-    ] {
+    let records = desired.state_dir.join("records");
+    for dir in [desired.state_dir.join("runners"), records.clone()] {
         std::fs::create_dir_all(&dir).map_err(|source| RunError::StateDir {
             path: dir.clone(),
             source,
         })?;
     }
-    let (_watcher, mut file_events) =
-        crate::watch::watch_config(&config_path).map_err(|source| RunError::Watch {
-            path: config_path.clone(),
-            source,
-        })?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut sources = Sources::new(&config_path, &records, rx)?;
     let mut ctl = passes::Controller::new(config_path, desired, tx);
     tracing::info!(config = %ctl.config_path().display(), runners = ctl.desired().runners.len(), "corral started");
     let mut next = Instant::now();
     loop {
-        let mut reload = false;
-        tokio::select! {
-            () = tokio::time::sleep_until(next) => {}
-            Some(()) = file_events.recv() => {
-                // Collect the rest of the burst, then read the file once.
-                tokio::time::sleep(DEBOUNCE).await;
-                while file_events.try_recv().is_ok() {}
-                reload = true;
+        let config_event = match sources.next(next).await {
+            Wake::Stop => break,
+            Wake::Trigger(trigger) => {
+                ctl.on_trigger(trigger);
+                false
             }
-            _ = sighup.recv() => {
-                tracing::info!("SIGHUP: reloading the config");
-                reload = true;
-            }
-            Some(trigger) = rx.recv() => ctl.on_trigger(trigger),
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
-        }
-        while let Ok(trigger) = rx.try_recv() {
+            Wake::ConfigEvent => true,
+            Wake::Timer | Wake::Nudge => false,
+        };
+        while let Ok(trigger) = sources.triggers.try_recv() {
             ctl.on_trigger(trigger);
         }
-        // Every pass re-reads the file (a save the watch missed is caught by the resync); a
-        // file event that changed nothing (another file in the directory) runs no pass.
-        if !ctl.reload() && reload {
+        // Every pass re-reads the file, so the resync catches a save the watch missed; an
+        // event in the config's directory that left the file as it was runs no pass.
+        let changed = ctl.reload();
+        if config_event && !changed {
             continue;
         }
         let requeue = ctl.pass().await;
         next = Instant::now() + requeue;
     }
     tracing::info!("stopping every runner");
-    let force = async move {
-        tokio::select! {
-            _ = sigterm.recv() => {}
-            _ = sigint.recv() => {}
-        }
-    };
-    shutdown::stop_all(&mut ctl, force).await;
+    shutdown::stop_all(&mut ctl, sources.stop_signal()).await;
     Ok(())
 }

@@ -203,6 +203,13 @@ impl Controller {
             {
                 runtime.view.restarted();
             }
+            if actions
+                .iter()
+                .any(|a| matches!(a, Action::Deprovision { .. }))
+            {
+                // Its records go, the log with them: the next log is read from its start.
+                runtime.tail = None;
+            }
             let job = Job {
                 spec: self.desired.runners.get(&name).cloned(),
                 backoff_wait: runtime.backoff.wait(now),

@@ -7,7 +7,8 @@ use std::time::Instant;
 use crate::backoff::Backoff;
 use crate::config::Desired;
 use crate::markers::{ListenerView, LogTail};
-use crate::observe::Observed;
+use crate::observe::{Observed, ObservedRunner};
+use crate::reconcile::runner_names;
 use crate::status::{RunnerStatus, State, Status};
 
 /// One runner's memory.
@@ -56,7 +57,9 @@ impl Runtime {
         ephemeral: bool,
         now: Instant,
     ) -> ExitMeaning {
-        self.watched_pid = None;
+        if self.watched_pid == Some(pid) {
+            self.watched_pid = None;
+        }
         self.last_exit = code;
         if self.stopping_pid == Some(pid) {
             self.stopping_pid = None;
@@ -99,80 +102,85 @@ pub fn build_status(
     now: Instant,
 ) -> Status {
     let empty = Runtime::default();
-    let mut names: Vec<&String> = desired
-        .runners
-        .keys()
-        .chain(observed.runners.keys())
-        .collect();
-    names.sort();
-    names.dedup();
-    let runners = names
+    let runners = runner_names(desired, observed)
         .into_iter()
         .map(|name| {
-            let rt = runtimes.get(name).unwrap_or(&empty);
-            let seen = observed.runners.get(name);
-            let process = seen.and_then(|s| s.process);
-            let configured = seen.is_some_and(|s| s.configured);
-            let repo_url = desired
-                .runners
-                .get(name)
-                .map(|s| s.repo.url.clone())
-                .or_else(|| {
-                    seen.and_then(|s| s.spec.as_ref()?.spec.as_ref())
-                        .map(|s| s.repo.url.clone())
-                });
-            let busy =
-                process.is_some_and(|p| p.busy) || (process.is_some() && rt.view.job.is_some());
-            let state = if rt.drain_started.is_some() {
-                State::Draining
-            } else if busy {
-                State::Busy
-            } else if process.is_some() {
-                if rt.view.online {
-                    State::Idle
-                } else {
-                    State::Starting
-                }
-            } else if rt.backoff.crashloop() {
-                State::Crashloop
-            } else if !rt.backoff.wait(now).is_zero() {
-                State::Backoff
-            } else if rt.last_error.is_some() {
-                State::Error
-            } else if seen.is_some_and(|s| s.provisioned) && !configured {
-                State::Registering
-            } else {
-                State::Stopped
-            };
-            RunnerStatus {
-                name: name.clone(),
-                repo_url: repo_url.unwrap_or_default(),
-                status: if process.is_some() {
-                    "running"
-                } else {
-                    "stopped"
-                }
-                .into(),
-                pid: process.map(|p| p.pid),
-                state,
-                job: if busy { rt.view.job.clone() } else { None },
-                restarts: rt.restarts,
-                last_exit_code: rt.last_exit,
-                registration: if rt.local_only {
-                    "local-only"
-                } else if configured {
-                    "registered"
-                } else {
-                    "unregistered"
-                }
-                .into(),
-                last_error: rt.last_error.clone(),
-            }
+            let runtime = runtimes.get(name).unwrap_or(&empty);
+            runner_status(name, desired, observed.runners.get(name), runtime, now)
         })
         .collect();
     Status {
         updated_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         config_error,
         runners,
+    }
+}
+
+fn runner_status(
+    name: &str,
+    desired: &Desired,
+    seen: Option<&ObservedRunner>,
+    rt: &Runtime,
+    now: Instant,
+) -> RunnerStatus {
+    let process = seen.and_then(|s| s.process);
+    let configured = seen.is_some_and(|s| s.configured);
+    let repo_url = desired
+        .runners
+        .get(name)
+        .map(|s| s.repo.url.clone())
+        .or_else(|| {
+            // A runner that left the file: the repository it was registered with.
+            seen.and_then(|s| s.spec.as_ref()?.spec.as_ref())
+                .map(|s| s.repo.url.clone())
+        });
+    let busy = process.is_some_and(|p| p.busy) || (process.is_some() && rt.view.job.is_some());
+    let registration = if rt.local_only {
+        "local-only"
+    } else if configured {
+        "registered"
+    } else {
+        "unregistered"
+    };
+    RunnerStatus {
+        name: name.to_string(),
+        repo_url: repo_url.unwrap_or_default(),
+        status: if process.is_some() {
+            "running"
+        } else {
+            "stopped"
+        }
+        .into(),
+        pid: process.map(|p| p.pid),
+        state: state_of(seen, rt, busy, now),
+        job: if busy { rt.view.job.clone() } else { None },
+        restarts: rt.restarts,
+        last_exit_code: rt.last_exit,
+        registration: registration.into(),
+        last_error: rt.last_error.clone(),
+    }
+}
+
+/// The one state a user sees, most telling first.
+fn state_of(seen: Option<&ObservedRunner>, rt: &Runtime, busy: bool, now: Instant) -> State {
+    let running = seen.is_some_and(|s| s.process.is_some());
+    if rt.drain_started.is_some() {
+        State::Draining
+    } else if busy {
+        State::Busy
+    } else if running && rt.view.online {
+        State::Idle
+    } else if running {
+        State::Starting
+    } else if rt.backoff.crashloop() {
+        State::Crashloop
+    } else if !rt.backoff.wait(now).is_zero() {
+        State::Backoff
+    } else if rt.last_error.is_some() {
+        State::Error
+    } else if seen.is_some_and(|s| s.provisioned && !s.configured) {
+        State::Registering
+    } else {
+        State::Stopped
     }
 }

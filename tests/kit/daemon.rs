@@ -78,12 +78,18 @@ impl World {
 
     /// Starts `corral run` with the PAT in its environment.
     pub fn start(&mut self) {
+        self.start_with_env(&[]);
+    }
+
+    /// Starts `corral run` with the PAT and `extra` variables in its environment.
+    pub fn start_with_env(&mut self, extra: &[(&str, &str)]) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_corral"));
         cmd.args(["run", "-c"])
             .arg(self.config())
             .current_dir(self.dir.path())
             .env("GITHUB_TOKEN", PAT)
-            .env("RUST_LOG", "info,corral=debug");
+            .env("RUST_LOG", "info,corral=debug")
+            .envs(extra.iter().copied());
         self.corral = Some(Proc::spawn_group(cmd));
     }
 
