@@ -257,3 +257,48 @@ fn label_change_registers_that_runner_afresh_and_leaves_the_others() {
         "not a crash"
     );
 }
+
+#[test]
+fn without_api_credentials_removal_is_local_and_says_so() {
+    let mut world = World::new();
+    let token = world.gh.registration_token(crate::kit::daemon::REPO);
+    let repo_url = world.gh.runner_url(crate::kit::daemon::REPO);
+    let config = |runners: &str| {
+        format!(
+            "base:\n  path: ./base\nstate_dir: ./state\nresync_interval: 2s\n\
+             defaults:\n  allow_root: true\nrunners:\n{runners}"
+        )
+    };
+    let seed =
+        format!("  - name: seed\n    repo: {repo_url}\n    registration_token_env: SEED_TOKEN\n");
+    std::fs::write(world.config(), config(&seed)).expect("write config");
+    world.start_with_env(&[("SEED_TOKEN", &token)]);
+    let status = world.wait_status("seed idle", |s| {
+        runner(s, "seed").is_some_and(|r| r.state == State::Idle)
+    });
+    assert_eq!(
+        runner(&status, "seed").map(|r| r.registration.as_str()),
+        Some("local-only")
+    );
+    std::fs::write(
+        world.config(),
+        config("  []\n").replace("runners:\n  []", "runners: []"),
+    )
+    .expect("write config");
+    world.wait_status("seed gone", |s| s.runners.is_empty());
+    assert!(!world.runner_dir("seed").exists(), "deleted locally");
+    assert!(
+        world
+            .corral()
+            .output()
+            .contains("no GitHub credential: the registration stays on GitHub"),
+        "says so"
+    );
+    let left: Vec<String> = world
+        .gh
+        .runners(crate::kit::daemon::REPO)
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(left, ["seed"], "corral could not deregister it on GitHub");
+}
