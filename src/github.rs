@@ -71,6 +71,39 @@ pub struct RunnerRegistration {
     pub status: String,
     /// Running a job.
     pub busy: bool,
+    /// Its labels, read-only (default) and custom.
+    #[serde(default)]
+    pub labels: Vec<RunnerLabel>,
+}
+
+/// A runner label as GitHub lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RunnerLabel {
+    /// The label.
+    pub name: String,
+    /// `read-only` (set at registration) or `custom`.
+    #[serde(default, rename = "type")]
+    pub kind: String,
+}
+
+impl RunnerRegistration {
+    /// The custom labels (those a runner entry's `labels` control).
+    pub fn custom_labels(&self) -> Vec<String> {
+        self.labels
+            .iter()
+            .filter(|l| l.kind != "read-only")
+            .map(|l| l.name.clone())
+            .collect()
+    }
+}
+
+/// A just-in-time runner configuration (`generate-jitconfig`).
+#[derive(Debug, Clone)]
+pub struct JitConfig {
+    /// The registration it created.
+    pub runner_id: u64,
+    /// What the listener takes in `ACTIONS_RUNNER_INPUT_JITCONFIG`; a credential.
+    pub encoded: Secret,
 }
 
 /// The client.
@@ -89,6 +122,17 @@ struct TokenBody {
 #[derive(Deserialize)]
 struct RunnerList {
     runners: Vec<RunnerRegistration>,
+}
+
+#[derive(Deserialize)]
+struct JitBody {
+    runner: RunnerId,
+    encoded_jit_config: String,
+}
+
+#[derive(Deserialize)]
+struct RunnerId {
+    id: u64,
 }
 
 #[derive(Deserialize)]
@@ -129,15 +173,20 @@ impl GitHubClient {
         &self,
         method: reqwest::Method,
         path: &str,
+        body: Option<&serde_json::Value>,
     ) -> Result<reqwest::Response, GitHubError> {
         let token = self.credential()?;
-        let endpoint = format!("{method} {path}");
-        let response = self
+        let endpoint = format!("{method} {}", path.split('?').next().unwrap_or(path));
+        let mut request = self
             .http
             .request(method, format!("{}{path}", self.api_url))
             .header("Accept", "application/vnd.github+json")
             .header("X-GitHub-Api-Version", API_VERSION)
-            .bearer_auth(token.expose())
+            .bearer_auth(token.expose());
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
             .send()
             .await
             .map_err(|source| GitHubError::Transport {
@@ -166,9 +215,10 @@ impl GitHubClient {
         &self,
         method: reqwest::Method,
         path: &str,
+        body: Option<&serde_json::Value>,
     ) -> Result<T, GitHubError> {
         let endpoint = format!("{method} {path}");
-        self.send(method, path)
+        self.send(method, path, body)
             .await?
             .json()
             .await
@@ -180,7 +230,7 @@ impl GitHubClient {
 
     async fn token(&self, repo: &Repo, kind: &str) -> Result<Secret, GitHubError> {
         let path = format!("/repos/{}/{}/actions/runners/{kind}", repo.owner, repo.name);
-        let body: TokenBody = self.get_json(reqwest::Method::POST, &path).await?;
+        let body: TokenBody = self.get_json(reqwest::Method::POST, &path, None).await?;
         Ok(Secret::new(&body.token))
     }
 
@@ -204,17 +254,79 @@ impl GitHubClient {
             "/repos/{}/{}/actions/runners?name={name}&per_page=100",
             repo.owner, repo.name
         );
-        let list: RunnerList = self.get_json(reqwest::Method::GET, &path).await?;
+        let list: RunnerList = self.get_json(reqwest::Method::GET, &path, None).await?;
         Ok(list
             .runners
             .into_iter()
             .find(|r| r.name.eq_ignore_ascii_case(name)))
     }
 
+    /// Every registration of `repo` (all pages).
+    pub async fn list_runners(&self, repo: &Repo) -> Result<Vec<RunnerRegistration>, GitHubError> {
+        let mut all = Vec::new();
+        for page in 1.. {
+            let path = format!(
+                "/repos/{}/{}/actions/runners?per_page=100&page={page}",
+                repo.owner, repo.name
+            );
+            let list: RunnerList = self.get_json(reqwest::Method::GET, &path, None).await?;
+            let done = list.runners.len() < 100;
+            all.extend(list.runners);
+            if done {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
+    /// Registers a just-in-time runner `name` with exactly `labels` (defaults included).
+    pub async fn generate_jitconfig(
+        &self,
+        repo: &Repo,
+        name: &str,
+        labels: &[String],
+        work_folder: &str,
+    ) -> Result<JitConfig, GitHubError> {
+        let path = format!(
+            "/repos/{}/{}/actions/runners/generate-jitconfig",
+            repo.owner, repo.name
+        );
+        let body = serde_json::json!({
+            "name": name,
+            "runner_group_id": 1,
+            "labels": labels,
+            "work_folder": work_folder,
+        });
+        let jit: JitBody = self
+            .get_json(reqwest::Method::POST, &path, Some(&body))
+            .await?;
+        Ok(JitConfig {
+            runner_id: jit.runner.id,
+            encoded: Secret::new(&jit.encoded_jit_config),
+        })
+    }
+
+    /// Replaces the custom labels of registration `id`.
+    pub async fn set_labels(
+        &self,
+        repo: &Repo,
+        id: u64,
+        labels: &[String],
+    ) -> Result<(), GitHubError> {
+        let path = format!(
+            "/repos/{}/{}/actions/runners/{id}/labels",
+            repo.owner, repo.name
+        );
+        let body = serde_json::json!({ "labels": labels });
+        self.send(reqwest::Method::PUT, &path, Some(&body))
+            .await
+            .map(drop)
+    }
+
     /// Deletes registration `id`; one that is already gone counts as deleted.
     pub async fn delete_runner(&self, repo: &Repo, id: u64) -> Result<(), GitHubError> {
         let path = format!("/repos/{}/{}/actions/runners/{id}", repo.owner, repo.name);
-        match self.send(reqwest::Method::DELETE, &path).await {
+        match self.send(reqwest::Method::DELETE, &path, None).await {
             Err(err) if err.status() == Some(404) => Ok(()),
             other => other.map(|_| ()),
         }

@@ -38,6 +38,7 @@ pub struct Controller {
     runtimes: BTreeMap<String, Runtime>,
     triggers: mpsc::UnboundedSender<Trigger>,
     base: Option<(PathBuf, Result<Arc<Base>, String>)>,
+    github: Option<(config::GitHub, GitHubClient)>,
 }
 
 impl Controller {
@@ -55,6 +56,7 @@ impl Controller {
             runtimes: BTreeMap::new(),
             triggers,
             base: None,
+            github: None,
         }
     }
 
@@ -184,12 +186,7 @@ impl Controller {
         let ctx = Arc::new(ApplyCtx {
             layout: layout.clone(),
             base: self.base(),
-            github: self
-                .desired
-                .github
-                .as_ref()
-                .filter(|g| g.auth != config::GitHubAuth::None)
-                .map(GitHubClient::new),
+            github: self.github_client(),
             triggers: self.triggers.clone(),
         });
         let semaphore = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
@@ -275,6 +272,28 @@ impl Controller {
             requeue = requeue.min(delay);
         }
         requeue
+    }
+
+    /// The GitHub client for the `github` section in force, kept across passes (it holds
+    /// the rate-limit budget and cached tokens) and made anew when the section changes.
+    fn github_client(&mut self) -> Option<GitHubClient> {
+        let wanted = self
+            .desired
+            .github
+            .clone()
+            .filter(|g| g.auth != config::GitHubAuth::None);
+        match (&self.github, wanted) {
+            (Some((have, client)), Some(want)) if *have == want => Some(client.clone()),
+            (_, Some(want)) => {
+                let client = GitHubClient::new(&want);
+                self.github = Some((want, client.clone()));
+                Some(client)
+            }
+            (_, None) => {
+                self.github = None;
+                None
+            }
+        }
     }
 
     /// The base in force, opened (checked, protected) once per base path.
