@@ -13,6 +13,32 @@ pub struct Observed {
     pub runners: BTreeMap<String, ObservedRunner>,
     /// Half-built runner directories (`runners/.tmp-*`) left by a crash.
     pub leftovers: Vec<PathBuf>,
+    /// What GitHub listed, when corral could ask (filled by the controller, not by `observe`).
+    pub server: Option<ServerView>,
+}
+
+/// Registrations GitHub listed, for the repositories that could be listed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerView {
+    /// By repository URL (lower case), every registration listed there.
+    pub repos: BTreeMap<String, Vec<ServerRunner>>,
+}
+
+/// One registration on GitHub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerRunner {
+    /// Its id.
+    pub id: u64,
+    /// Its name.
+    pub name: String,
+    /// Its repository.
+    pub repo: crate::config::Repo,
+    /// A listener holds a session.
+    pub online: bool,
+    /// Running a job.
+    pub busy: bool,
+    /// Its custom labels.
+    pub custom_labels: Vec<String>,
 }
 
 /// One runner as found.
@@ -26,6 +52,8 @@ pub struct ObservedRunner {
     pub spec: Option<SpecRecord>,
     /// Its listener, when one is alive.
     pub process: Option<LiveProcess>,
+    /// A listener has run in it (its `_diag` holds a log).
+    pub used: bool,
 }
 
 /// A live listener that matches corral's record.
@@ -56,7 +84,11 @@ pub fn observe(layout: &StateLayout) -> Observed {
             (name, runner)
         })
         .collect();
-    Observed { runners, leftovers }
+    Observed {
+        runners,
+        leftovers,
+        server: None,
+    }
 }
 
 fn observe_runner(layout: &StateLayout, name: &str) -> ObservedRunner {
@@ -68,6 +100,7 @@ fn observe_runner(layout: &StateLayout, name: &str) -> ObservedRunner {
             busy: has_worker_child(rec.pid),
         });
     ObservedRunner {
+        used: std::fs::read_dir(dir.join("_diag")).is_ok_and(|mut d| d.next().is_some()),
         provisioned: dir.is_dir(),
         configured: dir.join(".runner").is_file(),
         spec: read_record(&layout.spec_record(name)),

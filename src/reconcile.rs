@@ -7,8 +7,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::config::{Desired, RunnerSpec};
-use crate::observe::{Observed, ObservedRunner};
+use crate::config::{Desired, GitHubAuth, Repo, RunnerSpec};
+use crate::observe::{Observed, ObservedRunner, ServerRunner, ServerView};
 
 /// One step on the host or on GitHub.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +55,25 @@ pub enum Action {
         /// Runner name.
         runner: String,
     },
+    /// Set its custom labels on GitHub to the file's (no new registration, no restart).
+    SyncLabels {
+        /// Runner name.
+        runner: String,
+    },
+    /// Forget its local registration, which GitHub no longer has.
+    Forget {
+        /// Runner name.
+        runner: String,
+    },
+    /// Delete a registration of this corral that no runner owns any more.
+    DeleteOrphan {
+        /// Its name on GitHub.
+        name: String,
+        /// Its repository.
+        repo: Repo,
+        /// Its id.
+        id: u64,
+    },
 }
 
 /// Why a listener is started.
@@ -70,14 +89,16 @@ impl Action {
     /// The runner this step is about, if any.
     pub fn runner(&self) -> Option<&str> {
         match self {
-            Action::RemoveLeftover { .. } => None,
+            Action::RemoveLeftover { .. } | Action::DeleteOrphan { .. } => None,
             Action::Provision { runner }
             | Action::Register { runner }
             | Action::Start { runner, .. }
             | Action::Restart { runner }
             | Action::Deregister { runner }
             | Action::Stop { runner }
-            | Action::Deprovision { runner } => Some(runner),
+            | Action::Deprovision { runner }
+            | Action::SyncLabels { runner }
+            | Action::Forget { runner } => Some(runner),
         }
     }
 }
@@ -100,6 +121,15 @@ impl fmt::Display for Action {
             Action::Deregister { .. } => f.write_str("deregister (waits for a running job)"),
             Action::Stop { .. } => f.write_str("stop"),
             Action::Deprovision { .. } => f.write_str("deprovision"),
+            Action::SyncLabels { .. } => f.write_str("set labels on GitHub"),
+            Action::Forget { .. } => f.write_str("forget the registration GitHub deleted"),
+            Action::DeleteOrphan { name, repo, id } => {
+                write!(
+                    f,
+                    "delete orphan registration {name} (id {id}) in {}",
+                    repo.url
+                )
+            }
         }
     }
 }
@@ -111,16 +141,57 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Action> {
         .iter()
         .map(|path| Action::RemoveLeftover { path: path.clone() })
         .collect();
+    let ctx = Ctx {
+        server: observed.server.as_ref(),
+        labels_in_place: desired
+            .github
+            .as_ref()
+            .is_some_and(|g| g.auth != GitHubAuth::None),
+    };
     let empty = ObservedRunner::default();
-    let names = runner_names(desired, observed);
-    for name in names {
+    for name in runner_names(desired, observed) {
         let seen = observed.runners.get(name).unwrap_or(&empty);
         match desired.runners.get(name) {
-            Some(spec) => plan_desired(spec, seen, &mut actions),
+            Some(spec) => plan_desired(&ctx, spec, seen, &mut actions),
             None => plan_removed(name, seen, &mut actions),
         }
     }
+    plan_orphans(desired, observed, &mut actions);
     actions
+}
+
+/// What the planner knows beyond one runner.
+struct Ctx<'a> {
+    /// Registrations GitHub listed this pass, where it could.
+    server: Option<&'a ServerView>,
+    /// Labels can be changed on GitHub without registering again (corral has a credential).
+    labels_in_place: bool,
+}
+
+/// What GitHub said about one runner's registration this pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnGitHub<'a> {
+    /// Its repository was not listed this pass.
+    Unknown,
+    /// Listed, and no registration has its name.
+    Absent,
+    /// Listed.
+    Present(&'a ServerRunner),
+}
+
+impl Ctx<'_> {
+    fn registration(&self, spec: &RunnerSpec) -> OnGitHub<'_> {
+        let Some(listed) = self
+            .server
+            .and_then(|s| s.repos.get(&spec.repo.url.to_lowercase()))
+        else {
+            return OnGitHub::Unknown;
+        };
+        listed
+            .iter()
+            .find(|r| r.name.eq_ignore_ascii_case(&spec.name))
+            .map_or(OnGitHub::Absent, OnGitHub::Present)
+    }
 }
 
 /// Every runner that is desired or found, sorted, each once.
@@ -135,18 +206,13 @@ pub fn runner_names<'a>(desired: &'a Desired, observed: &'a Observed) -> Vec<&'a
     names
 }
 
-fn plan_desired(spec: &RunnerSpec, seen: &ObservedRunner, out: &mut Vec<Action>) {
+fn plan_desired(ctx: &Ctx<'_>, spec: &RunnerSpec, seen: &ObservedRunner, out: &mut Vec<Action>) {
     let runner = || spec.name.clone();
     if !seen.provisioned {
         if seen.process.is_some() {
             out.push(Action::Stop { runner: runner() });
         }
-        out.push(Action::Provision { runner: runner() });
-        out.push(Action::Register { runner: runner() });
-        out.push(Action::Start {
-            runner: runner(),
-            reason: StartReason::New,
-        });
+        out.extend(fresh(runner()).into_iter().skip(1));
         return;
     }
     let registered_as_now = seen
@@ -154,30 +220,80 @@ fn plan_desired(spec: &RunnerSpec, seen: &ObservedRunner, out: &mut Vec<Action>)
         .as_ref()
         .is_some_and(|rec| rec.registration_hash == spec.registration_hash());
     if seen.configured && !registered_as_now {
-        // Repo, labels, name or mode changed (or corral lost its record): register afresh.
-        out.push(Action::Deregister { runner: runner() });
-        if seen.process.is_some() {
-            out.push(Action::Stop { runner: runner() });
-        }
-        out.extend(fresh(runner()));
+        // Repo, name or mode changed (or corral lost its record): register afresh.
+        register_afresh(spec, seen, out);
         return;
     }
     if !seen.configured {
-        if seen.process.is_some() {
-            out.push(Action::Stop { runner: runner() });
-        }
-        // An ephemeral runner that has had its job comes back with a clean directory.
-        if spec.ephemeral && seen.spec.is_some() {
-            out.extend(fresh(runner()));
-        } else {
-            out.push(Action::Register { runner: runner() });
-            out.push(Action::Start {
-                runner: runner(),
-                reason: StartReason::New,
-            });
-        }
+        plan_unconfigured(spec, seen, out);
         return;
     }
+    if ctx.registration(spec) == OnGitHub::Absent && seen.process.is_none() {
+        // Deleted on GitHub (a running listener finds out itself and exits).
+        out.push(Action::Forget { runner: runner() });
+        out.push(Action::Register { runner: runner() });
+        out.push(Action::Start {
+            runner: runner(),
+            reason: StartReason::New,
+        });
+        return;
+    }
+    if labels_changed(ctx, spec, seen) {
+        if !ctx.labels_in_place {
+            register_afresh(spec, seen, out);
+            return;
+        }
+        out.push(Action::SyncLabels { runner: runner() });
+    }
+    plan_process(spec, seen, out);
+}
+
+fn register_afresh(spec: &RunnerSpec, seen: &ObservedRunner, out: &mut Vec<Action>) {
+    let runner = || spec.name.clone();
+    out.push(Action::Deregister { runner: runner() });
+    if seen.process.is_some() {
+        out.push(Action::Stop { runner: runner() });
+    }
+    out.extend(fresh(runner()));
+}
+
+/// Provisioned but without a registration on disk.
+fn plan_unconfigured(spec: &RunnerSpec, seen: &ObservedRunner, out: &mut Vec<Action>) {
+    let runner = || spec.name.clone();
+    if seen.process.is_some() {
+        // A JIT listener writing its configuration, or one that lost its registration and is
+        // exiting: its exit (or its log) brings the next pass.
+        return;
+    }
+    // An ephemeral runner that has had its job comes back with a clean directory.
+    if spec.ephemeral && seen.used {
+        out.extend(fresh(runner()));
+    } else {
+        out.push(Action::Register { runner: runner() });
+        out.push(Action::Start {
+            runner: runner(),
+            reason: StartReason::New,
+        });
+    }
+}
+
+/// True when the labels on GitHub (when listed) or in corral's record differ from the file.
+fn labels_changed(ctx: &Ctx<'_>, spec: &RunnerSpec, seen: &ObservedRunner) -> bool {
+    let on_server = match ctx.registration(spec) {
+        OnGitHub::Present(r) => Some(r.custom_labels.as_slice()),
+        OnGitHub::Unknown | OnGitHub::Absent => None,
+    };
+    let recorded = seen
+        .spec
+        .as_ref()
+        .and_then(|rec| rec.spec.as_ref())
+        .map(RunnerSpec::registered_labels);
+    on_server.is_some_and(|labels| !spec.same_labels(labels))
+        || recorded.is_some_and(|labels| !spec.same_labels(&labels))
+}
+
+fn plan_process(spec: &RunnerSpec, seen: &ObservedRunner, out: &mut Vec<Action>) {
+    let runner = || spec.name.clone();
     match &seen.process {
         None => out.push(Action::Start {
             runner: runner(),
@@ -192,6 +308,42 @@ fn plan_desired(spec: &RunnerSpec, seen: &ObservedRunner, out: &mut Vec<Action>)
             out.push(Action::Restart { runner: runner() });
         }
         Some(_) => {}
+    }
+}
+
+/// Registrations in the listed repositories that carry this corral's marker, belong to no
+/// runner in the file or on disk, and are offline and idle: left behind by a crash or a lost
+/// state directory. Never a busy one.
+fn plan_orphans(desired: &Desired, observed: &Observed, out: &mut Vec<Action>) {
+    let Some(github) = desired.github.as_ref().filter(|g| g.cleanup_orphans) else {
+        return;
+    };
+    let (Some(marker), Some(server)) = (&github.marker_label, &observed.server) else {
+        return;
+    };
+    let known = |name: &str| {
+        desired
+            .runners
+            .keys()
+            .chain(observed.runners.keys())
+            .any(|n| n.eq_ignore_ascii_case(name))
+    };
+    for registration in server.repos.values().flatten() {
+        let carries_marker = registration
+            .custom_labels
+            .iter()
+            .any(|l| l.eq_ignore_ascii_case(marker));
+        if carries_marker
+            && !known(&registration.name)
+            && !registration.online
+            && !registration.busy
+        {
+            out.push(Action::DeleteOrphan {
+                name: registration.name.clone(),
+                repo: registration.repo.clone(),
+                id: registration.id,
+            });
+        }
     }
 }
 

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::*;
-use crate::config::{BaseSource, Registration, Repo};
+use crate::config::{BaseSource, GitHub, GitHubAuth, Registration, Repo};
 use crate::layout::SpecRecord;
-use crate::observe::LiveProcess;
+use crate::observe::{LiveProcess, ServerRunner, ServerView};
 
 fn spec(name: &str) -> RunnerSpec {
     RunnerSpec {
@@ -26,6 +26,7 @@ fn spec(name: &str) -> RunnerSpec {
         user: "runner".into(),
         allow_root: false,
         registration: Registration::GitHub,
+        marker: None,
     }
 }
 
@@ -45,7 +46,7 @@ fn record(spec: &RunnerSpec) -> SpecRecord {
     SpecRecord {
         registration_hash: spec.registration_hash(),
         runtime_hash: spec.runtime_hash(),
-        spec: None,
+        spec: Some(spec.clone()),
     }
 }
 
@@ -59,6 +60,7 @@ fn healthy(spec: &RunnerSpec) -> ObservedRunner {
             pid: 42,
             busy: false,
         }),
+        used: true,
     }
 }
 
@@ -69,6 +71,7 @@ fn observed(runners: Vec<(&str, ObservedRunner)>) -> Observed {
             .map(|(n, r)| (n.to_string(), r))
             .collect(),
         leftovers: Vec::new(),
+        server: None,
     }
 }
 
@@ -241,4 +244,131 @@ fn plan_is_ordered_by_runner_name() {
     let plan = plan(&desired(vec![spec("b"), spec("a")]), &Observed::default());
     let order: Vec<&str> = plan.iter().filter_map(Action::runner).collect();
     assert_eq!(order, ["a", "a", "a", "b", "b", "b"]);
+}
+
+const MARKER: &str = "corral-test-host";
+
+fn with_auth(mut d: Desired, cleanup_orphans: bool) -> Desired {
+    d.github = Some(GitHub {
+        web_url: "https://github.com".into(),
+        api_url: "https://api.github.com".into(),
+        auth: GitHubAuth::TokenEnv("GITHUB_TOKEN".into()),
+        marker_label: Some(MARKER.into()),
+        cleanup_orphans,
+    });
+    d
+}
+
+/// GitHub listed `registrations` for the test repository this pass.
+fn set_listed(observed: &mut Observed, registrations: Vec<ServerRunner>) {
+    let mut view = ServerView::default();
+    view.repos
+        .insert("https://github.com/o/r".into(), registrations);
+    observed.server = Some(view);
+}
+
+fn registration(name: &str, labels: &[&str], online: bool, busy: bool) -> ServerRunner {
+    ServerRunner {
+        id: 7,
+        name: name.into(),
+        repo: spec(name).repo,
+        online,
+        busy,
+        custom_labels: labels.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn label_change_with_a_credential_is_set_in_place() {
+    let before = spec("web");
+    let mut after = spec("web");
+    after.labels.push("gpu".into());
+    let plan = plan(
+        &with_auth(desired(vec![after]), true),
+        &observed(vec![("web", healthy(&before))]),
+    );
+    assert_eq!(steps(&plan), ["web set labels on GitHub"]);
+}
+
+#[test]
+fn labels_changed_on_github_are_set_back() {
+    let web = spec("web");
+    let mut seen = observed(vec![("web", healthy(&web))]);
+    set_listed(
+        &mut seen,
+        vec![registration(
+            "web",
+            &["docker", "added-by-hand"],
+            true,
+            false,
+        )],
+    );
+    let plan = plan(&with_auth(desired(vec![web]), true), &seen);
+    assert_eq!(steps(&plan), ["web set labels on GitHub"]);
+}
+
+#[test]
+fn registration_deleted_on_github_is_registered_again() {
+    let web = spec("web");
+    let mut seen = observed(vec![(
+        "web",
+        ObservedRunner {
+            process: None,
+            ..healthy(&web)
+        },
+    )]);
+    set_listed(&mut seen, vec![]);
+    let plan = plan(&with_auth(desired(vec![web]), true), &seen);
+    assert_eq!(
+        steps(&plan),
+        [
+            "web forget the registration GitHub deleted",
+            "web register",
+            "web start"
+        ]
+    );
+}
+
+#[test]
+fn a_running_listener_finds_a_deleted_registration_itself() {
+    let web = spec("web");
+    let mut seen = observed(vec![("web", healthy(&web))]);
+    set_listed(&mut seen, vec![]);
+    assert!(plan(&with_auth(desired(vec![web]), true), &seen).is_empty());
+}
+
+#[test]
+fn a_starting_jit_listener_is_left_alone() {
+    let mut eph = spec("eph");
+    eph.ephemeral = true;
+    let seen = ObservedRunner {
+        configured: false,
+        used: true,
+        ..healthy(&eph)
+    };
+    let plan = plan(&desired(vec![eph]), &observed(vec![("eph", seen)]));
+    assert!(plan.is_empty(), "{plan:?}");
+}
+
+#[test]
+fn offline_idle_orphans_with_the_marker_are_deleted_and_nothing_else() {
+    let web = spec("web");
+    let mut seen = observed(vec![("web", healthy(&web))]);
+    set_listed(
+        &mut seen,
+        vec![
+            registration("web", &["docker"], true, false),
+            registration("gone", &["x", MARKER], false, false),
+            registration("gone-busy", &[MARKER], false, true),
+            registration("gone-online", &[MARKER], true, false),
+            registration("someone-elses", &["x"], false, false),
+        ],
+    );
+    let plan_on = plan(&with_auth(desired(vec![web.clone()]), true), &seen);
+    assert_eq!(
+        steps(&plan_on),
+        ["- delete orphan registration gone (id 7) in https://github.com/o/r"]
+    );
+    let plan_off = plan(&with_auth(desired(vec![web]), false), &seen);
+    assert!(plan_off.is_empty(), "cleanup switched off: {plan_off:?}");
 }

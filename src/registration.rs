@@ -63,9 +63,10 @@ pub fn configure_args(spec: &RunnerSpec) -> Vec<String> {
     .iter()
     .map(ToString::to_string)
     .collect();
-    if !spec.labels.is_empty() {
+    let labels = spec.registered_labels();
+    if !labels.is_empty() {
         args.push("--labels".into());
-        args.push(spec.labels.join(","));
+        args.push(labels.join(","));
     }
     if spec.ephemeral {
         args.push("--ephemeral".into());

@@ -10,5 +10,6 @@ mod provision;
 mod provision_e2e;
 mod run;
 mod run_edges;
+mod run_github;
 mod schema;
 mod ship;

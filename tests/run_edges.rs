@@ -220,45 +220,6 @@ fn sighup_reloads_what_the_watch_cannot_see() {
 }
 
 #[test]
-fn label_change_registers_that_runner_afresh_and_leaves_the_others() {
-    let mut world = World::new();
-    world.write_config(
-        "  - name: a\n    repo: owner/repo\n    labels: [x]\n  - name: b\n    repo: owner/repo\n",
-    );
-    world.start();
-    let pids = world.wait_idle(&["a", "b"]);
-    let id_of = |world: &World, name: &str| {
-        world
-            .gh
-            .runners(crate::kit::daemon::REPO)
-            .into_iter()
-            .find(|r| r.name == name)
-            .map(|r| (r.id, r.labels))
-    };
-    let (old_id, _) = id_of(&world, "a").expect("a registered");
-    world.write_config(
-        "  - name: a\n    repo: owner/repo\n    labels: [y]\n  - name: b\n    repo: owner/repo\n",
-    );
-    wait_until("a registered again with label y", || {
-        id_of(&world, "a")
-            .is_some_and(|(id, labels)| id != old_id && labels.iter().any(|l| l.name == "y"))
-    });
-    let status = world.wait_status("a idle again", |s| {
-        runner(s, "a").is_some_and(|r| r.state == State::Idle && r.pid != Some(pids[0]))
-    });
-    assert_eq!(
-        runner(&status, "b").and_then(|r| r.pid),
-        Some(pids[1]),
-        "b untouched"
-    );
-    assert_eq!(
-        runner(&status, "a").map(|r| r.restarts),
-        Some(0),
-        "not a crash"
-    );
-}
-
-#[test]
 fn without_api_credentials_removal_is_local_and_says_so() {
     let mut world = World::new();
     let token = world.gh.registration_token(crate::kit::daemon::REPO);

@@ -55,6 +55,10 @@ pub struct GitHub {
     pub api_url: String,
     /// How corral authenticates.
     pub auth: GitHubAuth,
+    /// The label that marks this corral's registrations, if any.
+    pub marker_label: Option<String>,
+    /// Delete offline, idle registrations with the marker that are not in the file.
+    pub cleanup_orphans: bool,
 }
 
 /// Where corral's GitHub credential comes from. Never the secret itself.
@@ -126,18 +130,43 @@ pub struct RunnerSpec {
     pub allow_root: bool,
     /// Token source.
     pub registration: Registration,
+    /// This corral's marker label, added to `labels` at registration.
+    #[serde(default)]
+    pub marker: Option<String>,
 }
 
 impl RunnerSpec {
-    /// Digest of what the registration depends on; a change means register again.
+    /// Digest of the registration's identity; a change means register again. Labels are not
+    /// part of it: they change in place (label sync) where GitHub can be asked to.
     pub fn registration_hash(&self) -> String {
         digest(&(
             &self.name,
             &self.repo,
-            &self.labels,
             self.no_default_labels,
             self.ephemeral,
         ))
+    }
+
+    /// The custom labels the registration carries: `labels`, then the marker.
+    pub fn registered_labels(&self) -> Vec<String> {
+        let mut labels = self.labels.clone();
+        if let Some(marker) = &self.marker {
+            if !labels.iter().any(|l| l.eq_ignore_ascii_case(marker)) {
+                labels.push(marker.clone());
+            }
+        }
+        labels
+    }
+
+    /// True when `other` carries the same custom labels, ignoring case and order.
+    pub fn same_labels(&self, other: &[String]) -> bool {
+        let norm = |labels: &[String]| {
+            let mut set: Vec<String> = labels.iter().map(|l| l.to_lowercase()).collect();
+            set.sort();
+            set.dedup();
+            set
+        };
+        norm(&self.registered_labels()) == norm(other)
     }
 
     /// Digest of how the process runs; a change means restart.

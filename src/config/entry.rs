@@ -114,6 +114,7 @@ pub(super) fn resolve_entry(
             .copied()
             .unwrap_or(false),
         registration,
+        marker: github.marker_label.clone(),
     };
     let specs = names
         .iter()

@@ -78,6 +78,13 @@ pub struct GitHubSpec {
     /// GitHub App credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<GitHubAppSpec>,
+    /// The label corral adds to every runner it registers, unique to this host's corral;
+    /// default `corral-<hostname>`, `""` for none (which also turns orphan cleanup off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marker_label: Option<String>,
+    /// Delete offline, idle registrations that carry the marker but left the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup_orphans: Option<bool>,
 }
 
 /// `github.app`.

@@ -237,10 +237,35 @@ fn resolve_github(c: &mut Checker<'_>, spec: Option<&GitHubSpec>, dir: &Path) ->
     } else {
         GitHubAuth::None
     };
+    let marker_label = resolve_marker(c, spec, &auth);
+    let cleanup_orphans = spec.cleanup_orphans.unwrap_or(true) && marker_label.is_some();
     GitHub {
         web_url,
         api_url,
         auth,
+        marker_label,
+        cleanup_orphans,
+    }
+}
+
+/// The marker label: as configured (`""` for none), else `corral-<hostname>` when corral has
+/// a credential to manage registrations with.
+fn resolve_marker(c: &mut Checker<'_>, spec: &GitHubSpec, auth: &GitHubAuth) -> Option<String> {
+    match spec.marker_label.as_deref() {
+        Some("") => None,
+        Some(label) => {
+            c.check("github.marker_label", rules::check_label(label));
+            Some(label.to_string())
+        }
+        None if *auth == GitHubAuth::None => None,
+        None => {
+            let host = nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "host".to_string());
+            let host: String = host.chars().filter(|ch| *ch != ',').take(200).collect();
+            Some(format!("corral-{host}"))
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::{Registration, RunnerSpec};
 use crate::github::GitHubClient;
@@ -18,7 +18,7 @@ use crate::registration;
 use crate::secret::{self, Secret};
 use crate::users;
 
-use super::Trigger;
+use super::{github_steps, Trigger};
 
 /// How long a listener may take to stop after SIGINT before its group is killed.
 const STOP_GRACE: Duration = Duration::from_secs(30);
@@ -49,6 +49,8 @@ pub struct Job {
     pub backoff_wait: Duration,
     /// When its drain began, if it is draining.
     pub drain_started: Option<Instant>,
+    /// A JIT configuration generated earlier and not yet given to a listener.
+    pub pending_jit: Option<Secret>,
 }
 
 /// What happened, for the controller to remember.
@@ -68,6 +70,8 @@ pub struct Outcome {
     pub failure: Option<Failure>,
     /// Run a pass again within this time.
     pub requeue: Option<Duration>,
+    /// A JIT configuration not yet given to a listener (a start that had to wait).
+    pub jit: Option<Secret>,
 }
 
 /// A change of a runner's identity.
@@ -100,10 +104,14 @@ impl Failure {
 /// Runs `job`'s steps until one fails or must wait.
 #[tracing::instrument(name = "runner", skip_all, fields(runner = %job.name))]
 pub async fn apply(ctx: Arc<ApplyCtx>, job: Job) -> Outcome {
-    let mut out = Outcome::default();
+    let mut out = Outcome {
+        jit: job.pending_jit.clone(),
+        ..Outcome::default()
+    };
     let recorded =
         read_record::<SpecRecord>(&ctx.layout.spec_record(&job.name)).and_then(|r| r.spec);
     for action in &job.actions {
+        debug!(step = %action, "applying");
         let step = step(&ctx, &job, recorded.as_ref(), action, &mut out).await;
         match step {
             Ok(true) => {}
@@ -152,7 +160,14 @@ async fn step(
             stop(ctx, name, out).await;
             return start(ctx, job, out);
         }
-        Action::Deregister { .. } => return deregister(ctx, job, recorded, out).await,
+        Action::Deregister { .. } => {
+            return github_steps::deregister(ctx, job, recorded, out).await;
+        }
+        Action::SyncLabels { .. } => github_steps::sync_labels(ctx, desired(job)?).await?,
+        Action::Forget { .. } => forget_identity(&ctx.layout.runner_dir(name)),
+        Action::DeleteOrphan { name, repo, id } => {
+            github_steps::delete_orphan(ctx, name, repo, *id).await?;
+        }
         Action::Stop { .. } => stop(ctx, name, out).await,
         Action::Deprovision { .. } => {
             let owned = name.to_string();
@@ -194,7 +209,7 @@ async fn blocking(
 }
 
 /// An error with its causes, on one line.
-fn chain(err: &dyn std::error::Error) -> String {
+pub(super) fn chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
@@ -224,12 +239,19 @@ async fn registration_token(ctx: &ApplyCtx, spec: &RunnerSpec) -> Result<Secret,
 async fn register(ctx: &ApplyCtx, spec: &RunnerSpec, out: &mut Outcome) -> Result<(), String> {
     let root = ctx.layout.runner_dir(&spec.name);
     let user = users::resolve(&spec.user, spec.allow_root).map_err(|e| e.to_string())?;
-    let token = registration_token(ctx, spec)
-        .await
-        .map_err(|message| format!("registration token: {message}"))?;
-    registration::configure(spec, &root, &token, user.run_as)
-        .await
-        .map_err(|err| chain(&err))?;
+    if let (Some(gh), true) = (&ctx.github, spec.ephemeral) {
+        // One job per registration: a JIT config, no config.sh, no token in between.
+        if out.jit.is_none() {
+            out.jit = Some(github_steps::register_jit(gh, spec).await?.encoded);
+        }
+    } else {
+        let token = registration_token(ctx, spec)
+            .await
+            .map_err(|message| format!("registration token: {message}"))?;
+        registration::configure(spec, &root, &token, user.run_as)
+            .await
+            .map_err(|err| chain(&err))?;
+    }
     let record = SpecRecord {
         registration_hash: spec.registration_hash(),
         runtime_hash: spec.runtime_hash(),
@@ -263,6 +285,10 @@ fn start(ctx: &ApplyCtx, job: &Job, out: &mut Outcome) -> Result<bool, String> {
         &user.home,
     );
     cmd.arg("run");
+    if let Some(jit) = out.jit.take() {
+        // The runner reads it and removes it from its environment (runner-contract §3.1).
+        cmd.env("ACTIONS_RUNNER_INPUT_JITCONFIG", jit.expose());
+    }
     detach_to_log(&mut cmd, &log).map_err(|e| format!("open `{}`: {e}", log.display()))?;
     let mut child = cmd
         .spawn()
@@ -293,7 +319,7 @@ fn update_runtime_hash(layout: &StateLayout, spec: &RunnerSpec) {
     }
 }
 
-async fn stop(ctx: &ApplyCtx, name: &str, out: &mut Outcome) {
+pub(super) async fn stop(ctx: &ApplyCtx, name: &str, out: &mut Outcome) {
     let Some(rec) = read_record::<ProcessRecord>(&ctx.layout.process_record(name)) else {
         return;
     };
@@ -301,64 +327,6 @@ async fn stop(ctx: &ApplyCtx, name: &str, out: &mut Outcome) {
     let clean = stop_group(rec.pid, rec.start_time, STOP_GRACE).await;
     info!(pid = rec.pid, clean, "listener stopped");
     let _ = std::fs::remove_file(ctx.layout.process_record(name));
-}
-
-/// Removes the registration (GitHub refuses while a job runs: that is the drain), falling
-/// back to deleting it through the API once the drain time is up.
-async fn deregister(
-    ctx: &ApplyCtx,
-    job: &Job,
-    recorded: Option<&RunnerSpec>,
-    out: &mut Outcome,
-) -> Result<bool, String> {
-    let Some(spec) = recorded.or(job.spec.as_ref()) else {
-        // No record of how it was registered: nothing corral can deregister.
-        out.local_only = true;
-        return Ok(true);
-    };
-    let Some(gh) = ctx.github.as_ref() else {
-        warn!("no GitHub credential: the registration stays on GitHub until it expires");
-        out.local_only = true;
-        return Ok(true);
-    };
-    let root = ctx.layout.runner_dir(&job.name);
-    let user = users::resolve(&spec.user, spec.allow_root).map_err(|e| e.to_string())?;
-    let token = gh.remove_token(&spec.repo).await.map_err(|e| chain(&e))?;
-    match registration::remove(spec, &root, &token, user.run_as).await {
-        Ok(()) => {
-            info!("deregistered");
-            Ok(true)
-        }
-        Err(err) if err.is_busy() => {
-            let started = job.drain_started.unwrap_or_else(Instant::now);
-            if started.elapsed() < spec.drain_timeout {
-                info!("busy: draining before removal");
-                out.draining = true;
-                out.requeue = Some(DRAIN_RETRY);
-                return Ok(false);
-            }
-            warn!(drain_timeout = ?spec.drain_timeout, "drain time is up: stopping the running job");
-            stop(ctx, &job.name, out).await;
-            delete_on_github(gh, spec).await
-        }
-        Err(err) => {
-            warn!(error = %chain(&err), "config.sh remove failed; deleting through the API");
-            delete_on_github(gh, spec).await
-        }
-    }
-}
-
-async fn delete_on_github(gh: &GitHubClient, spec: &RunnerSpec) -> Result<bool, String> {
-    if let Some(found) = gh
-        .find_runner(&spec.repo, &spec.name)
-        .await
-        .map_err(|e| chain(&e))?
-    {
-        gh.delete_runner(&spec.repo, found.id)
-            .await
-            .map_err(|e| chain(&e))?;
-    }
-    Ok(true)
 }
 
 fn remove_records(layout: &StateLayout, name: &str) {

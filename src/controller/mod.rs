@@ -7,6 +7,7 @@
 //! signal forces.
 
 mod apply;
+mod github_steps;
 mod passes;
 mod runtime;
 mod shutdown;

@@ -12,11 +12,11 @@ use tracing::{error, info};
 use super::apply::{self, ApplyCtx, Job};
 use super::runtime::{build_status, ExitMeaning, Runtime};
 use super::Trigger;
-use crate::config::{self, BaseSource, Desired};
+use crate::config::{self, BaseSource, Desired, Repo};
 use crate::github::GitHubClient;
 use crate::layout::StateLayout;
 use crate::markers::LogTail;
-use crate::observe::{self, Observed};
+use crate::observe::{self, Observed, ServerRunner, ServerView};
 use crate::process::{cap_log, is_same_process};
 use crate::provision::Base;
 use crate::reconcile::{self, Action};
@@ -39,6 +39,7 @@ pub struct Controller {
     triggers: mpsc::UnboundedSender<Trigger>,
     base: Option<(PathBuf, Result<Arc<Base>, String>)>,
     github: Option<(config::GitHub, GitHubClient)>,
+    last_listing: Option<Instant>,
 }
 
 impl Controller {
@@ -57,6 +58,7 @@ impl Controller {
             triggers,
             base: None,
             github: None,
+            last_listing: None,
         }
     }
 
@@ -120,13 +122,14 @@ impl Controller {
     /// One pass; returns when the next one is due at the latest.
     pub async fn pass(&mut self) -> Duration {
         let layout = self.layout();
-        let observed = {
+        let mut observed = {
             let layout = layout.clone();
             tokio::task::spawn_blocking(move || observe::observe(&layout))
                 .await
                 .unwrap_or_default()
         };
         self.follow_processes(&layout, &observed);
+        observed.server = self.list_registrations(&observed).await;
         let actions = reconcile::plan(&self.desired, &observed);
         let mut requeue = self.desired.resync_interval;
         if !actions.is_empty() {
@@ -143,6 +146,61 @@ impl Controller {
         self.follow_processes(&layout, &observed);
         self.write_status(&layout, &observed);
         requeue
+    }
+
+    /// The registrations of every repository corral manages, at most once per resync
+    /// interval (so requests grow with repositories, not runners); `None` when not due, when
+    /// there is no credential, or for repositories that could not be listed.
+    async fn list_registrations(&mut self, observed: &Observed) -> Option<ServerView> {
+        let gh = self.github_client()?;
+        let now = Instant::now();
+        if self
+            .last_listing
+            .is_some_and(|at| now.duration_since(at) < self.desired.resync_interval)
+        {
+            return None;
+        }
+        self.last_listing = Some(now);
+        let recorded = observed
+            .runners
+            .values()
+            .filter_map(|r| r.spec.as_ref()?.spec.as_ref())
+            .map(|s| s.repo.clone());
+        let mut repos: Vec<Repo> = self
+            .desired
+            .runners
+            .values()
+            .map(|s| s.repo.clone())
+            .chain(recorded)
+            .collect();
+        repos.sort();
+        repos.dedup();
+        let mut tasks = JoinSet::new();
+        for repo in repos {
+            let gh = gh.clone();
+            tasks.spawn(async move { (gh.list_runners(&repo).await, repo) });
+        }
+        let mut view = ServerView::default();
+        while let Some(Ok((listed, repo))) = tasks.join_next().await {
+            match listed {
+                Ok(registrations) => {
+                    let runners = registrations.into_iter().map(|r| ServerRunner {
+                        custom_labels: r.custom_labels(),
+                        online: r.status == "online",
+                        id: r.id,
+                        name: r.name,
+                        busy: r.busy,
+                        repo: repo.clone(),
+                    });
+                    view.repos
+                        .insert(repo.url.to_lowercase(), runners.collect());
+                }
+                Err(err) => {
+                    tracing::warn!(repo = %repo.url, error = %err, "cannot list registrations");
+                }
+            }
+        }
+        Some(view)
     }
 
     /// Keeps up with live listeners: reads their logs, caps them, watches adopted ones.
@@ -211,6 +269,7 @@ impl Controller {
                 spec: self.desired.runners.get(&name).cloned(),
                 backoff_wait: runtime.backoff.wait(now),
                 drain_started: runtime.drain_started,
+                pending_jit: runtime.pending_jit.clone(),
                 name,
                 actions,
             };
@@ -243,6 +302,7 @@ impl Controller {
             return Duration::MAX;
         }
         let runtime = self.runtimes.entry(name.to_string()).or_default();
+        runtime.pending_jit = out.jit;
         if let Some(pid) = out.stopping {
             runtime.stopping_pid = Some(pid);
         }

@@ -34,6 +34,8 @@ pub struct Runtime {
     pub stopping_pid: Option<i32>,
     /// The registration on GitHub cannot be managed (no API credential).
     pub local_only: bool,
+    /// A JIT configuration generated and not yet given to a listener.
+    pub pending_jit: Option<crate::secret::Secret>,
 }
 
 /// What the exit of a listener means (`reference/runner-contract.md` §4.1).

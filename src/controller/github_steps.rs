@@ -1,0 +1,135 @@
+//! Steps that talk to GitHub: deregistering (the drain), JIT registration, label sync,
+//! deleting orphaned registrations.
+
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use super::apply::{chain, stop, ApplyCtx, Job, Outcome, DRAIN_RETRY};
+use crate::config::RunnerSpec;
+use crate::github::{GitHubClient, JitConfig};
+use crate::layout::{read_record, write_record, SpecRecord};
+use crate::registration;
+use crate::users;
+
+/// Removes the registration (GitHub refuses while a job runs: that is the drain), falling
+/// back to deleting it through the API once the drain time is up.
+pub(super) async fn deregister(
+    ctx: &ApplyCtx,
+    job: &Job,
+    recorded: Option<&RunnerSpec>,
+    out: &mut Outcome,
+) -> Result<bool, String> {
+    let Some(spec) = recorded.or(job.spec.as_ref()) else {
+        // No record of how it was registered: nothing corral can deregister.
+        out.local_only = true;
+        return Ok(true);
+    };
+    let Some(gh) = ctx.github.as_ref() else {
+        warn!("no GitHub credential: the registration stays on GitHub until it expires");
+        out.local_only = true;
+        return Ok(true);
+    };
+    let root = ctx.layout.runner_dir(&job.name);
+    let user = users::resolve(&spec.user, spec.allow_root).map_err(|e| e.to_string())?;
+    let token = gh.remove_token(&spec.repo).await.map_err(|e| chain(&e))?;
+    match registration::remove(spec, &root, &token, user.run_as).await {
+        Ok(()) => {
+            info!("deregistered");
+            Ok(true)
+        }
+        Err(err) if err.is_busy() => {
+            let started = job.drain_started.unwrap_or_else(Instant::now);
+            if started.elapsed() < spec.drain_timeout {
+                info!("busy: draining before removal");
+                out.draining = true;
+                out.requeue = Some(DRAIN_RETRY);
+                return Ok(false);
+            }
+            warn!(drain_timeout = ?spec.drain_timeout, "drain time is up: stopping the running job");
+            stop(ctx, &job.name, out).await;
+            delete_on_github(gh, spec).await
+        }
+        Err(err) => {
+            warn!(error = %chain(&err), "config.sh remove failed; deleting through the API");
+            delete_on_github(gh, spec).await
+        }
+    }
+}
+
+async fn delete_on_github(gh: &GitHubClient, spec: &RunnerSpec) -> Result<bool, String> {
+    if let Some(found) = gh
+        .find_runner(&spec.repo, &spec.name)
+        .await
+        .map_err(|e| chain(&e))?
+    {
+        gh.delete_runner(&spec.repo, found.id)
+            .await
+            .map_err(|e| chain(&e))?;
+    }
+    Ok(true)
+}
+
+/// The labels a JIT runner is created with: the runner's defaults unless turned off, then
+/// its custom labels (the `generate-jitconfig` call takes the whole set).
+pub fn jit_labels(spec: &RunnerSpec) -> Vec<String> {
+    let mut labels = Vec::new();
+    if !spec.no_default_labels {
+        let arch = match std::env::consts::ARCH {
+            "aarch64" => "ARM64",
+            "arm" => "ARM",
+            _ => "X64",
+        };
+        labels.extend(["self-hosted", "Linux", arch].map(String::from));
+    }
+    labels.extend(spec.registered_labels());
+    labels
+}
+
+/// Creates a just-in-time registration for an ephemeral runner; the listener gets it in
+/// `ACTIONS_RUNNER_INPUT_JITCONFIG` when it starts.
+pub async fn register_jit(gh: &GitHubClient, spec: &RunnerSpec) -> Result<JitConfig, String> {
+    let jit = gh
+        .generate_jitconfig(&spec.repo, &spec.name, &jit_labels(spec), "_work")
+        .await
+        .map_err(|e| chain(&e))?;
+    info!(runner_id = jit.runner_id, "registered just in time");
+    Ok(jit)
+}
+
+/// Sets the runner's custom labels on GitHub to the file's and records them.
+pub async fn sync_labels(ctx: &ApplyCtx, spec: &RunnerSpec) -> Result<(), String> {
+    let gh = ctx
+        .github
+        .as_ref()
+        .ok_or("no GitHub credential to change labels")?;
+    let found = gh
+        .find_runner(&spec.repo, &spec.name)
+        .await
+        .map_err(|e| chain(&e))?
+        .ok_or("the registration is not on GitHub")?;
+    let labels = spec.registered_labels();
+    gh.set_labels(&spec.repo, found.id, &labels)
+        .await
+        .map_err(|e| chain(&e))?;
+    let path = ctx.layout.spec_record(&spec.name);
+    if let Some(mut record) = read_record::<SpecRecord>(&path) {
+        record.spec = Some(spec.clone());
+        write_record(&path, &record).map_err(|e| format!("write record: {e}"))?;
+    }
+    info!(labels = ?labels, "labels set on GitHub");
+    Ok(())
+}
+
+/// Deletes a registration no runner owns; one that became busy meanwhile is left alone.
+pub async fn delete_orphan(
+    ctx: &ApplyCtx,
+    name: &str,
+    repo: &crate::config::Repo,
+    id: u64,
+) -> Result<(), String> {
+    let gh = ctx.github.as_ref().ok_or("no GitHub credential")?;
+    gh.delete_runner(repo, id).await.map_err(|e| chain(&e))?;
+    info!(name, id, repo = %repo.url, "deleted orphan registration");
+    Ok(())
+}
