@@ -5,6 +5,8 @@ mod kit;
 mod check;
 mod fake_github_tests;
 mod fake_runner_tests;
+mod github_client;
+mod github_client_app;
 mod plan;
 mod provision;
 mod provision_e2e;

@@ -27,7 +27,7 @@ fn identify<'s>(state: &'s State, authorization: Option<&str>) -> Result<&'s Tok
     let scheme_is_token =
         authorization.is_some_and(|a| a.trim_start().to_ascii_lowercase().starts_with("token "));
     let bad = || error_with_status(401, "Bad credentials", DOCS);
-    // A JWT must be sent as Bearer; App JWT auth is not modelled yet, so any JWT is unknown here.
+    // A JWT must be sent as Bearer, and authenticates only the App routes (app.rs): here it is unknown.
     if scheme_is_token && is_jwt(token) {
         return Err(bad());
     }

@@ -2,9 +2,10 @@
 //! `tests/kit/README.md`, served on `127.0.0.1:0` by its own thread and tokio runtime, so tests can
 //! drive it from sync code or any async runtime. Dropping the handle stops it.
 //!
-//! Not modelled yet (a later issue adds them): GitHub App JWT auth, `GET /repos/{o}/{r}/installation`
-//! and `POST /app/installations/{id}/access_tokens`. Installation tokens exist only as entries the
-//! test adds with `TokenKind::Installation`; any JWT is answered `401 Bad credentials`.
+//! GitHub Apps (`app.rs`): `add_app` registers an App's public key and installations; a JWT signed
+//! with its private key gets installations and mints `ghs_` tokens, which then authenticate like
+//! `TokenKind::Installation` tokens of the installation's repos. A JWT on any other route is
+//! answered `401 Bad credentials`.
 
 #![allow(
     dead_code,
@@ -15,6 +16,7 @@
     reason = "handler helpers fail with the HTTP response itself; boxing it is noise here"
 )]
 
+mod app;
 mod auth;
 mod faults;
 mod labels;
@@ -296,6 +298,58 @@ impl FakeGitHub {
             s.rate.used = 0;
             s.rate.reset = s.now() + Duration::from_secs(3600);
             s.rate.limited = None;
+        });
+    }
+
+    /// Registers GitHub App `app_id` (Administration: write, Actions: read) verified with
+    /// `public_key_pem`, installed as each `(installation_id, ["owner/repo", …])`.
+    pub fn add_app(&self, app_id: u64, public_key_pem: &str, installations: &[(u64, &[&str])]) {
+        self.shared.with(|s| {
+            s.apps.registered.insert(
+                app_id,
+                app::AppRec {
+                    public_key_pem: public_key_pem.to_string(),
+                    administration: Perm::Write,
+                    actions: Perm::Read,
+                },
+            );
+            for (id, repos) in installations {
+                let repos = repos.iter().map(|r| (*r).to_string()).collect();
+                s.apps
+                    .installations
+                    .insert(*id, app::InstallationRec { app_id, repos });
+            }
+        });
+    }
+
+    /// Sets what App `app_id` was granted; wider token requests then get 422.
+    pub fn set_app_permissions(&self, app_id: u64, administration: Perm, actions: Perm) {
+        self.shared.with(|s| {
+            if let Some(app) = s.apps.registered.get_mut(&app_id) {
+                app.administration = administration;
+                app.actions = actions;
+            }
+        });
+    }
+
+    /// Lifetime of installation tokens minted from now on (default one hour, fake clock).
+    pub fn set_installation_token_ttl(&self, ttl: Duration) {
+        self.shared.with(|s| s.apps.token_ttl = ttl);
+    }
+
+    /// Installation tokens minted through the API so far, oldest first.
+    pub fn minted_installation_tokens(&self) -> Vec<String> {
+        self.shared.quiet(|s| s.apps.minted.clone())
+    }
+
+    /// Revokes every installation token minted so far (`401 Bad credentials` from now on).
+    pub fn revoke_installation_tokens(&self) {
+        self.shared.with(|s| {
+            for token in &s.apps.minted {
+                if let Some(rec) = s.tokens.get_mut(token) {
+                    rec.kind = TokenKind::Revoked;
+                }
+            }
         });
     }
 

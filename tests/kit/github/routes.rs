@@ -35,6 +35,15 @@ pub fn parse(method: &str, path: &str) -> Option<Target> {
         ["actions", "runner-registration"] if method == "POST" => {
             Some(bare(Route::ServiceExchange))
         }
+        ["repos", owner, repo, "installation"] if method == "GET" => {
+            let mut t = bare(Route::Installation);
+            t.owner = (*owner).to_string();
+            t.repo = (*repo).to_string();
+            Some(t)
+        }
+        ["app", "installations", id, "access_tokens"] if method == "POST" => {
+            with_id(Route::AccessTokens, id)
+        }
         ["repos", owner, repo, "actions", tail @ ..] => {
             let mut t = rest_route(method, tail)?;
             t.owner = (*owner).to_string();

@@ -13,7 +13,7 @@ use super::routes::{self, Target};
 use super::state::State;
 use super::types::{Fault, RecordedRequest, Route};
 use super::util::{not_found, set_header};
-use super::{auth, faults, rest, service};
+use super::{app, auth, faults, rest, service};
 
 /// State plus the two ways to wait for a change: `Condvar` for test threads, `Notify` for long polls.
 pub struct Shared {
@@ -158,6 +158,9 @@ async fn respond(shared: &Shared, ctx: &Ctx, fault: Option<&Fault>) -> Response 
         if let Err(resp) = faults::charge(s) {
             return resp;
         }
+        if app::is_app(ctx.target.route) {
+            return app::handle(s, ctx);
+        }
         let t = &ctx.target;
         match auth::check(s, ctx.header("authorization"), t.route, &t.owner, &t.repo) {
             Ok(repo) => rest::handle(s, ctx, &repo),
@@ -185,7 +188,7 @@ fn finish(shared: &Shared, route: Option<Route>, resp: &mut Response) {
     }
     set_header(resp, "x-github-request-id", &request_id);
     set_header(resp, "x-github-api-version-selected", "2022-11-28");
-    if let Some(route) = route.filter(|r| !routes::is_service(*r)) {
+    if let Some(route) = route.filter(|r| !routes::is_service(*r) && !app::is_app(*r)) {
         set_header(
             resp,
             "x-accepted-github-permissions",

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
+use super::app::Apps;
 use super::types::{
     Fault, Job, JobResult, JobSpec, JobStatus, Label, RecordedRequest, Route, Runner, RunnerStatus,
     TokenKind,
@@ -150,6 +151,8 @@ pub struct State {
     pub strict: bool,
     /// How long after its last poll ended an unclosed session lapses.
     pub session_timeout: Duration,
+    /// GitHub Apps, their installations and minted tokens.
+    pub apps: Apps,
 }
 
 impl State {
@@ -178,6 +181,7 @@ impl State {
                 limited: None,
             },
             strict: false,
+            apps: Apps::default(),
         }
     }
 

@@ -250,6 +250,10 @@ pub enum Route {
     ListRunJobs,
     /// `GET …/actions/jobs/{id}`.
     GetJob,
+    /// `GET /repos/{o}/{r}/installation` (App JWT).
+    Installation,
+    /// `POST /app/installations/{id}/access_tokens` (App JWT).
+    AccessTokens,
     /// Private service: `POST /api/v3/actions/runner-registration`.
     ServiceExchange,
     /// Private service: `POST /_fake/runners`.
