@@ -14,8 +14,22 @@ pub struct Status {
     /// Why the last edit of the config file was refused, while it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_error: Option<String>,
+    /// corral's GitHub API budget, when it talks to GitHub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<GitHubStatus>,
     /// Every runner, by name.
     pub runners: Vec<RunnerStatus>,
+}
+
+/// What is left of corral's GitHub API budget.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitHubStatus {
+    /// The rate limit as GitHub last reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<crate::github::RateBudget>,
+    /// Until when corral sends nothing, having been rate-limited (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_until: Option<String>,
 }
 
 /// A runner's life-cycle state as shown to users.
@@ -89,6 +103,23 @@ pub fn read(path: &Path) -> std::io::Result<Status> {
 pub fn write_table(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
     if let Some(err) = &status.config_error {
         writeln!(out, "config error (last good config still in force): {err}")?;
+    }
+    if let Some(budget) = status.github.as_ref().and_then(|g| g.rate_limit.as_ref()) {
+        writeln!(
+            out,
+            "GitHub API: {}/{} requests left",
+            budget.remaining, budget.limit
+        )?;
+    }
+    if let Some(until) = status
+        .github
+        .as_ref()
+        .and_then(|g| g.blocked_until.as_ref())
+    {
+        writeln!(
+            out,
+            "GitHub API: rate-limited, sending nothing until {until}"
+        )?;
     }
     let rows: Vec<[String; 7]> = status
         .runners

@@ -157,7 +157,14 @@ fn status_command_prints_a_table_and_json() {
     let out = cmd::run(world.dir.path(), &["status"]);
     let (table, stderr) = cmd::texts(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        table.starts_with("GitHub API: "),
+        "the API budget comes first: {table}"
+    );
+    let lines: Vec<&str> = table
+        .lines()
+        .skip_while(|l| !l.starts_with("NAME"))
+        .collect();
     assert!(lines[0].starts_with("NAME   STATE  PID"), "{table}");
     assert!(
         lines[1].starts_with("web-1  idle   ") && lines[1].contains(&pids[0].to_string()),

@@ -205,3 +205,79 @@ fn steady_state_costs_requests_per_repository_not_per_runner() {
     );
     assert!(spent >= 2, "the registrations were listed: {spent}");
 }
+
+#[test]
+fn a_github_app_registers_runners_end_to_end() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let public =
+        std::fs::read_to_string(fixtures.join("test-only-github-app-key.pub.pem")).expect("key");
+    let mut world = World::new();
+    world.gh.add_app(4242, &public, &[(77, &[REPO])]);
+    let text = world
+        .config_text("  - name: app-runner\n    repo: owner/repo\n")
+        .replace(
+            "  token_env: GITHUB_TOKEN\n",
+            &format!(
+                "  app:\n    id: 4242\n    private_key_file: {}\n",
+                fixtures.join("test-only-github-app-key.pem").display()
+            ),
+        );
+    std::fs::write(world.config(), text).expect("write config");
+    world.start();
+    world.wait_idle(&["app-runner"]);
+    assert!(registration(&world, REPO, "app-runner").is_some());
+    let minted = world.gh.minted_installation_tokens();
+    assert!(!minted.is_empty(), "an installation token was minted");
+    let output = world.corral().output();
+    for token in &minted {
+        assert!(
+            !output.contains(token.as_str()),
+            "installation token in corral's output"
+        );
+    }
+}
+
+#[test]
+fn a_rate_limit_is_waited_out_and_shown() {
+    let mut world = World::new();
+    world.gh.push_fault(
+        crate::kit::github::Route::RegistrationToken,
+        crate::kit::github::Fault::SecondaryRateLimit {
+            status: 403,
+            retry_after: Some(3),
+        },
+        1,
+    );
+    world.write_config("  - name: a\n    repo: owner/repo\n");
+    world.start();
+    let status = world.wait_status("the limit shows", |s| {
+        s.github.as_ref().is_some_and(|g| g.blocked_until.is_some())
+    });
+    let a = runner(&status, "a").expect("a");
+    assert!(
+        a.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("rate limit")),
+        "{a:?}"
+    );
+    let tokens = || {
+        world
+            .gh
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/registration-token"))
+            .count()
+    };
+    assert_eq!(tokens(), 1, "nothing sent while blocked");
+    world.wait_idle(&["a"]);
+    assert_eq!(tokens(), 2, "one more request once the limit passed");
+    let status = world.status().expect("status");
+    assert!(
+        status
+            .github
+            .as_ref()
+            .and_then(|g| g.rate_limit.as_ref())
+            .is_some(),
+        "the budget is shown: {status:?}"
+    );
+}

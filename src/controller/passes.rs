@@ -20,7 +20,7 @@ use crate::observe::{self, Observed, ServerRunner, ServerView};
 use crate::process::{cap_log, is_same_process};
 use crate::provision::Base;
 use crate::reconcile::{self, Action};
-use crate::status;
+use crate::status::{self, GitHubStatus};
 
 /// Runners applied at the same time.
 const CONCURRENCY: usize = 8;
@@ -384,11 +384,18 @@ impl Controller {
     }
 
     fn write_status(&self, layout: &StateLayout, observed: &Observed) {
+        let github = self.github.as_ref().map(|(_, gh)| GitHubStatus {
+            rate_limit: gh.budget(),
+            blocked_until: gh
+                .blocked_until()
+                .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+        });
         let status = build_status(
             &self.desired,
             observed,
             &self.runtimes,
             self.config_error.clone(),
+            github,
             Instant::now(),
         );
         if let Err(err) = status::write(&layout.status_file(), &status) {

@@ -9,7 +9,7 @@ use crate::config::Desired;
 use crate::markers::{ListenerView, LogTail};
 use crate::observe::{Observed, ObservedRunner};
 use crate::reconcile::runner_names;
-use crate::status::{RunnerStatus, State, Status};
+use crate::status::{GitHubStatus, RunnerStatus, State, Status};
 
 /// One runner's memory.
 #[derive(Debug, Default)]
@@ -101,6 +101,7 @@ pub fn build_status(
     observed: &Observed,
     runtimes: &BTreeMap<String, Runtime>,
     config_error: Option<String>,
+    github: Option<GitHubStatus>,
     now: Instant,
 ) -> Status {
     let empty = Runtime::default();
@@ -114,6 +115,7 @@ pub fn build_status(
     Status {
         updated_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         config_error,
+        github,
         runners,
     }
 }
