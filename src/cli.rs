@@ -73,6 +73,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a runner's listener log.
+    Logs {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The runner.
+        runner: String,
+        /// Keep printing what is appended (until interrupted).
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Print the JSON Schema of runners.yaml.
     Schema,
 }
@@ -176,6 +186,61 @@ pub fn status(
         crate::status::write_table(&status, out)?;
     }
     Ok(0)
+}
+
+/// `corral logs`: a runner's listener log, and with `follow` what is appended to it.
+pub fn logs(
+    path: &Path,
+    runner: &str,
+    follow: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<ExitStatus> {
+    let desired = match config::load(path) {
+        Ok(desired) => desired,
+        Err(errors) => {
+            writeln!(err, "{errors}")?;
+            return Ok(1);
+        }
+    };
+    let log = StateLayout::new(&desired.state_dir).listener_log(runner);
+    let mut offset = match std::fs::read(&log) {
+        Ok(bytes) => {
+            out.write_all(&bytes)?;
+            bytes.len() as u64
+        }
+        Err(e) => {
+            writeln!(
+                err,
+                "{}: no listener log for runner `{runner}` ({e})",
+                log.display()
+            )?;
+            return Ok(1);
+        }
+    };
+    if follow {
+        loop {
+            out.flush()?;
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            offset = copy_new(&log, offset, out)?;
+        }
+    }
+    Ok(0)
+}
+
+/// Writes what `log` gained past `offset`; a log that was capped starts again from 0.
+fn copy_new(log: &Path, offset: u64, out: &mut dyn Write) -> std::io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(log) else {
+        return Ok(offset);
+    };
+    let len = file.metadata()?.len();
+    let from = if len < offset { 0 } else { offset };
+    file.seek(SeekFrom::Start(from))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    out.write_all(&bytes)?;
+    Ok(from + bytes.len() as u64)
 }
 
 /// `corral schema`.

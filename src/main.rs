@@ -28,6 +28,11 @@ fn run(command: Command) -> anyhow::Result<u8> {
         Command::Plan { config } => cli::plan(&config.config, &mut out, &mut err)?,
         Command::Status { config, json } => cli::status(&config.config, json, &mut out, &mut err)?,
         Command::Schema => cli::schema(&mut out)?,
+        Command::Logs {
+            config,
+            runner,
+            follow,
+        } => cli::logs(&config.config, &runner, follow, &mut out, &mut err)?,
         Command::Run { config } => {
             drop((out, err));
             let runtime = tokio::runtime::Runtime::new()?;

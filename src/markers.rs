@@ -4,6 +4,24 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::time::SystemTime;
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobEnd {
+    /// Job name.
+    pub name: String,
+    /// `Succeeded`, `Failed`, `Canceled`, …
+    pub result: String,
+    /// From `Running job` to `completed`, when both were seen.
+    pub duration_seconds: Option<u64>,
+}
+
+/// The timestamp a marker line starts with (`2026-11-28 10:01:00Z: …`).
+fn marker_time(line: &str) -> Option<SystemTime> {
+    let (stamp, _) = line.split_once("Z: ")?;
+    humantime::parse_rfc3339(&format!("{}Z", stamp.replacen(' ', "T", 1))).ok()
+}
 
 /// What the log said so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -12,8 +30,12 @@ pub struct ListenerView {
     pub online: bool,
     /// The job running now, from `Running job: X`.
     pub job: Option<String>,
-    /// The last finished job and its result.
-    pub last_job: Option<(String, String)>,
+    /// When it started, from the marker's timestamp.
+    pub job_started: Option<SystemTime>,
+    /// The last finished job.
+    pub last_job: Option<JobEnd>,
+    /// The runner version the listener reported.
+    pub version: Option<String>,
     /// The registration was deleted on the server.
     pub registration_deleted: bool,
     /// Another session for this runner exists.
@@ -30,17 +52,30 @@ impl ListenerView {
             .split_once("Z: ")
             .map_or(line, |(_, rest)| rest)
             .trim_end();
-        if text.starts_with("Current runner version:") {
+        if let Some(version) = text.strip_prefix("Current runner version:") {
             // A new listener process: what the previous one said no longer holds.
             self.restarted();
+            self.version = Some(version.trim().trim_matches('\'').to_string());
         } else if text == "Listening for Jobs" {
             self.online = true;
         } else if let Some(job) = text.strip_prefix("Running job: ") {
             self.job = Some(job.to_string());
+            self.job_started = marker_time(line);
         } else if let Some(rest) = text.strip_prefix("Job ") {
             if let Some((job, result)) = rest.split_once(" completed with result: ") {
+                let ended = marker_time(line);
+                let duration_seconds = self
+                    .job_started
+                    .zip(ended)
+                    .and_then(|(start, end)| end.duration_since(start).ok())
+                    .map(|d| d.as_secs());
                 self.job = None;
-                self.last_job = Some((job.to_string(), result.to_string()));
+                self.job_started = None;
+                self.last_job = Some(JobEnd {
+                    name: job.to_string(),
+                    result: result.to_string(),
+                    duration_seconds,
+                });
             }
         } else if text.contains("registration has been deleted from the server")
             || text.contains("no longer exists on the server")
@@ -59,6 +94,7 @@ impl ListenerView {
     pub fn restarted(&mut self) {
         self.online = false;
         self.job = None;
+        self.job_started = None;
         self.registration_deleted = false;
         self.session_conflict = false;
     }
@@ -135,7 +171,15 @@ mod tests {
         assert_eq!(view.job.as_deref(), Some("build"));
         view.apply("2026-11-28 10:02:00Z: Job build completed with result: Failed");
         assert_eq!(view.job, None);
-        assert_eq!(view.last_job, Some(("build".into(), "Failed".into())));
+        assert_eq!(
+            view.last_job,
+            Some(JobEnd {
+                name: "build".into(),
+                result: "Failed".into(),
+                duration_seconds: Some(60),
+            })
+        );
+        assert_eq!(view.version.as_deref(), Some("2.336.0"));
         view.apply("Failed to create a session. The runner registration has been deleted from the server, please re-configure.");
         assert!(view.registration_deleted);
     }

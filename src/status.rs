@@ -58,6 +58,13 @@ pub enum State {
     Stopped,
 }
 
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = format!("{self:?}").to_lowercase();
+        f.write_str(&text)
+    }
+}
+
 /// One runner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunnerStatus {
@@ -71,8 +78,23 @@ pub struct RunnerStatus {
     pub pid: Option<i32>,
     /// Life-cycle state.
     pub state: State,
+    /// Running a job now.
+    #[serde(default)]
+    pub busy: bool,
     /// The job it runs now.
     pub job: Option<String>,
+    /// When that job started (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_started_at: Option<String>,
+    /// How its last job ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_job: Option<crate::markers::JobEnd>,
+    /// Its custom labels (with corral's marker).
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// The runner version its listener reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// Restarts after unexpected exits.
     pub restarts: u32,
     /// The listener's last exit code (`null` when killed by a signal or never exited).
@@ -127,7 +149,7 @@ pub fn write_table(status: &Status, out: &mut dyn Write) -> std::io::Result<()> 
         .map(|r| {
             [
                 r.name.clone(),
-                format!("{:?}", r.state).to_lowercase(),
+                r.state.to_string(),
                 r.pid.map_or("-".into(), |p| p.to_string()),
                 r.job.clone().unwrap_or_else(|| "-".into()),
                 r.restarts.to_string(),

@@ -270,3 +270,53 @@ fn without_api_credentials_removal_is_local_and_says_so() {
         .collect();
     assert_eq!(left, ["seed"], "corral could not deregister it on GitHub");
 }
+
+#[test]
+fn logs_command_prints_and_follows_a_listener_log() {
+    let mut world = World::new();
+    world.write_config("  - name: web\n    repo: owner/repo\n");
+    world.start();
+    world.wait_idle(&["web"]);
+    let out = cmd::run(world.dir.path(), &["logs", "web"]);
+    let (text, stderr) = cmd::texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(text.contains("Listening for Jobs"), "{text}");
+    let mut follow = Command::new(cmd::binary());
+    follow
+        .args(["logs", "web", "--follow"])
+        .current_dir(world.dir.path());
+    let follow = crate::kit::proc::Proc::spawn(follow);
+    follow.wait_for("Listening for Jobs");
+    let job = world.gh.queue_job(
+        crate::kit::daemon::REPO,
+        &["self-hosted"],
+        crate::kit::github::JobSpec::default(),
+    );
+    follow.wait_for("Running job: build");
+    let status = world.wait_status("the job is tracked", |s| {
+        runner(s, "web").is_some_and(|r| {
+            r.last_job
+                .as_ref()
+                .is_some_and(|j| j.name == "build" && j.result == "Succeeded")
+        })
+    });
+    let web = runner(&status, "web").expect("web");
+    assert!(web.version.as_deref() == Some("2.336.0"), "{web:?}");
+    assert!(
+        web.last_job
+            .as_ref()
+            .and_then(|j| j.duration_seconds)
+            .is_some(),
+        "{web:?}"
+    );
+    assert!(world.gh.job(job).is_some_and(|j| j.conclusion.is_some()));
+    let missing = cmd::run(world.dir.path(), &["logs", "nope"]);
+    assert_eq!(missing.status.code(), Some(1));
+    let log = world.corral().output();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("runner state changed runner=web from=") && l.contains("to=idle")),
+        "state changes are logged:\n{log}"
+    );
+    assert!(log.contains("to=busy"), "{log}");
+}

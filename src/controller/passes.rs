@@ -40,6 +40,7 @@ pub struct Controller {
     base: Option<(PathBuf, Result<Arc<Base>, String>)>,
     github: Option<(config::GitHub, GitHubClient)>,
     last_listing: Option<Instant>,
+    last_states: BTreeMap<String, status::State>,
 }
 
 impl Controller {
@@ -59,6 +60,7 @@ impl Controller {
             base: None,
             github: None,
             last_listing: None,
+            last_states: BTreeMap::new(),
         }
     }
 
@@ -383,7 +385,7 @@ impl Controller {
             .map_or_else(|| Err("no base".to_string()), |(_, b)| b.clone())
     }
 
-    fn write_status(&self, layout: &StateLayout, observed: &Observed) {
+    fn write_status(&mut self, layout: &StateLayout, observed: &Observed) {
         let github = self.github.as_ref().map(|(_, gh)| GitHubStatus {
             rate_limit: gh.budget(),
             blocked_until: gh
@@ -398,9 +400,28 @@ impl Controller {
             github,
             Instant::now(),
         );
+        self.log_state_changes(&status);
         if let Err(err) = status::write(&layout.status_file(), &status) {
             error!(cause = %err, "cannot write status.json");
         }
+    }
+
+    /// One structured event per state change: runner, from, to, and why.
+    fn log_state_changes(&mut self, status: &status::Status) {
+        let mut now: BTreeMap<String, status::State> = BTreeMap::new();
+        for r in &status.runners {
+            let before = self.last_states.get(&r.name).copied();
+            if before != Some(r.state) {
+                let from = before.map_or_else(|| "absent".to_string(), |s| s.to_string());
+                let reason = r.last_error.as_deref().unwrap_or("");
+                info!(runner = %r.name, from = %from, to = %r.state, reason, "runner state changed");
+            }
+            now.insert(r.name.clone(), r.state);
+        }
+        for gone in self.last_states.keys().filter(|n| !now.contains_key(*n)) {
+            info!(runner = %gone, from = %self.last_states[gone], to = "removed", reason = "", "runner state changed");
+        }
+        self.last_states = now;
     }
 
     /// Every runtime, for shutdown.
@@ -409,7 +430,7 @@ impl Controller {
     }
 
     /// Writes the status as observed now.
-    pub fn write_final_status(&self) {
+    pub fn write_final_status(&mut self) {
         let layout = self.layout();
         self.write_status(&layout, &observe::observe(&layout));
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::backoff::Backoff;
-use crate::config::Desired;
+use crate::config::{Desired, RunnerSpec};
 use crate::markers::{ListenerView, LogTail};
 use crate::observe::{Observed, ObservedRunner};
 use crate::reconcile::runner_names;
@@ -129,15 +129,7 @@ fn runner_status(
 ) -> RunnerStatus {
     let process = seen.and_then(|s| s.process);
     let configured = seen.is_some_and(|s| s.configured);
-    let repo_url = desired
-        .runners
-        .get(name)
-        .map(|s| s.repo.url.clone())
-        .or_else(|| {
-            // A runner that left the file: the repository it was registered with.
-            seen.and_then(|s| s.spec.as_ref()?.spec.as_ref())
-                .map(|s| s.repo.url.clone())
-        });
+    let repo_url = spec_of(name, desired, seen).map(|s| s.repo.url.clone());
     let busy = process.is_some_and(|p| p.busy) || (process.is_some() && rt.view.job.is_some());
     let registration = if rt.local_only {
         "local-only"
@@ -157,12 +149,33 @@ fn runner_status(
         .into(),
         pid: process.map(|p| p.pid),
         state: state_of(seen, rt, busy, now),
+        busy,
         job: if busy { rt.view.job.clone() } else { None },
+        job_started_at: rt
+            .view
+            .job_started
+            .filter(|_| busy)
+            .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+        last_job: rt.view.last_job.clone(),
+        labels: spec_of(name, desired, seen).map_or_else(Vec::new, RunnerSpec::registered_labels),
+        version: rt.view.version.clone(),
         restarts: rt.restarts,
         last_exit_code: rt.last_exit,
         registration: registration.into(),
         last_error: rt.last_error.clone(),
     }
+}
+
+/// The runner's spec: from the file, or, for one that left it, as it was registered.
+fn spec_of<'a>(
+    name: &str,
+    desired: &'a Desired,
+    seen: Option<&'a ObservedRunner>,
+) -> Option<&'a RunnerSpec> {
+    desired
+        .runners
+        .get(name)
+        .or_else(|| seen.and_then(|s| s.spec.as_ref()?.spec.as_ref()))
 }
 
 /// The one state a user sees, most telling first.
