@@ -167,8 +167,19 @@ pub fn status(
             return Ok(1);
         }
     };
+    let live = desired.api.as_ref().and_then(|api| match live_status(api) {
+        Ok(status) => Some(status),
+        Err(e) => {
+            let _ = writeln!(
+                err,
+                "status API at {} did not answer ({e}); reading status.json",
+                api.listen
+            );
+            None
+        }
+    });
     let file = StateLayout::new(&desired.state_dir).status_file();
-    let status = match crate::status::read(&file) {
+    let status = match live.map_or_else(|| crate::status::read(&file), Ok) {
         Ok(status) => status,
         Err(e) => {
             writeln!(
@@ -186,6 +197,47 @@ pub fn status(
         crate::status::write_table(&status, out)?;
     }
     Ok(0)
+}
+
+/// The controller's status from its live API (`GET /status`).
+fn live_status(api: &config::Api) -> Result<crate::status::Status, String> {
+    let token = match &api.token {
+        None => None,
+        Some(config::TokenSource::Env(var)) => Some(crate::secret::from_env(var)),
+        Some(config::TokenSource::File(path)) => Some(crate::secret::from_file(path)),
+    }
+    .transpose()
+    .map_err(|e| e.to_string())?;
+    // An API listening on every address is reached through loopback.
+    let mut addr = api.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(5))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut request = client.get(format!("http://{addr}/status"));
+        if let Some(token) = &token {
+            request = request.bearer_auth(token.expose());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| e.without_url().to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("HTTP {}", response.status()));
+        }
+        response
+            .json()
+            .await
+            .map_err(|e| e.without_url().to_string())
+    })
 }
 
 /// `corral logs`: a runner's listener log, and with `follow` what is appended to it.

@@ -14,12 +14,14 @@
 //! - [`process`], [`markers`], [`backoff`], [`users`]: launching, reading and restarting
 //!   listeners.
 //! - [`github`], [`secret`]: the REST client and secrets that never print.
-//! - [`watch`]: the config file watch; [`status`]: `status.json` and `corral status`.
+//! - [`watch`]: the config file watch; [`status`]: `status.json` and `corral status`;
+//!   [`api`]: the optional HTTP status API and metrics.
 //! - [`layout`]: paths and records under `state_dir`; [`cli`]: the command line.
 //!
 //! Every trigger runs the same observe → plan → apply pass (DESIGN.md). The planner trusts
 //! no trigger's payload, only what it observes.
 
+pub mod api;
 pub mod backoff;
 pub mod cli;
 pub mod config;

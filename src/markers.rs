@@ -36,6 +36,9 @@ pub struct ListenerView {
     pub last_job: Option<JobEnd>,
     /// The runner version the listener reported.
     pub version: Option<String>,
+    /// Jobs finished since the controller last took them (for metrics).
+    #[serde(skip)]
+    pub finished: Vec<JobEnd>,
     /// The registration was deleted on the server.
     pub registration_deleted: bool,
     /// Another session for this runner exists.
@@ -71,11 +74,13 @@ impl ListenerView {
                     .map(|d| d.as_secs());
                 self.job = None;
                 self.job_started = None;
-                self.last_job = Some(JobEnd {
+                let end = JobEnd {
                     name: job.to_string(),
                     result: result.to_string(),
                     duration_seconds,
-                });
+                };
+                self.finished.push(end.clone());
+                self.last_job = Some(end);
             }
         } else if text.contains("registration has been deleted from the server")
             || text.contains("no longer exists on the server")

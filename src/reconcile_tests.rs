@@ -38,6 +38,7 @@ fn desired(specs: Vec<RunnerSpec>) -> Desired {
         github: None,
         resync_interval: Duration::from_secs(30),
         shutdown_timeout: Duration::from_secs(60),
+        api: None,
         runners: specs.into_iter().map(|s| (s.name.clone(), s)).collect(),
     }
 }

@@ -11,6 +11,7 @@ mod plan;
 mod provision;
 mod provision_e2e;
 mod run;
+mod run_api;
 mod run_edges;
 mod run_github;
 mod schema;

@@ -290,7 +290,10 @@ fn logs_command_prints_and_follows_a_listener_log() {
     let job = world.gh.queue_job(
         crate::kit::daemon::REPO,
         &["self-hosted"],
-        crate::kit::github::JobSpec::default(),
+        crate::kit::github::JobSpec {
+            duration: std::time::Duration::from_secs(2),
+            ..crate::kit::github::JobSpec::default()
+        },
     );
     follow.wait_for("Running job: build");
     let status = world.wait_status("the job is tracked", |s| {

@@ -23,6 +23,8 @@ pub struct Desired {
     pub resync_interval: Duration,
     /// How long busy runners may finish their jobs when corral stops.
     pub shutdown_timeout: Duration,
+    /// The status API, when configured.
+    pub api: Option<Api>,
     /// Every runner instance by its name.
     pub runners: BTreeMap<String, RunnerSpec>,
 }
@@ -45,6 +47,24 @@ pub enum BaseSource {
 
 /// The default release URL template (`reference/runner-contract.md` §1).
 pub const DEFAULT_DOWNLOAD_URL: &str = "https://github.com/actions/runner/releases/download/v{version}/actions-runner-linux-{arch}-{version}.tar.gz";
+
+/// The status API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Api {
+    /// Where it listens.
+    pub listen: std::net::SocketAddr,
+    /// Where its bearer token comes from, if it requires one.
+    pub token: Option<TokenSource>,
+}
+
+/// Where a secret comes from (never the secret itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// This environment variable.
+    Env(String),
+    /// This file.
+    File(PathBuf),
+}
 
 /// GitHub endpoints and credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,11 +17,14 @@ mod validate;
 use std::path::Path;
 
 pub use desired::{
-    BaseSource, Desired, GitHub, GitHubAuth, Registration, Repo, RunnerSpec, DEFAULT_DOWNLOAD_URL,
+    Api, BaseSource, Desired, GitHub, GitHubAuth, Registration, Repo, RunnerSpec, TokenSource,
+    DEFAULT_DOWNLOAD_URL,
 };
 pub use duration::Duration;
 pub use error::{ConfigError, ConfigErrors};
-pub use model::{BaseSpec, GitHubAppSpec, GitHubSpec, RunnerDefaults, RunnerEntry, RunnersFile};
+pub use model::{
+    ApiSpec, BaseSpec, GitHubAppSpec, GitHubSpec, RunnerDefaults, RunnerEntry, RunnersFile,
+};
 pub use tree::Position;
 
 /// The JSON Schema of `runners.yaml`, pretty-printed.

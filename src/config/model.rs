@@ -26,6 +26,9 @@ pub struct RunnersFile {
     /// How long `corral run` lets busy runners finish their jobs when it is stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shutdown_timeout: Option<Duration>,
+    /// The controller's HTTP status API and metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiSpec>,
     /// GitHub access; without it each runner needs its own registration token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub github: Option<GitHubSpec>,
@@ -39,6 +42,20 @@ pub struct RunnersFile {
 
 fn default_state_dir() -> PathBuf {
     PathBuf::from("./state")
+}
+
+/// `api`: where the status API listens and the token it requires.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSpec {
+    /// Address and port, e.g. `127.0.0.1:9180`.
+    pub listen: String,
+    /// Environment variable holding the bearer token clients must send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// File holding that token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// `base`: exactly one of `path` or `version`.

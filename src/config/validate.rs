@@ -3,10 +3,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use super::desired::{BaseSource, Desired, GitHub, GitHubAuth, DEFAULT_DOWNLOAD_URL};
+use super::desired::{
+    Api, BaseSource, Desired, GitHub, GitHubAuth, TokenSource, DEFAULT_DOWNLOAD_URL,
+};
 use super::entry::{check_defaults, resolve_entry};
 use super::error::ConfigError;
-use super::model::{BaseSpec, GitHubSpec, RunnersFile};
+use super::model::{ApiSpec, BaseSpec, GitHubSpec, RunnersFile};
 use super::rules;
 use super::tree::Position;
 
@@ -103,6 +105,10 @@ pub fn resolve(
         runners.extend(specs.into_iter().map(|spec| (spec.name.clone(), spec)));
     }
     check_defaults(&mut c, &file.defaults);
+    let api = file
+        .api
+        .as_ref()
+        .and_then(|spec| resolve_api(&mut c, spec, dir));
     let shutdown_timeout = c.duration(
         "shutdown_timeout",
         file.shutdown_timeout.as_ref(),
@@ -123,6 +129,7 @@ pub fn resolve(
         github: Some(github).filter(|g| g.auth != GitHubAuth::None || file.github.is_some()),
         resync_interval,
         shutdown_timeout,
+        api,
         runners,
     })
 }
@@ -283,4 +290,41 @@ pub(super) fn join_clean(dir: &Path, rel: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// The status API: a parseable address, and a token whenever it is reachable from elsewhere.
+fn resolve_api(c: &mut Checker<'_>, spec: &ApiSpec, dir: &Path) -> Option<Api> {
+    let token = match (&spec.token_env, &spec.token_file) {
+        (Some(_), Some(_)) => {
+            c.error(
+                "api",
+                "set api.token_env or api.token_file, not both".into(),
+            );
+            return None;
+        }
+        (Some(var), None) => {
+            c.check("api.token_env", rules::check_env_name(var));
+            Some(TokenSource::Env(var.clone()))
+        }
+        (None, Some(file)) => Some(TokenSource::File(join_clean(dir, file))),
+        (None, None) => None,
+    };
+    let Ok(listen) = spec.listen.parse::<std::net::SocketAddr>() else {
+        c.error(
+            "api.listen",
+            format!(
+                "api.listen {:?} is not an address and port such as `127.0.0.1:9180`",
+                spec.listen
+            ),
+        );
+        return None;
+    };
+    if !listen.ip().is_loopback() && token.is_none() {
+        c.error(
+            "api.listen",
+            format!("api.listen {listen} is reachable from other hosts: set api.token_env or api.token_file"),
+        );
+        return None;
+    }
+    Some(Api { listen, token })
 }

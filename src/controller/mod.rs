@@ -57,6 +57,18 @@ pub enum RunError {
         #[source]
         source: notify::Error,
     },
+    /// The status API's token could not be read.
+    #[error("cannot read the status API token")]
+    ApiToken(#[source] crate::secret::SecretError),
+    /// The status API's address could not be bound.
+    #[error("cannot listen on {addr} for the status API")]
+    ApiBind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),
@@ -159,6 +171,27 @@ impl Sources {
     }
 }
 
+/// Binds the status API and serves it in the background.
+async fn start_api(api: &crate::config::Api) -> Result<crate::api::Shared, RunError> {
+    let token = match &api.token {
+        None => None,
+        Some(crate::config::TokenSource::Env(var)) => Some(crate::secret::from_env(var)),
+        Some(crate::config::TokenSource::File(path)) => Some(crate::secret::from_file(path)),
+    }
+    .transpose()
+    .map_err(RunError::ApiToken)?;
+    let listener = tokio::net::TcpListener::bind(api.listen)
+        .await
+        .map_err(|source| RunError::ApiBind {
+            addr: api.listen,
+            source,
+        })?;
+    let shared = crate::api::Shared::default();
+    tracing::info!(listen = %api.listen, token = token.is_some(), "status API listening");
+    tokio::spawn(crate::api::serve(listener, shared.clone(), token));
+    Ok(shared)
+}
+
 /// Runs the controller until SIGTERM or SIGINT.
 pub async fn run(config_path: &Path) -> Result<(), RunError> {
     let config_path =
@@ -173,7 +206,14 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
     }
     let (tx, rx) = mpsc::unbounded_channel();
     let mut sources = Sources::new(&config_path, &records, rx)?;
+    let api = match &desired.api {
+        Some(api) => Some(start_api(api).await?),
+        None => None,
+    };
     let mut ctl = passes::Controller::new(config_path, desired, tx);
+    if let Some(shared) = api {
+        ctl.publish_to(shared);
+    }
     tracing::info!(config = %ctl.config_path().display(), runners = ctl.desired().runners.len(), "corral started");
     let mut next = Instant::now();
     loop {

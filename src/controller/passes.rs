@@ -41,6 +41,7 @@ pub struct Controller {
     github: Option<(config::GitHub, GitHubClient)>,
     last_listing: Option<Instant>,
     last_states: BTreeMap<String, status::State>,
+    api: Option<crate::api::Shared>,
 }
 
 impl Controller {
@@ -61,7 +62,13 @@ impl Controller {
             github: None,
             last_listing: None,
             last_states: BTreeMap::new(),
+            api: None,
         }
+    }
+
+    /// Publishes status and metrics to the HTTP API from now on.
+    pub fn publish_to(&mut self, api: crate::api::Shared) {
+        self.api = Some(api);
     }
 
     /// The config file.
@@ -96,6 +103,9 @@ impl Controller {
             Err(errors) => {
                 error!(errors = %errors, "config edit refused; the last good config stays in force");
                 self.config_error = Some(errors.to_string());
+                if let Some(api) = &self.api {
+                    api.with(|p| p.metrics.config_reload_failures += 1);
+                }
             }
         }
         true
@@ -123,6 +133,15 @@ impl Controller {
 
     /// One pass; returns when the next one is due at the latest.
     pub async fn pass(&mut self) -> Duration {
+        let started = Instant::now();
+        let requeue = self.pass_inner().await;
+        if let Some(api) = &self.api {
+            api.with(|p| p.metrics.observe_pass(started.elapsed().as_secs_f64()));
+        }
+        requeue
+    }
+
+    async fn pass_inner(&mut self) -> Duration {
         let layout = self.layout();
         let mut observed = {
             let layout = layout.clone();
@@ -215,6 +234,15 @@ impl Controller {
                 .tail
                 .get_or_insert_with(LogTail::default)
                 .read_into(&log, &mut runtime.view);
+            if let Some(api) = &self.api {
+                let finished = std::mem::take(&mut runtime.view.finished);
+                api.with(|p| {
+                    for job in &finished {
+                        p.metrics
+                            .observe_job(name, &job.result, job.duration_seconds);
+                    }
+                });
+            }
             let Some(process) = seen.process else {
                 continue;
             };
@@ -401,6 +429,13 @@ impl Controller {
             Instant::now(),
         );
         self.log_state_changes(&status);
+        if let Some(api) = &self.api {
+            let ready = self.config_error.is_none();
+            api.with(|p| {
+                p.status = Some(status.clone());
+                p.ready = ready;
+            });
+        }
         if let Err(err) = status::write(&layout.status_file(), &status) {
             error!(cause = %err, "cannot write status.json");
         }

@@ -1,0 +1,175 @@
+//! The optional HTTP status API (`api:` in `runners.yaml`): `GET /runners` (the original
+//! project's `[{name, repo_url, status, pid}]`, extended), `GET /runners/{name}`,
+//! `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus text), `GET /openapi.json`.
+//!
+//! It serves what the controller last published; it never acts. When a token is configured
+//! every route but `/healthz` requires `Authorization: Bearer <token>`, compared in constant
+//! time; the token is never logged.
+
+mod metrics;
+mod openapi;
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+
+pub use metrics::{Histogram, Metrics};
+
+use crate::secret::Secret;
+use crate::status::Status;
+
+/// What the controller publishes for the API, after every pass.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// The last status.
+    pub status: Option<Status>,
+    /// The config is loaded and the last pass went through.
+    pub ready: bool,
+    /// Counters and histograms.
+    pub metrics: Metrics,
+}
+
+/// The API's shared state.
+#[derive(Debug, Clone, Default)]
+pub struct Shared(Arc<Mutex<Published>>);
+
+impl Shared {
+    /// Runs `f` on the published state.
+    pub fn with<T>(&self, f: impl FnOnce(&mut Published) -> T) -> T {
+        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    shared: Shared,
+    token: Option<Secret>,
+}
+
+/// The router for `shared`, requiring `token` when given.
+pub fn router(shared: Shared, token: Option<Secret>) -> Router {
+    let state = AppState { shared, token };
+    let guarded = Router::new()
+        .route("/status", get(whole_status))
+        .route("/runners", get(runners))
+        .route("/runners/{name}", get(runner))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi_json))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(guarded)
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, shared: Shared, token: Option<Secret>) {
+    if let Err(err) = axum::serve(listener, router(shared, token)).await {
+        tracing::error!(cause = %err, "status API stopped");
+    }
+}
+
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(token) = &state.token else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(serde_json::json!({"message": "a valid bearer token is required"})),
+        )
+            .into_response()
+    }
+}
+
+/// Equal bytes, in time that depends only on the lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let diff = a
+        .iter()
+        .zip(b)
+        .fold(a.len() ^ b.len(), |acc, (x, y)| acc | usize::from(x ^ y));
+    diff == 0
+}
+
+async fn whole_status(State(state): State<AppState>) -> Response {
+    match state.shared.with(|p| p.status.clone()) {
+        Some(status) => Json(status).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "no pass yet\n").into_response(),
+    }
+}
+
+async fn runners(State(state): State<AppState>) -> Response {
+    let runners = state
+        .shared
+        .with(|p| p.status.as_ref().map(|s| s.runners.clone()))
+        .unwrap_or_default();
+    Json(runners).into_response()
+}
+
+async fn runner(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    let found = state.shared.with(|p| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.runners.iter().find(|r| r.name == name).cloned())
+    });
+    match found {
+        Some(runner) => Json(runner).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({"message": format!("no runner named {name:?}")})),
+        )
+            .into_response(),
+    }
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.shared.with(|p| p.ready) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let text = state.shared.with(|p| metrics::render(p));
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn openapi_json() -> Response {
+    Json(openapi::document()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret-longer"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

@@ -1,0 +1,59 @@
+//! The `OpenAPI` description of the status API.
+
+use serde_json::{json, Value};
+
+/// The `OpenAPI` 3.0 document.
+pub fn document() -> Value {
+    let runner = json!({
+        "type": "object",
+        "required": ["name", "repo_url", "status", "pid", "state", "busy", "restarts", "registration"],
+        "properties": {
+            "name": {"type": "string"},
+            "repo_url": {"type": "string"},
+            "status": {"type": "string", "enum": ["running", "stopped"]},
+            "pid": {"type": "integer", "nullable": true},
+            "state": {"type": "string", "enum": ["provisioning", "registering", "starting", "idle", "busy", "draining", "backoff", "crashloop", "error", "stopped"]},
+            "busy": {"type": "boolean"},
+            "job": {"type": "string", "nullable": true},
+            "job_started_at": {"type": "string", "format": "date-time"},
+            "last_job": {"type": "object", "properties": {
+                "name": {"type": "string"}, "result": {"type": "string"},
+                "duration_seconds": {"type": "integer", "nullable": true}}},
+            "labels": {"type": "array", "items": {"type": "string"}},
+            "restarts": {"type": "integer"},
+            "last_exit_code": {"type": "integer", "nullable": true},
+            "registration": {"type": "string", "enum": ["registered", "unregistered", "local-only"]},
+            "version": {"type": "string"},
+            "last_error": {"type": "string", "nullable": true}
+        }
+    });
+    let text = |description: &str| json!({"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}});
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "corral status API", "version": env!("CARGO_PKG_VERSION")},
+        "components": {
+            "schemas": {"Runner": runner},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/status": {"get": {"summary": "Everything `corral status` shows: runners, config error, GitHub budget", "responses": {
+                "200": {"description": "Status", "content": {"application/json": {"schema": {"type": "object"}}}},
+                "503": text("no pass yet"),
+                "401": {"description": "Missing or wrong bearer token"}}}},
+            "/runners": {"get": {"summary": "Every runner", "responses": {
+                "200": {"description": "Runners", "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Runner"}}}}},
+                "401": {"description": "Missing or wrong bearer token"}}}},
+            "/runners/{name}": {"get": {"summary": "One runner",
+                "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {"description": "The runner", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Runner"}}}},
+                    "404": {"description": "No such runner"},
+                    "401": {"description": "Missing or wrong bearer token"}}}},
+            "/healthz": {"get": {"summary": "The controller is alive", "security": [], "responses": {"200": text("ok")}}},
+            "/readyz": {"get": {"summary": "Config loaded and the last pass went through", "responses": {"200": text("ready"), "503": text("not ready")}}},
+            "/metrics": {"get": {"summary": "Prometheus text format", "responses": {"200": text("metrics")}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI document", "content": {"application/json": {}}}}}}
+        }
+    })
+}
