@@ -129,6 +129,22 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// When `pid` started, from its start time in ticks after boot and the boot time.
+pub fn process_started_at(pid: i32) -> Option<std::time::SystemTime> {
+    // Clock ticks per second: 100 on every Linux this runs on (USER_HZ).
+    const TICKS: u64 = 100;
+    let ticks = process_start_time(pid)?;
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let boot: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    let millis = boot * 1000 + ticks * 1000 / TICKS;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis))
+}
+
 /// True when `rec` names a live process that started when recorded and, when its
 /// executable can be read, runs from this runner's `bin/`.
 fn is_listener(rec: &ProcessRecord, runner_dir: &Path) -> bool {

@@ -95,6 +95,12 @@ pub struct RunnerStatus {
     /// The runner version its listener reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Disk it holds alone and shares with the base (measured once per resync interval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<crate::provision::DiskUsage>,
+    /// When its listener started (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
     /// Restarts after unexpected exits.
     pub restarts: u32,
     /// The listener's last exit code (`null` when killed by a signal or never exited).
@@ -121,6 +127,34 @@ pub fn read(path: &Path) -> std::io::Result<Status> {
     serde_json::from_slice(&bytes).map_err(std::io::Error::other)
 }
 
+/// One table row: name, state, pid, job, restarts, last exit, uptime, version, disk, repo.
+fn row(r: &RunnerStatus, now: std::time::SystemTime) -> [String; 10] {
+    let dash = || "-".to_string();
+    let uptime = r
+        .started_at
+        .as_deref()
+        .and_then(|t| humantime::parse_rfc3339(t).ok())
+        .and_then(|t| now.duration_since(t).ok())
+        .map_or_else(dash, |d| {
+            humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string()
+        });
+    let disk = r
+        .disk
+        .map_or_else(dash, |d| format!("{} KiB", d.unique_bytes.div_ceil(1024)));
+    [
+        r.name.clone(),
+        r.state.to_string(),
+        r.pid.map_or_else(dash, |p| p.to_string()),
+        r.job.clone().unwrap_or_else(dash),
+        r.restarts.to_string(),
+        r.last_exit_code.map_or_else(dash, |c| c.to_string()),
+        uptime,
+        r.version.clone().unwrap_or_else(dash),
+        disk,
+        r.repo_url.clone(),
+    ]
+}
+
 /// `corral status` as an aligned table.
 pub fn write_table(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
     if let Some(err) = &status.config_error {
@@ -143,21 +177,8 @@ pub fn write_table(status: &Status, out: &mut dyn Write) -> std::io::Result<()> 
             "GitHub API: rate-limited, sending nothing until {until}"
         )?;
     }
-    let rows: Vec<[String; 7]> = status
-        .runners
-        .iter()
-        .map(|r| {
-            [
-                r.name.clone(),
-                r.state.to_string(),
-                r.pid.map_or("-".into(), |p| p.to_string()),
-                r.job.clone().unwrap_or_else(|| "-".into()),
-                r.restarts.to_string(),
-                r.last_exit_code.map_or("-".into(), |c| c.to_string()),
-                r.repo_url.clone(),
-            ]
-        })
-        .collect();
+    let now = std::time::SystemTime::now();
+    let rows: Vec<[String; 10]> = status.runners.iter().map(|r| row(r, now)).collect();
     let header = [
         "NAME",
         "STATE",
@@ -165,6 +186,9 @@ pub fn write_table(status: &Status, out: &mut dyn Write) -> std::io::Result<()> 
         "JOB",
         "RESTARTS",
         "LAST-EXIT",
+        "UPTIME",
+        "VERSION",
+        "DISK",
         "REPO",
     ]
     .map(String::from);

@@ -198,7 +198,14 @@ fn metrics_follow_the_runners_while_a_job_runs() {
             .any(|k| k.starts_with("corral_jobs_total{") && k.contains("result=\"Succeeded\""))
     });
     assert!(world.gh.job(job).is_some_and(|j| j.conclusion.is_some()));
+    wait_until("disk measured", || {
+        metrics().contains_key("corral_runner_disk_bytes{runner=\"web-1\",kind=\"unique\"}")
+    });
     let m = metrics();
+    assert!(
+        m.keys().any(|k| k.starts_with("corral_github_requests_total{endpoint=\"POST /repos/{owner}/{repo}/actions/runners/registration-token\",status=\"201\"}")),
+        "GitHub requests are counted: {m:?}"
+    );
     assert_ne!(
         value(&m, "corral_reconcile_pass_duration_seconds_count"),
         "0"

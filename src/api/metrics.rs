@@ -68,6 +68,8 @@ pub struct Metrics {
     pub jobs: BTreeMap<(String, String), u64>,
     /// Edits of the config file that were refused.
     pub config_reload_failures: u64,
+    /// GitHub requests by endpoint template and status (0: no answer).
+    pub github_requests: Vec<(String, u16, u64)>,
 }
 
 impl Metrics {
@@ -189,6 +191,40 @@ pub fn render(p: &Published) -> String {
         "corral_config_reload_failures_total {}",
         p.metrics.config_reload_failures
     );
+    render_disk_and_github(&mut out, p);
+    out
+}
+
+fn render_disk_and_github(out: &mut String, p: &Published) {
+    let runners = p
+        .status
+        .as_ref()
+        .map(|s| s.runners.as_slice())
+        .unwrap_or_default();
+    let _ = writeln!(out, "# HELP corral_runner_disk_bytes Disk a runner holds alone (unique) and shares with the base (shared).\n# TYPE corral_runner_disk_bytes gauge");
+    for r in runners {
+        if let Some(disk) = r.disk {
+            let name = esc(&r.name);
+            let _ = writeln!(
+                out,
+                "corral_runner_disk_bytes{{runner=\"{name}\",kind=\"unique\"}} {}",
+                disk.unique_bytes
+            );
+            let _ = writeln!(
+                out,
+                "corral_runner_disk_bytes{{runner=\"{name}\",kind=\"shared\"}} {}",
+                disk.shared_bytes
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP corral_github_requests_total GitHub API requests by endpoint and status (0: no answer).\n# TYPE corral_github_requests_total counter");
+    for (endpoint, status, n) in &p.metrics.github_requests {
+        let _ = writeln!(
+            out,
+            "corral_github_requests_total{{endpoint=\"{}\",status=\"{status}\"}} {n}",
+            esc(endpoint)
+        );
+    }
     if let Some(budget) = p
         .status
         .as_ref()
@@ -201,5 +237,4 @@ pub fn render(p: &Published) -> String {
             budget.remaining
         );
     }
-    out
 }

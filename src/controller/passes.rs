@@ -12,15 +12,18 @@ use tracing::{error, info};
 use super::apply::{self, ApplyCtx, Job};
 use super::runtime::{build_status, ExitMeaning, Runtime};
 use super::Trigger;
-use crate::config::{self, BaseSource, Desired, Repo};
+use crate::config::{self, BaseSource, Desired};
 use crate::github::GitHubClient;
 use crate::layout::StateLayout;
 use crate::markers::LogTail;
-use crate::observe::{self, Observed, ServerRunner, ServerView};
+use crate::observe::{self, Observed};
 use crate::process::{cap_log, is_same_process};
 use crate::provision::Base;
 use crate::reconcile::{self, Action};
 use crate::status::{self, GitHubStatus};
+
+#[path = "refresh.rs"]
+mod refresh;
 
 /// Runners applied at the same time.
 const CONCURRENCY: usize = 8;
@@ -42,6 +45,7 @@ pub struct Controller {
     last_listing: Option<Instant>,
     last_states: BTreeMap<String, status::State>,
     api: Option<crate::api::Shared>,
+    last_disk: Option<Instant>,
 }
 
 impl Controller {
@@ -63,6 +67,7 @@ impl Controller {
             last_listing: None,
             last_states: BTreeMap::new(),
             api: None,
+            last_disk: None,
         }
     }
 
@@ -151,6 +156,7 @@ impl Controller {
         };
         self.follow_processes(&layout, &observed);
         observed.server = self.list_registrations(&observed).await;
+        self.measure_disk(&layout, &observed).await;
         let actions = reconcile::plan(&self.desired, &observed);
         let mut requeue = self.desired.resync_interval;
         if !actions.is_empty() {
@@ -167,61 +173,6 @@ impl Controller {
         self.follow_processes(&layout, &observed);
         self.write_status(&layout, &observed);
         requeue
-    }
-
-    /// The registrations of every repository corral manages, at most once per resync
-    /// interval (so requests grow with repositories, not runners); `None` when not due, when
-    /// there is no credential, or for repositories that could not be listed.
-    async fn list_registrations(&mut self, observed: &Observed) -> Option<ServerView> {
-        let gh = self.github_client()?;
-        let now = Instant::now();
-        if self
-            .last_listing
-            .is_some_and(|at| now.duration_since(at) < self.desired.resync_interval)
-        {
-            return None;
-        }
-        self.last_listing = Some(now);
-        let recorded = observed
-            .runners
-            .values()
-            .filter_map(|r| r.spec.as_ref()?.spec.as_ref())
-            .map(|s| s.repo.clone());
-        let mut repos: Vec<Repo> = self
-            .desired
-            .runners
-            .values()
-            .map(|s| s.repo.clone())
-            .chain(recorded)
-            .collect();
-        repos.sort();
-        repos.dedup();
-        let mut tasks = JoinSet::new();
-        for repo in repos {
-            let gh = gh.clone();
-            tasks.spawn(async move { (gh.list_runners(&repo).await, repo) });
-        }
-        let mut view = ServerView::default();
-        while let Some(Ok((listed, repo))) = tasks.join_next().await {
-            match listed {
-                Ok(registrations) => {
-                    let runners = registrations.into_iter().map(|r| ServerRunner {
-                        custom_labels: r.custom_labels(),
-                        online: r.status == "online",
-                        id: r.id,
-                        name: r.name,
-                        busy: r.busy,
-                        repo: repo.clone(),
-                    });
-                    view.repos
-                        .insert(repo.url.to_lowercase(), runners.collect());
-                }
-                Err(err) => {
-                    tracing::warn!(repo = %repo.url, error = %err, "cannot list registrations");
-                }
-            }
-        }
-        Some(view)
     }
 
     /// Keeps up with live listeners: reads their logs, caps them, watches adopted ones.
@@ -431,9 +382,15 @@ impl Controller {
         self.log_state_changes(&status);
         if let Some(api) = &self.api {
             let ready = self.config_error.is_none();
+            let requests = self
+                .github
+                .as_ref()
+                .map(|(_, gh)| gh.request_counts())
+                .unwrap_or_default();
             api.with(|p| {
                 p.status = Some(status.clone());
                 p.ready = ready;
+                p.metrics.github_requests = requests;
             });
         }
         if let Err(err) = status::write(&layout.status_file(), &status) {

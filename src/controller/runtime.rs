@@ -36,6 +36,8 @@ pub struct Runtime {
     pub local_only: bool,
     /// A JIT configuration generated and not yet given to a listener.
     pub pending_jit: Option<crate::secret::Secret>,
+    /// Its last disk measurement.
+    pub disk: Option<crate::provision::DiskUsage>,
 }
 
 /// What the exit of a listener means (`reference/runner-contract.md` §4.1).
@@ -159,6 +161,10 @@ fn runner_status(
         last_job: rt.view.last_job.clone(),
         labels: spec_of(name, desired, seen).map_or_else(Vec::new, RunnerSpec::registered_labels),
         version: rt.view.version.clone(),
+        disk: rt.disk,
+        started_at: process
+            .and_then(|p| crate::observe::process_started_at(p.pid))
+            .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
         restarts: rt.restarts,
         last_exit_code: rt.last_exit,
         registration: registration.into(),

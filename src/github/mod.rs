@@ -81,6 +81,11 @@ impl GitHubClient {
         self.inner.transport.budget()
     }
 
+    /// Requests so far by endpoint template and HTTP status (0: no answer).
+    pub fn request_counts(&self) -> Vec<(String, u16, u64)> {
+        self.inner.transport.request_counts()
+    }
+
     /// Until when calls fail with `RateLimited` without sending, if they do now.
     pub fn blocked_until(&self) -> Option<SystemTime> {
         self.inner.transport.blocked_until()

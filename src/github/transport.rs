@@ -121,6 +121,8 @@ struct Limits {
     budget: Option<RateBudget>,
     /// Secondary limits in a row without `retry-after`: the wait doubles each time.
     strikes: u32,
+    /// Requests by endpoint template and status (0: no answer), for metrics.
+    counts: std::collections::BTreeMap<(String, u16), u64>,
 }
 
 /// The HTTP side of a client; shared by its clones.
@@ -160,6 +162,22 @@ impl Transport {
 
     fn limits(&self) -> std::sync::MutexGuard<'_, Limits> {
         self.limits.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a request under its endpoint template (owner, repository and ids replaced, so
+    /// the label set stays small).
+    fn count(&self, endpoint: &str, status: u16) {
+        let template = endpoint_template(endpoint);
+        *self.limits().counts.entry((template, status)).or_default() += 1;
+    }
+
+    /// Requests so far by endpoint template and status (0: no answer).
+    pub fn request_counts(&self) -> Vec<(String, u16, u64)> {
+        self.limits()
+            .counts
+            .iter()
+            .map(|((endpoint, status), n)| (endpoint.clone(), *status, *n))
+            .collect()
     }
 
     /// The budget the last response reported.
@@ -233,8 +251,12 @@ impl Transport {
                 }
             }
         };
-        let response = request.send().await.map_err(transport)?;
+        let response = request.send().await.map_err(|e| {
+            self.count(&endpoint, 0);
+            transport(e)
+        })?;
         let status = response.status().as_u16();
+        self.count(&endpoint, status);
         let headers = response.headers().clone();
         let body = response.bytes().await.map_err(transport)?.to_vec();
         debug!(%endpoint, status, "github request");
@@ -374,5 +396,36 @@ mod tests {
         assert!(t.owns("http://h/api/v3/repos/a/b"));
         assert!(!t.owns("http://h/api/v3evil/repos"));
         assert!(!t.owns("http://evil/api/v3/repos"));
+    }
+}
+
+/// `GET /repos/o/r/actions/runners/42` → `GET /repos/{owner}/{repo}/actions/runners/{id}`.
+fn endpoint_template(endpoint: &str) -> String {
+    let (method, path) = endpoint.split_once(' ').unwrap_or(("", endpoint));
+    let mut parts: Vec<String> = path.split('/').map(str::to_string).collect();
+    if parts.get(1).is_some_and(|p| p == "repos") && parts.len() > 3 {
+        parts[2] = "{owner}".into();
+        parts[3] = "{repo}".into();
+    }
+    for part in &mut parts {
+        if !part.is_empty() && part.chars().all(|c| c.is_ascii_digit()) {
+            *part = "{id}".into();
+        }
+    }
+    format!("{method} {}", parts.join("/"))
+}
+
+#[cfg(test)]
+mod template_tests {
+    #[test]
+    fn endpoints_become_templates() {
+        assert_eq!(
+            super::endpoint_template("DELETE /repos/o/r/actions/runners/42"),
+            "DELETE /repos/{owner}/{repo}/actions/runners/{id}"
+        );
+        assert_eq!(
+            super::endpoint_template("POST /app/installations/7/access_tokens"),
+            "POST /app/installations/{id}/access_tokens"
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::Serialize;
 
 /// Disk held by one runner root, in allocated bytes.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct DiskUsage {
     /// Bytes only this runner holds: its directories, private files, `_work`, `_diag`.
     pub unique_bytes: u64,
