@@ -85,6 +85,40 @@ pub enum Command {
     },
     /// Print the JSON Schema of runners.yaml.
     Schema,
+    /// Install, list, verify and prune runner releases under `<state_dir>/bases`.
+    Base {
+        #[command(subcommand)]
+        command: BaseCommand,
+    },
+}
+
+/// `corral base …`: the runner releases corral keeps (DESIGN.md §3).
+#[derive(Debug, Subcommand)]
+pub enum BaseCommand {
+    /// Download, verify and install a runner release (`2.329.0` or `latest`).
+    Install {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The release: `2.329.0` or `latest`.
+        version: String,
+    },
+    /// List installed releases and their sizes.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Check installed releases against their manifests; exit 1 if any differs.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// One release; all installed ones when omitted.
+        version: Option<String>,
+    },
+    /// Remove installed releases that are neither configured nor used by a runner.
+    Prune {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 /// Exit status of a command that ran to the end: 0 fine, 1 the input was refused.

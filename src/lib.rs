@@ -10,20 +10,25 @@
 //! - [`reconcile`]: the pure planner, `plan(&Desired, &Observed) -> Vec<Action>`; no I/O.
 //! - [`controller`]: `corral run` — triggers, passes, apply steps, shutdown.
 //! - [`provision`]: runner directories as hard-link trees of one immutable base.
+//! - [`bases`]: runner releases downloaded, checked, extracted and kept under
+//!   `<state_dir>/bases/<version>`.
 //! - [`registration`]: `config.sh` configure/remove, tokens in the environment only.
 //! - [`process`], [`markers`], [`backoff`], [`users`]: launching, reading and restarting
 //!   listeners.
 //! - [`github`], [`secret`]: the REST client and secrets that never print.
 //! - [`watch`]: the config file watch; [`status`]: `status.json` and `corral status`;
 //!   [`api`]: the optional HTTP status API and metrics.
-//! - [`layout`]: paths and records under `state_dir`; [`cli`]: the command line.
+//! - [`layout`]: paths and records under `state_dir`; [`cli`], [`cli_base`]: the command
+//!   line.
 //!
 //! Every trigger runs the same observe → plan → apply pass (DESIGN.md). The planner trusts
 //! no trigger's payload, only what it observes.
 
 pub mod api;
 pub mod backoff;
+pub mod bases;
 pub mod cli;
+pub mod cli_base;
 pub mod config;
 pub mod controller;
 pub mod github;

@@ -33,6 +33,10 @@ fn run(command: Command) -> anyhow::Result<u8> {
             runner,
             follow,
         } => cli::logs(&config.config, &runner, follow, &mut out, &mut err)?,
+        Command::Base { command } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(corral::cli_base::run(command, &mut out, &mut err))?
+        }
         Command::Run { config } => {
             drop((out, err));
             let runtime = tokio::runtime::Runtime::new()?;

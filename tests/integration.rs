@@ -2,6 +2,8 @@
 
 mod kit;
 
+mod bases;
+mod bases_cli;
 mod check;
 mod fake_github_tests;
 mod fake_runner_tests;

@@ -6,3 +6,4 @@ pub mod daemon;
 pub mod github;
 pub mod install;
 pub mod proc;
+pub mod tarball;

@@ -20,6 +20,7 @@ mod app;
 mod auth;
 mod faults;
 mod labels;
+mod releases;
 mod render;
 mod rest;
 mod routes;
@@ -47,6 +48,8 @@ pub use types::{
     Runner, RunnerStatus, TokenKind,
 };
 
+#[allow(unused_imports, reason = "only the bases tests script download faults")]
+pub use releases::DownloadFault;
 use server::Shared;
 use state::{RunnerRec, State, TokenRec, TokenUse};
 

@@ -13,7 +13,7 @@ use super::routes::{self, Target};
 use super::state::State;
 use super::types::{Fault, RecordedRequest, Route};
 use super::util::{not_found, set_header};
-use super::{app, auth, faults, rest, service};
+use super::{app, auth, faults, releases, rest, service};
 
 /// State plus the two ways to wait for a change: `Condvar` for test threads, `Notify` for long polls.
 pub struct Shared {
@@ -103,6 +103,10 @@ pub async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Resp
         .unwrap_or_default();
     let recorded = record(&parts, &body);
     shared.with(|s| s.requests.push(recorded));
+    if let Some(mut resp) = releases::handle(&shared, parts.method.as_str(), parts.uri.path()) {
+        finish(&shared, None, &mut resp);
+        return resp;
+    }
     let Some(target) = routes::parse(parts.method.as_str(), parts.uri.path()) else {
         let mut resp = shared
             .with(|s| faults::charge(s).err())

@@ -117,6 +117,8 @@ pub struct RateLimit {
 
 /// Everything.
 pub struct State {
+    /// `actions/runner` releases and download faults.
+    pub releases: super::releases::Releases,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     /// Added to real time.
@@ -159,6 +161,7 @@ impl State {
     /// A fresh world for a server at `base`.
     pub fn new(base: String) -> Self {
         Self {
+            releases: super::releases::Releases::default(),
             base,
             clock_offset: Duration::ZERO,
             rng: Rng::new(),

@@ -1,0 +1,303 @@
+//! Extracting a runner tarball in Rust, refusing anything that could land outside the tree.
+//!
+//! Invariants: every path written is `dest` joined with a relative path of normal components
+//! whose ancestors are real directories created here (never a symlink); a file is created with
+//! `O_EXCL`, so it never writes through a link; symlinks and hard links must resolve inside
+//! `dest`; devices and fifos are refused. A refusal names the entry; the caller deletes `dest`.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind};
+use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use flate2::read::GzDecoder;
+use tar::{Archive, Entry, EntryType};
+
+use super::error::BasesError;
+
+/// Symlinks followed while resolving one link target, as the kernel's `MAXSYMLINKS`.
+const MAX_HOPS: usize = 40;
+/// Permission bits kept from the archive: no set-id or sticky bits from a download.
+const MODE_MASK: u32 = 0o777;
+
+/// Extracts the gzip'd tar `tarball` into `dest`, which must not exist yet.
+pub(crate) fn extract(tarball: &Path, dest: &Path) -> Result<usize, BasesError> {
+    let archive_err = |source| BasesError::Archive {
+        path: tarball.to_path_buf(),
+        source,
+    };
+    let file = File::open(tarball).map_err(|e| BasesError::io("open", tarball, e))?;
+    fs::create_dir(dest).map_err(|e| BasesError::io("create directory", dest, e))?;
+    let mut archive = Archive::new(GzDecoder::new(io::BufReader::new(file)));
+    let (mut dirs, mut links, mut count) = (Vec::new(), Vec::new(), 0_usize);
+    for entry in archive.entries().map_err(archive_err)? {
+        let mut entry = entry.map_err(archive_err)?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let Some(rel) = relative(&name).map_err(|r| BasesError::unsafe_entry(&name, r))? else {
+            continue; // `./` itself
+        };
+        prepare_parents(dest, &rel, &name)?;
+        let mode = entry.header().mode().map_err(archive_err)? & MODE_MASK;
+        match entry.header().entry_type() {
+            EntryType::Directory => {
+                make_dir(dest, &rel, &name)?;
+                dirs.push((rel, mode));
+            }
+            EntryType::Regular | EntryType::Continuous => write_file(&mut entry, dest, &rel, mode)?,
+            EntryType::Symlink => {
+                make_symlink(&entry, dest, &rel, &name)?;
+                links.push((rel, name));
+            }
+            EntryType::Link => make_hard_link(&entry, dest, &rel, &name)?,
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                return Err(BasesError::unsafe_entry(
+                    name,
+                    "device or fifo entries are refused",
+                ));
+            }
+            EntryType::XGlobalHeader => continue,
+            other => {
+                return Err(BasesError::unsafe_entry(
+                    name,
+                    format!("unsupported entry type {other:?}"),
+                ));
+            }
+        }
+        count += 1;
+    }
+    finish(dest, &links, dirs)?;
+    Ok(count)
+}
+
+/// With every entry in place: each symlink must still resolve inside, through the others; then
+/// directory modes, deepest first, so a read-only directory did not block its own entries.
+fn finish(
+    dest: &Path,
+    links: &[(PathBuf, String)],
+    mut dirs: Vec<(PathBuf, u32)>,
+) -> Result<(), BasesError> {
+    for (rel, name) in links {
+        if !resolves_inside(dest, rel) {
+            return Err(BasesError::unsafe_entry(
+                name,
+                "symlink resolves outside the tree",
+            ));
+        }
+    }
+    dirs.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.components().count()));
+    for (rel, mode) in dirs {
+        let path = dest.join(rel);
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+            .map_err(|e| BasesError::io("set the mode of", path, e))?;
+    }
+    Ok(())
+}
+
+/// The entry's path as normal components; `None` for the root itself.
+fn relative(name: &str) -> Result<Option<PathBuf>, &'static str> {
+    let mut rel = PathBuf::new();
+    for component in Path::new(name).components() {
+        match component {
+            Component::CurDir => {}
+            Component::Normal(part) => rel.push(part),
+            Component::ParentDir => return Err("`..` components are refused"),
+            Component::RootDir | Component::Prefix(_) => return Err("absolute paths are refused"),
+        }
+    }
+    Ok((!rel.as_os_str().is_empty()).then_some(rel))
+}
+
+/// Creates missing ancestors of `rel` as directories; refuses one that is a symlink or file.
+fn prepare_parents(dest: &Path, rel: &Path, name: &str) -> Result<(), BasesError> {
+    let mut current = dest.to_path_buf();
+    let Some(parent) = rel.parent() else {
+        return Ok(());
+    };
+    for component in parent.components() {
+        current.push(component);
+        match fs::symlink_metadata(&current) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(BasesError::unsafe_entry(
+                    name,
+                    "a parent directory is a symlink or a file",
+                ))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => fs::create_dir(&current)
+                .map_err(|e| BasesError::io("create directory", &current, e))?,
+            Err(e) => return Err(BasesError::io("inspect", &current, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Makes room for a non-directory entry: a previous non-directory of that name is replaced.
+fn clear(path: &Path, name: &str) -> Result<(), BasesError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => Err(BasesError::unsafe_entry(
+            name,
+            "replaces a directory of the same name",
+        )),
+        Ok(_) => fs::remove_file(path).map_err(|e| BasesError::io("remove", path, e)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(BasesError::io("inspect", path, e)),
+    }
+}
+
+fn make_dir(dest: &Path, rel: &Path, name: &str) -> Result<(), BasesError> {
+    let path = dest.join(rel);
+    match fs::symlink_metadata(&path) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(BasesError::unsafe_entry(
+            name,
+            "a directory replaces a file or symlink",
+        )),
+        Err(_) => fs::create_dir(&path).map_err(|e| BasesError::io("create directory", path, e)),
+    }
+}
+
+fn write_file<R: io::Read>(
+    entry: &mut Entry<'_, R>,
+    dest: &Path,
+    rel: &Path,
+    mode: u32,
+) -> Result<(), BasesError> {
+    let path = dest.join(rel);
+    clear(&path, &rel.to_string_lossy())?;
+    let write = |e| BasesError::io("write", &path, e);
+    // `create_new` is O_CREAT|O_EXCL: it fails on any existing name, a symlink included.
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(write)?;
+    io::copy(entry, &mut file).map_err(write)?;
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(write)
+}
+
+fn link_target<R: io::Read>(entry: &Entry<'_, R>, name: &str) -> Result<PathBuf, BasesError> {
+    match entry.link_name() {
+        Ok(Some(target)) => Ok(target.into_owned()),
+        Ok(None) => Err(BasesError::unsafe_entry(name, "link without a target")),
+        Err(e) => Err(BasesError::unsafe_entry(
+            name,
+            format!("bad link target: {e}"),
+        )),
+    }
+}
+
+fn make_symlink<R: io::Read>(
+    entry: &Entry<'_, R>,
+    dest: &Path,
+    rel: &Path,
+    name: &str,
+) -> Result<(), BasesError> {
+    let target = link_target(entry, name)?;
+    if target.is_absolute() {
+        return Err(BasesError::unsafe_entry(
+            name,
+            "symlink to an absolute path",
+        ));
+    }
+    // A first, lexical check; `resolves_inside` repeats it through the final tree.
+    let mut depth = rel.components().count().saturating_sub(1);
+    for component in target.components() {
+        match component {
+            Component::ParentDir if depth == 0 => {
+                return Err(BasesError::unsafe_entry(
+                    name,
+                    "symlink points outside the tree",
+                ))
+            }
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+    }
+    let path = dest.join(rel);
+    clear(&path, name)?;
+    symlink(&target, &path).map_err(|e| BasesError::io("create symlink", path, e))
+}
+
+fn make_hard_link<R: io::Read>(
+    entry: &Entry<'_, R>,
+    dest: &Path,
+    rel: &Path,
+    name: &str,
+) -> Result<(), BasesError> {
+    let target = link_target(entry, name)?;
+    let outside = || BasesError::unsafe_entry(name, "hard link points outside the tree");
+    let target_rel = relative(&target.to_string_lossy())
+        .map_err(|_| outside())?
+        .ok_or_else(outside)?;
+    // The source must be a file extracted before, reached through real directories only.
+    let mut ancestor = dest.to_path_buf();
+    for component in target_rel.parent().into_iter().flat_map(Path::components) {
+        ancestor.push(component);
+        if !fs::symlink_metadata(&ancestor).is_ok_and(|m| m.is_dir()) {
+            return Err(outside());
+        }
+    }
+    let source = dest.join(&target_rel);
+    if !fs::symlink_metadata(&source).is_ok_and(|m| m.is_file()) {
+        return Err(BasesError::unsafe_entry(
+            name,
+            "hard link to something that is not a file extracted before it",
+        ));
+    }
+    let path = dest.join(rel);
+    clear(&path, name)?;
+    fs::hard_link(&source, &path).map_err(|e| BasesError::io("create hard link", path, e))
+}
+
+/// Whether the symlink at `dest/rel` resolves inside `dest`, following every symlink on the way.
+fn resolves_inside(dest: &Path, rel: &Path) -> bool {
+    let mut at: Vec<OsString> = rel
+        .parent()
+        .into_iter()
+        .flat_map(Path::components)
+        .map(|c| c.as_os_str().to_owned())
+        .collect();
+    // Start from the link's own target, relative to its parent.
+    let Ok(first) = fs::read_link(dest.join(rel)) else {
+        return false;
+    };
+    let mut pending: VecDeque<OsString> = first
+        .components()
+        .map(|c| c.as_os_str().to_owned())
+        .collect();
+    let mut hops = 0;
+    while let Some(part) = pending.pop_front() {
+        match part.to_str() {
+            Some(".") => continue,
+            Some("..") => {
+                if at.pop().is_none() {
+                    return false;
+                }
+                continue;
+            }
+            Some("/") => return false,
+            _ => {}
+        }
+        at.push(part);
+        let here: PathBuf = dest.join(at.iter().collect::<PathBuf>());
+        if fs::symlink_metadata(&here).is_ok_and(|m| m.file_type().is_symlink()) {
+            hops += 1;
+            let Ok(target) = fs::read_link(&here) else {
+                return false;
+            };
+            if hops > MAX_HOPS || target.is_absolute() {
+                return false;
+            }
+            at.pop();
+            for c in target.components().rev() {
+                pending.push_front(c.as_os_str().to_owned());
+            }
+        }
+    }
+    true
+}

@@ -1,0 +1,190 @@
+//! `corral base …`: installing, listing, verifying and pruning runner releases from the
+//! command line. The config file gives `state_dir`, `github.api_url` and the `base.*` fields.
+
+use std::error::Error;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::bases::{self, BaseStore, BasesError};
+use crate::cli::{BaseCommand, ExitStatus};
+use crate::config::{self, BaseSource, Desired, DEFAULT_DOWNLOAD_URL};
+use crate::layout::StateLayout;
+
+const DEFAULT_API_URL: &str = "https://api.github.com";
+
+/// Runs one `corral base` command.
+pub async fn run(
+    command: BaseCommand,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<ExitStatus> {
+    let path = match &command {
+        BaseCommand::Install { config, .. }
+        | BaseCommand::List { config }
+        | BaseCommand::Verify { config, .. }
+        | BaseCommand::Prune { config } => config.config.clone(),
+    };
+    let desired = match config::load(&path) {
+        Ok(desired) => desired,
+        Err(errors) => {
+            writeln!(err, "{errors}")?;
+            return Ok(1);
+        }
+    };
+    let result = match command {
+        BaseCommand::Install { version, .. } => install(&desired, &version, out).await,
+        BaseCommand::List { .. } => list(&desired, out),
+        BaseCommand::Verify { version, .. } => verify(&desired, version.as_deref(), out),
+        BaseCommand::Prune { .. } => prune(&desired, out),
+    };
+    match result {
+        Ok(code) => Ok(code),
+        Err(Failure::Io(e)) => Err(e),
+        Err(Failure::Bases(e)) => {
+            writeln!(err, "corral: {}", chain(&e))?;
+            Ok(1)
+        }
+    }
+}
+
+enum Failure {
+    Io(std::io::Error),
+    Bases(BasesError),
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::Io(e)
+    }
+}
+
+impl From<BasesError> for Failure {
+    fn from(e: BasesError) -> Self {
+        Failure::Bases(e)
+    }
+}
+
+/// `error: cause: cause`, each message once.
+fn chain(e: &dyn Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+async fn install(desired: &Desired, version: &str, out: &mut dyn Write) -> Result<u8, Failure> {
+    let api = desired
+        .github
+        .as_ref()
+        .map_or(DEFAULT_API_URL, |g| g.api_url.as_str());
+    let (template, sha256) = match &desired.base {
+        BaseSource::Version {
+            version: configured,
+            sha256,
+            download_url,
+        } => (
+            download_url.as_str(),
+            // A digest belongs to one release: only the configured one.
+            sha256.as_deref().filter(|_| configured == version),
+        ),
+        BaseSource::Path(_) => (DEFAULT_DOWNLOAD_URL, None),
+    };
+    let arch = bases::runner_arch()?;
+    let release = bases::resolve(api, version, arch, template, sha256).await?;
+    let store = BaseStore::new(&desired.state_dir)?;
+    store.remove_leftovers()?;
+    let path = store.install(&release).await?;
+    writeln!(out, "{} installed at {}", release.version, path.display())?;
+    Ok(0)
+}
+
+fn list(desired: &Desired, out: &mut dyn Write) -> Result<u8, Failure> {
+    let store = BaseStore::new(&desired.state_dir)?;
+    let installed = store.list()?;
+    if installed.is_empty() {
+        writeln!(
+            out,
+            "no runner releases installed under {}",
+            store.root().display()
+        )?;
+    }
+    for base in installed {
+        let (mib, tenths) = (base.bytes >> 20, ((base.bytes % (1 << 20)) * 10) >> 20);
+        writeln!(
+            out,
+            "{}\t{mib}.{tenths} MiB\t{}",
+            base.version,
+            base.path.display()
+        )?;
+    }
+    Ok(0)
+}
+
+fn verify(desired: &Desired, version: Option<&str>, out: &mut dyn Write) -> Result<u8, Failure> {
+    let store = BaseStore::new(&desired.state_dir)?;
+    let versions: Vec<String> = match version {
+        Some(v) => vec![v.to_owned()],
+        None => store.list()?.into_iter().map(|b| b.version).collect(),
+    };
+    let mut status = 0;
+    for version in versions {
+        let diffs = store.verify(&version)?;
+        if diffs.is_empty() {
+            writeln!(out, "{version}: ok")?;
+            continue;
+        }
+        status = 1;
+        writeln!(out, "{version}: {} difference(s)", diffs.len())?;
+        for diff in diffs {
+            writeln!(out, "  {diff}")?;
+        }
+    }
+    Ok(status)
+}
+
+fn prune(desired: &Desired, out: &mut dyn Write) -> Result<u8, Failure> {
+    let store = BaseStore::new(&desired.state_dir)?;
+    let mut keep = in_use(
+        &StateLayout::new(&desired.state_dir).runners_dir(),
+        store.root(),
+    );
+    if let BaseSource::Version { version, .. } = &desired.base {
+        keep.push(version.clone());
+    }
+    let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+    let removed = store.prune(&keep)?;
+    if removed.is_empty() {
+        writeln!(out, "nothing to prune")?;
+    }
+    for version in removed {
+        writeln!(out, "removed {version}")?;
+    }
+    Ok(0)
+}
+
+/// Versions under `bases` that a runner's `externals` link points into.
+fn in_use(runners: &Path, bases: &Path) -> Vec<String> {
+    let bases = fs::canonicalize(bases).unwrap_or_else(|_| bases.to_path_buf());
+    let Ok(entries) = fs::read_dir(runners) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| fs::read_link(e.path().join("externals")).ok())
+        .filter_map(|target: PathBuf| {
+            let rest = target.strip_prefix(&bases).ok()?;
+            Some(
+                rest.components()
+                    .next()?
+                    .as_os_str()
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        })
+        .collect()
+}
