@@ -16,5 +16,6 @@ mod run;
 mod run_api;
 mod run_edges;
 mod run_github;
+mod run_release;
 mod schema;
 mod ship;

@@ -40,6 +40,13 @@ pub enum Trigger {
         /// Exit code; `None` when killed by a signal or not known (an adopted process).
         code: Option<i32>,
     },
+    /// A background install of `base.version` ended.
+    ReleaseInstalled {
+        /// The version as configured (`latest` included).
+        version: String,
+        /// The installed tree, or what went wrong.
+        result: Result<std::path::PathBuf, String>,
+    },
 }
 
 /// Why `corral run` could not start or had to stop.

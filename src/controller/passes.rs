@@ -12,7 +12,7 @@ use tracing::{error, info};
 use super::apply::{self, ApplyCtx, Job};
 use super::runtime::{build_status, ExitMeaning, Runtime};
 use super::Trigger;
-use crate::config::{self, BaseSource, Desired};
+use crate::config::{self, Desired};
 use crate::github::GitHubClient;
 use crate::layout::StateLayout;
 use crate::markers::LogTail;
@@ -22,8 +22,12 @@ use crate::provision::Base;
 use crate::reconcile::{self, Action};
 use crate::status::{self, GitHubStatus};
 
+#[path = "base_source.rs"]
+mod base_source;
 #[path = "refresh.rs"]
 mod refresh;
+
+use base_source::{ReleaseOutcome, RELEASE_RETRY};
 
 /// Runners applied at the same time.
 const CONCURRENCY: usize = 8;
@@ -46,6 +50,9 @@ pub struct Controller {
     last_states: BTreeMap<String, status::State>,
     api: Option<crate::api::Shared>,
     last_disk: Option<Instant>,
+    /// `base.version` as asked, and its installed tree or why not (and when to try again).
+    release: Option<(String, ReleaseOutcome)>,
+    installing: Option<String>,
 }
 
 impl Controller {
@@ -68,6 +75,8 @@ impl Controller {
             last_states: BTreeMap::new(),
             api: None,
             last_disk: None,
+            release: None,
+            installing: None,
         }
     }
 
@@ -118,7 +127,21 @@ impl Controller {
 
     /// Records what an exit means before the next pass.
     pub fn on_trigger(&mut self, trigger: Trigger) {
-        let Trigger::Exited { name, pid, code } = trigger;
+        let (name, pid, code) = match trigger {
+            Trigger::Exited { name, pid, code } => (name, pid, code),
+            Trigger::ReleaseInstalled { version, result } => {
+                match &result {
+                    Ok(path) => info!(version, path = %path.display(), "runner release installed"),
+                    Err(message) => {
+                        error!(version, error = %message, "runner release not installed");
+                    }
+                }
+                self.installing = None;
+                let retry_at = Instant::now() + RELEASE_RETRY;
+                self.release = Some((version, result.map_err(|m| (m, retry_at))));
+                return;
+            }
+        };
         if !self.desired.runners.contains_key(&name) && !self.runtimes.contains_key(&name) {
             // A runner corral removed: its listener's exit is the end of the story.
             return;
@@ -335,33 +358,6 @@ impl Controller {
                 None
             }
         }
-    }
-
-    /// The base in force, opened (checked, protected) once per base path.
-    fn base(&mut self) -> Result<Arc<Base>, String> {
-        let path = match &self.desired.base {
-            BaseSource::Path(path) => path.clone(),
-            BaseSource::Version { version, .. } => {
-                return Err(format!(
-                    "base.version ({version}) is not supported yet; use base.path"
-                ));
-            }
-        };
-        let fresh = !matches!(&self.base, Some((p, _)) if *p == path);
-        if fresh {
-            let opened = Base::open(&path).map(Arc::new).map_err(|e| e.to_string());
-            if let Ok(base) = &opened {
-                match base.protect() {
-                    Ok(true) => info!(base = %path.display(), "made the runner base read-only"),
-                    Ok(false) => {}
-                    Err(err) => error!(cause = %err, "cannot make the runner base read-only"),
-                }
-            }
-            self.base = Some((path.clone(), opened));
-        }
-        self.base
-            .as_ref()
-            .map_or_else(|| Err("no base".to_string()), |(_, b)| b.clone())
     }
 
     fn write_status(&mut self, layout: &StateLayout, observed: &Observed) {

@@ -1,0 +1,98 @@
+//! `corral run` with `base.version`: the release is installed in the background, then the
+//! runners are built from it.
+
+use corral::status::State;
+
+use crate::kit::daemon::{runner, World, REPO};
+use crate::kit::install::FakeRunnerInstall;
+use crate::kit::tarball::{sha256_hex, tar_gz_of_dir};
+
+/// Publishes a fake runner release `version` on the fake GitHub, with its digest.
+fn publish(world: &World, version: &str) {
+    let tree = world.dir.path().join(format!("release-{version}"));
+    FakeRunnerInstall::new()
+        .version(version)
+        .poll_wait_secs(1)
+        .session_conflict_retry_secs(1)
+        .build(&tree)
+        .expect("fake release tree");
+    let bytes = tar_gz_of_dir(&tree).expect("tarball");
+    let digest = format!("sha256:{}", sha256_hex(&bytes));
+    world.gh.add_runner_release(version, bytes, Some(digest));
+}
+
+fn config_with_version(world: &World, version: &str, runners: &str) -> String {
+    world.config_text(runners).replace(
+        "base:\n  path: ./base\n",
+        &format!(
+            "base:\n  version: {version}\n  download_url: {}\n",
+            world.gh.download_url_template()
+        ),
+    )
+}
+
+#[test]
+fn base_version_is_installed_then_used() {
+    let mut world = World::new();
+    publish(&world, "2.336.0");
+    std::fs::write(
+        world.config(),
+        config_with_version(&world, "2.336.0", "  - name: r\n    repo: owner/repo\n"),
+    )
+    .expect("write config");
+    world.start();
+    world.wait_idle(&["r"]);
+    let installed = world.state().join("bases/2.336.0");
+    assert!(installed.join("bin/Runner.Listener").is_file());
+    let link = std::fs::read_link(world.runner_dir("r").join("externals")).expect("externals link");
+    assert!(link.starts_with(&installed), "{}", link.display());
+    assert!(world.corral().output().contains("runner release installed"));
+    assert_eq!(world.gh.download_count(), 1);
+    assert!(world.gh.runners(REPO).iter().any(|r| r.name == "r"));
+}
+
+#[test]
+fn latest_resolves_through_the_releases_api() {
+    let mut world = World::new();
+    publish(&world, "2.336.0");
+    publish(&world, "2.337.0");
+    world.gh.set_latest("2.337.0");
+    std::fs::write(
+        world.config(),
+        config_with_version(&world, "latest", "  - name: r\n    repo: owner/repo\n"),
+    )
+    .expect("write config");
+    world.start();
+    let status = world.wait_status("r idle on 2.337.0", |s| {
+        runner(s, "r")
+            .is_some_and(|r| r.state == State::Idle && r.version.as_deref() == Some("2.337.0"))
+    });
+    assert!(runner(&status, "r").is_some());
+    assert!(world.state().join("bases/2.337.0").is_dir());
+    assert!(!world.state().join("bases/2.336.0").exists());
+}
+
+#[test]
+fn a_release_that_fails_verification_is_a_runner_error_and_installs_nothing() {
+    let mut world = World::new();
+    publish(&world, "2.336.0");
+    let text = config_with_version(&world, "2.336.0", "  - name: r\n    repo: owner/repo\n")
+        .replace(
+            "  version: 2.336.0\n",
+            &format!("  version: 2.336.0\n  sha256: {}\n", "0".repeat(64)),
+        );
+    std::fs::write(world.config(), text).expect("write config");
+    world.start();
+    let status = world.wait_status("the checksum error shows", |s| {
+        runner(s, "r").is_some_and(|r| {
+            r.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains(&"0".repeat(64)))
+        })
+    });
+    assert!(runner(&status, "r").is_some_and(|r| r.pid.is_none()));
+    assert!(
+        !world.state().join("bases/2.336.0").exists(),
+        "nothing installed"
+    );
+}
