@@ -151,14 +151,21 @@ pub fn check(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> std::io::
     }
 }
 
-/// `corral plan`: the planner's steps against what is on disk, grouped by runner.
-pub fn plan(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> std::io::Result<ExitStatus> {
-    let desired = match config::load(path) {
-        Ok(desired) => desired,
+/// The desired state, or `None` after printing every error to `err`.
+fn load_or_report(path: &Path, err: &mut dyn Write) -> std::io::Result<Option<config::Desired>> {
+    match config::load(path) {
+        Ok(desired) => Ok(Some(desired)),
         Err(errors) => {
             writeln!(err, "{errors}")?;
-            return Ok(1);
+            Ok(None)
         }
+    }
+}
+
+/// `corral plan`: the planner's steps against what is on disk, grouped by runner.
+pub fn plan(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> std::io::Result<ExitStatus> {
+    let Some(desired) = load_or_report(path, err)? else {
+        return Ok(1);
     };
     let observed = observe::observe(&StateLayout::new(&desired.state_dir));
     let actions = reconcile::plan(&desired, &observed);
@@ -194,12 +201,8 @@ pub fn status(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> std::io::Result<ExitStatus> {
-    let desired = match config::load(path) {
-        Ok(desired) => desired,
-        Err(errors) => {
-            writeln!(err, "{errors}")?;
-            return Ok(1);
-        }
+    let Some(desired) = load_or_report(path, err)? else {
+        return Ok(1);
     };
     let live = desired.api.as_ref().and_then(|api| match live_status(api) {
         Ok(status) => Some(status),
@@ -235,13 +238,12 @@ pub fn status(
 
 /// The controller's status from its live API (`GET /status`).
 fn live_status(api: &config::Api) -> Result<crate::status::Status, String> {
-    let token = match &api.token {
-        None => None,
-        Some(config::TokenSource::Env(var)) => Some(crate::secret::from_env(var)),
-        Some(config::TokenSource::File(path)) => Some(crate::secret::from_file(path)),
-    }
-    .transpose()
-    .map_err(|e| e.to_string())?;
+    let token = api
+        .token
+        .as_ref()
+        .map(crate::secret::read)
+        .transpose()
+        .map_err(|e| e.to_string())?;
     // An API listening on every address is reached through loopback.
     let mut addr = api.listen;
     if addr.ip().is_unspecified() {
@@ -282,12 +284,8 @@ pub fn logs(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> std::io::Result<ExitStatus> {
-    let desired = match config::load(path) {
-        Ok(desired) => desired,
-        Err(errors) => {
-            writeln!(err, "{errors}")?;
-            return Ok(1);
-        }
+    let Some(desired) = load_or_report(path, err)? else {
+        return Ok(1);
     };
     let log = StateLayout::new(&desired.state_dir).listener_log(runner);
     let mut offset = match std::fs::read(&log) {

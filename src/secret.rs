@@ -54,6 +54,14 @@ pub enum SecretError {
     FileEmpty(PathBuf),
 }
 
+/// Reads the secret from where `source` says.
+pub fn read(source: &crate::config::TokenSource) -> Result<Secret, SecretError> {
+    match source {
+        crate::config::TokenSource::Env(var) => from_env(var),
+        crate::config::TokenSource::File(path) => from_file(path),
+    }
+}
+
 /// Reads the secret in environment variable `var`.
 pub fn from_env(var: &str) -> Result<Secret, SecretError> {
     match std::env::var(var) {

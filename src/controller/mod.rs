@@ -180,13 +180,12 @@ impl Sources {
 
 /// Binds the status API and serves it in the background.
 async fn start_api(api: &crate::config::Api) -> Result<crate::api::Shared, RunError> {
-    let token = match &api.token {
-        None => None,
-        Some(crate::config::TokenSource::Env(var)) => Some(crate::secret::from_env(var)),
-        Some(crate::config::TokenSource::File(path)) => Some(crate::secret::from_file(path)),
-    }
-    .transpose()
-    .map_err(RunError::ApiToken)?;
+    let token = api
+        .token
+        .as_ref()
+        .map(crate::secret::read)
+        .transpose()
+        .map_err(RunError::ApiToken)?;
     let listener = tokio::net::TcpListener::bind(api.listen)
         .await
         .map_err(|source| RunError::ApiBind {
