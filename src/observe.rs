@@ -15,6 +15,8 @@ pub struct Observed {
     pub leftovers: Vec<PathBuf>,
     /// What GitHub listed, when corral could ask (filled by the controller, not by `observe`).
     pub server: Option<ServerView>,
+    /// The base runners should be built from, once it is ready (filled by the controller).
+    pub desired_base: Option<PathBuf>,
 }
 
 /// Registrations GitHub listed, for the repositories that could be listed.
@@ -54,6 +56,8 @@ pub struct ObservedRunner {
     pub process: Option<LiveProcess>,
     /// A listener has run in it (its `_diag` holds a log).
     pub used: bool,
+    /// The base it is built from (where its `externals` link points, one level up).
+    pub base: Option<PathBuf>,
 }
 
 /// A live listener that matches corral's record.
@@ -88,6 +92,7 @@ pub fn observe(layout: &StateLayout) -> Observed {
         runners,
         leftovers,
         server: None,
+        desired_base: None,
     }
 }
 
@@ -101,6 +106,9 @@ fn observe_runner(layout: &StateLayout, name: &str) -> ObservedRunner {
         });
     ObservedRunner {
         used: std::fs::read_dir(dir.join("_diag")).is_ok_and(|mut d| d.next().is_some()),
+        base: std::fs::read_link(dir.join("externals"))
+            .ok()
+            .and_then(|t| t.parent().map(Path::to_path_buf)),
         provisioned: dir.is_dir(),
         configured: dir.join(".runner").is_file(),
         spec: read_record(&layout.spec_record(name)),

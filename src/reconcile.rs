@@ -65,6 +65,11 @@ pub enum Action {
         /// Runner name.
         runner: String,
     },
+    /// Move it onto the base in force, keeping its registration (stops its listener first).
+    Rebase {
+        /// Runner name.
+        runner: String,
+    },
     /// Delete a registration of this corral that no runner owns any more.
     DeleteOrphan {
         /// Its name on GitHub.
@@ -98,6 +103,7 @@ impl Action {
             | Action::Stop { runner }
             | Action::Deprovision { runner }
             | Action::SyncLabels { runner }
+            | Action::Rebase { runner }
             | Action::Forget { runner } => Some(runner),
         }
     }
@@ -122,6 +128,7 @@ impl fmt::Display for Action {
             Action::Stop { .. } => f.write_str("stop"),
             Action::Deprovision { .. } => f.write_str("deprovision"),
             Action::SyncLabels { .. } => f.write_str("set labels on GitHub"),
+            Action::Rebase { .. } => f.write_str("move to the new base (keeps its registration)"),
             Action::Forget { .. } => f.write_str("forget the registration GitHub deleted"),
             Action::DeleteOrphan { name, repo, id } => {
                 write!(
@@ -147,6 +154,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Action> {
             .github
             .as_ref()
             .is_some_and(|g| g.auth != GitHubAuth::None),
+        rebase: rebase_now(desired, observed),
     };
     let empty = ObservedRunner::default();
     for name in runner_names(desired, observed) {
@@ -166,6 +174,30 @@ struct Ctx<'a> {
     server: Option<&'a ServerView>,
     /// Labels can be changed on GitHub without registering again (corral has a credential).
     labels_in_place: bool,
+    /// Runners moved to the new base in this pass.
+    rebase: Vec<String>,
+}
+
+/// The runners to move to a new base now: registered ones on another base, idle ones only
+/// (a busy one moves after its job), at most `max_unavailable`, by name.
+fn rebase_now(desired: &Desired, observed: &Observed) -> Vec<String> {
+    let Some(target) = &observed.desired_base else {
+        return Vec::new();
+    };
+    desired
+        .runners
+        .keys()
+        .filter(|name| {
+            observed.runners.get(*name).is_some_and(|r| {
+                r.provisioned
+                    && r.configured
+                    && r.base.as_ref().is_some_and(|b| b != target)
+                    && !r.process.is_some_and(|p| p.busy)
+            })
+        })
+        .take(desired.max_unavailable as usize)
+        .cloned()
+        .collect()
 }
 
 /// What GitHub said about one runner's registration this pass.
@@ -244,6 +276,14 @@ fn plan_desired(ctx: &Ctx<'_>, spec: &RunnerSpec, seen: &ObservedRunner, out: &m
             return;
         }
         out.push(Action::SyncLabels { runner: runner() });
+    }
+    if ctx.rebase.contains(&spec.name) {
+        out.push(Action::Rebase { runner: runner() });
+        out.push(Action::Start {
+            runner: runner(),
+            reason: StartReason::New,
+        });
+        return;
     }
     plan_process(spec, seen, out);
 }

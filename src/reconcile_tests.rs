@@ -39,6 +39,7 @@ fn desired(specs: Vec<RunnerSpec>) -> Desired {
         resync_interval: Duration::from_secs(30),
         shutdown_timeout: Duration::from_secs(60),
         api: None,
+        max_unavailable: 1,
         runners: specs.into_iter().map(|s| (s.name.clone(), s)).collect(),
     }
 }
@@ -62,6 +63,7 @@ fn healthy(spec: &RunnerSpec) -> ObservedRunner {
             busy: false,
         }),
         used: true,
+        base: None,
     }
 }
 
@@ -73,6 +75,7 @@ fn observed(runners: Vec<(&str, ObservedRunner)>) -> Observed {
             .collect(),
         leftovers: Vec::new(),
         server: None,
+        desired_base: None,
     }
 }
 
@@ -372,4 +375,41 @@ fn offline_idle_orphans_with_the_marker_are_deleted_and_nothing_else() {
     );
     let plan_off = plan(&with_auth(desired(vec![web]), false), &seen);
     assert!(plan_off.is_empty(), "cleanup switched off: {plan_off:?}");
+}
+
+#[test]
+fn a_new_base_rolls_over_idle_runners_one_at_a_time() {
+    let (a, b, c) = (spec("a"), spec("b"), spec("c"));
+    let on_old = |s: &RunnerSpec, busy: bool| ObservedRunner {
+        base: Some(PathBuf::from("/bases/old")),
+        process: Some(LiveProcess { pid: 1, busy }),
+        ..healthy(s)
+    };
+    let mut seen = observed(vec![
+        ("a", on_old(&a, true)),
+        ("b", on_old(&b, false)),
+        ("c", on_old(&c, false)),
+    ]);
+    seen.desired_base = Some(PathBuf::from("/bases/new"));
+    let mut d = desired(vec![a, b, c]);
+    let plan_one = plan(&d, &seen);
+    assert_eq!(
+        steps(&plan_one),
+        ["b move to the new base (keeps its registration)", "b start"],
+        "the busy one waits; one at a time"
+    );
+    d.max_unavailable = 2;
+    let plan_two = plan(&d, &seen);
+    assert_eq!(
+        plan_two
+            .iter()
+            .filter(|a| matches!(a, Action::Rebase { .. }))
+            .count(),
+        2
+    );
+    seen.desired_base = Some(PathBuf::from("/bases/old"));
+    assert!(
+        plan(&d, &seen).is_empty(),
+        "nothing to move when the base is the same"
+    );
 }

@@ -96,3 +96,89 @@ fn a_release_that_fails_verification_is_a_runner_error_and_installs_nothing() {
         "nothing installed"
     );
 }
+
+#[test]
+fn a_new_version_rolls_over_every_runner_and_waits_for_the_busy_one() {
+    let mut world = World::new();
+    publish(&world, "2.336.0");
+    publish(&world, "2.337.0");
+    let runners = "  - name: w\n    repo: owner/repo\n    count: 3\n";
+    std::fs::write(
+        world.config(),
+        config_with_version(&world, "2.336.0", runners),
+    )
+    .expect("write");
+    world.start();
+    world.wait_idle(&["w-1", "w-2", "w-3"]);
+    let ids: Vec<(String, u64)> = world
+        .gh
+        .runners(REPO)
+        .into_iter()
+        .map(|r| (r.name, r.id))
+        .collect();
+    let job = world.gh.queue_job(
+        REPO,
+        &["self-hosted"],
+        crate::kit::github::JobSpec {
+            name: "long".into(),
+            duration: std::time::Duration::from_secs(4),
+            result: crate::kit::github::JobResult::Succeeded,
+        },
+    );
+    let status = world.wait_status("one runner busy", |s| {
+        s.runners.iter().any(|r| r.state == State::Busy)
+    });
+    let busy = status
+        .runners
+        .iter()
+        .find(|r| r.state == State::Busy)
+        .map(|r| r.name.clone())
+        .expect("busy");
+
+    std::fs::write(
+        world.config(),
+        config_with_version(&world, "2.337.0", runners),
+    )
+    .expect("write");
+    world.wait_status("every runner on 2.337.0", |s| {
+        s.runners.len() == 3
+            && s.runners
+                .iter()
+                .all(|r| r.state == State::Idle && r.version.as_deref() == Some("2.337.0"))
+    });
+    let done = world.gh.job(job).expect("job");
+    assert_eq!(
+        done.conclusion.as_deref(),
+        Some("success"),
+        "the busy runner's job completed: {done:?}"
+    );
+    let now: Vec<(String, u64)> = world
+        .gh
+        .runners(REPO)
+        .into_iter()
+        .map(|r| (r.name, r.id))
+        .collect();
+    assert_eq!(now, ids, "every runner kept its registration");
+    let base = world.state().join("bases/2.337.0");
+    for n in ["w-1", "w-2", "w-3"] {
+        let link = std::fs::read_link(world.runner_dir(n).join("externals")).expect("link");
+        assert!(
+            link.starts_with(&base),
+            "{n} on the new base: {}",
+            link.display()
+        );
+    }
+    // One at a time, and the busy one last.
+    let log = world.corral().output();
+    let moves: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("moved to the new base"))
+        .filter_map(|l| l.split("runner=").nth(1)?.split('}').next())
+        .collect();
+    assert_eq!(moves.len(), 3, "{log}");
+    assert_eq!(
+        moves.last().copied(),
+        Some(busy.as_str()),
+        "the busy runner moves after its job: {moves:?}"
+    );
+}

@@ -25,6 +25,8 @@ pub struct Desired {
     pub shutdown_timeout: Duration,
     /// The status API, when configured.
     pub api: Option<Api>,
+    /// Runners moved to a new base at the same time.
+    pub max_unavailable: u32,
     /// Every runner instance by its name.
     pub runners: BTreeMap<String, RunnerSpec>,
 }

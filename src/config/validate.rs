@@ -105,6 +105,12 @@ pub fn resolve(
         runners.extend(specs.into_iter().map(|spec| (spec.name.clone(), spec)));
     }
     check_defaults(&mut c, &file.defaults);
+    if file.max_unavailable == Some(0) {
+        c.error(
+            "max_unavailable",
+            "max_unavailable must be at least 1".into(),
+        );
+    }
     let api = file
         .api
         .as_ref()
@@ -130,6 +136,7 @@ pub fn resolve(
         resync_interval,
         shutdown_timeout,
         api,
+        max_unavailable: file.max_unavailable.unwrap_or(1).max(1),
         runners,
     })
 }

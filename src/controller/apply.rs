@@ -165,6 +165,21 @@ async fn step(
         }
         Action::SyncLabels { .. } => github_steps::sync_labels(ctx, desired(job)?).await?,
         Action::Forget { .. } => forget_identity(&ctx.layout.runner_dir(name)),
+        Action::Rebase { .. } => {
+            stop(ctx, name, out).await;
+            let spec = desired(job)?;
+            let user = users::resolve(&spec.user, spec.allow_root).map_err(|e| e.to_string())?;
+            let owner = match user.run_as {
+                RunAs::User { uid, gid } => Some((uid, gid)),
+                RunAs::Inherit => None,
+            };
+            let name = name.to_string();
+            blocking(ctx, owner, move |p| {
+                p.rebase(&name, p.base(), true).map(drop)
+            })
+            .await?;
+            info!("moved to the new base");
+        }
         Action::DeleteOrphan { name, repo, id } => {
             github_steps::delete_orphan(ctx, name, repo, *id).await?;
         }

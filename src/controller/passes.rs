@@ -180,8 +180,13 @@ impl Controller {
         self.follow_processes(&layout, &observed);
         observed.server = self.list_registrations(&observed).await;
         self.measure_disk(&layout, &observed).await;
+        observed.desired_base = self.base().ok().map(|b| b.path().to_path_buf());
         let actions = reconcile::plan(&self.desired, &observed);
         let mut requeue = self.desired.resync_interval;
+        if actions.iter().any(|a| matches!(a, Action::Rebase { .. })) {
+            // A rolling upgrade goes on as soon as these runners are back.
+            requeue = requeue.min(Duration::from_secs(1));
+        }
         if !actions.is_empty() {
             requeue = requeue.min(self.apply(&layout, actions).await);
         }
