@@ -40,6 +40,7 @@ fn desired(specs: Vec<RunnerSpec>) -> Desired {
         shutdown_timeout: Duration::from_secs(60),
         api: None,
         max_unavailable: 1,
+        update_check_interval: Duration::from_secs(3600),
         runners: specs.into_iter().map(|s| (s.name.clone(), s)).collect(),
     }
 }

@@ -182,3 +182,38 @@ fn a_new_version_rolls_over_every_runner_and_waits_for_the_busy_one() {
         "the busy runner moves after its job: {moves:?}"
     );
 }
+
+#[test]
+fn a_newer_latest_is_found_and_rolled_out() {
+    let mut world = World::new();
+    publish(&world, "2.336.0");
+    world.gh.set_latest("2.336.0");
+    let text = config_with_version(
+        &world,
+        "latest",
+        "  - name: r\n    repo: owner/repo\n    count: 2\n",
+    )
+    .replace(
+        "resync_interval: 2s\n",
+        "resync_interval: 2s\nupdate_check_interval: 2s\n",
+    );
+    std::fs::write(world.config(), text).expect("write config");
+    world.start();
+    world.wait_status("both on 2.336.0", |s| {
+        s.runners.len() == 2
+            && s.runners
+                .iter()
+                .all(|r| r.state == State::Idle && r.version.as_deref() == Some("2.336.0"))
+    });
+    let ids: Vec<u64> = world.gh.runners(REPO).into_iter().map(|r| r.id).collect();
+    publish(&world, "2.337.0");
+    world.gh.set_latest("2.337.0");
+    world.wait_status("both on 2.337.0", |s| {
+        s.runners.len() == 2
+            && s.runners
+                .iter()
+                .all(|r| r.state == State::Idle && r.version.as_deref() == Some("2.337.0"))
+    });
+    let now: Vec<u64> = world.gh.runners(REPO).into_iter().map(|r| r.id).collect();
+    assert_eq!(now, ids, "registrations kept across the upgrade");
+}

@@ -27,6 +27,8 @@ pub struct Desired {
     pub api: Option<Api>,
     /// Runners moved to a new base at the same time.
     pub max_unavailable: u32,
+    /// How often `latest` is looked up again.
+    pub update_check_interval: Duration,
     /// Every runner instance by its name.
     pub runners: BTreeMap<String, RunnerSpec>,
 }

@@ -26,6 +26,9 @@ pub struct RunnersFile {
     /// How long `corral run` lets busy runners finish their jobs when it is stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shutdown_timeout: Option<Duration>,
+    /// How often `base.version: latest` is looked up again (default 6h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_check_interval: Option<Duration>,
     /// How many runners may be moved to a new base at the same time (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_unavailable: Option<u32>,

@@ -105,6 +105,11 @@ pub fn resolve(
         runners.extend(specs.into_iter().map(|spec| (spec.name.clone(), spec)));
     }
     check_defaults(&mut c, &file.defaults);
+    let update_check_interval = c.duration(
+        "update_check_interval",
+        file.update_check_interval.as_ref(),
+        std::time::Duration::from_secs(6 * 3600),
+    );
     if file.max_unavailable == Some(0) {
         c.error(
             "max_unavailable",
@@ -137,6 +142,7 @@ pub fn resolve(
         shutdown_timeout,
         api,
         max_unavailable: file.max_unavailable.unwrap_or(1).max(1),
+        update_check_interval,
         runners,
     })
 }

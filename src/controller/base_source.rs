@@ -72,7 +72,15 @@ impl Controller {
             return Ok(store_root);
         }
         match &self.release {
-            Some((key, Ok(path))) if *key == version => return Ok(path.clone()),
+            Some((key, Ok(path))) if *key == version => {
+                let path = path.clone();
+                if version == "latest" && self.latest_due() && self.installing.is_none() {
+                    // Look again in the background; the release in use stays until a newer
+                    // one is installed (then runners roll over to it).
+                    self.spawn_install(version, sha256, download_url);
+                }
+                return Ok(path);
+            }
             Some((key, _)) if *key != version => self.release = None,
             _ => {}
         }
@@ -86,6 +94,20 @@ impl Controller {
             }
             _ => {}
         }
+        self.spawn_install(version, sha256, download_url);
+        Err("installing the runner release".into())
+    }
+
+    /// True when `latest` should be looked up again.
+    fn latest_due(&self) -> bool {
+        self.recheck_latest
+            || self
+                .latest_checked
+                .is_none_or(|at| at.elapsed() >= self.desired.update_check_interval)
+    }
+
+    /// Resolves and installs `version` in the background; its end is a trigger.
+    fn spawn_install(&mut self, version: String, sha256: Option<String>, download_url: String) {
         self.installing = Some(version.clone());
         let api = self.desired.github.as_ref().map_or_else(
             || "https://api.github.com".to_string(),
@@ -97,6 +119,5 @@ impl Controller {
                 install_release(&state_dir, &api, &version, sha256.as_deref(), &download_url).await;
             let _ = triggers.send(Trigger::ReleaseInstalled { version, result });
         });
-        Err("installing the runner release".into())
     }
 }

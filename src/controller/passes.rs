@@ -53,6 +53,9 @@ pub struct Controller {
     /// `base.version` as asked, and its installed tree or why not (and when to try again).
     release: Option<(String, ReleaseOutcome)>,
     installing: Option<String>,
+    /// When `latest` was last looked up, and whether a listener asked for it sooner.
+    latest_checked: Option<Instant>,
+    recheck_latest: bool,
 }
 
 impl Controller {
@@ -77,6 +80,8 @@ impl Controller {
             last_disk: None,
             release: None,
             installing: None,
+            latest_checked: None,
+            recheck_latest: false,
         }
     }
 
@@ -137,6 +142,15 @@ impl Controller {
                     }
                 }
                 self.installing = None;
+                if version == "latest" {
+                    self.latest_checked = Some(Instant::now());
+                    self.recheck_latest = false;
+                    if result.is_err() && matches!(&self.release, Some((v, Ok(_))) if v == "latest")
+                    {
+                        // A failed look-up keeps the release in use; the next check tries again.
+                        return;
+                    }
+                }
                 let retry_at = Instant::now() + RELEASE_RETRY;
                 self.release = Some((version, result.map_err(|m| (m, retry_at))));
                 return;
@@ -145,6 +159,10 @@ impl Controller {
         if !self.desired.runners.contains_key(&name) && !self.runtimes.contains_key(&name) {
             // A runner corral removed: its listener's exit is the end of the story.
             return;
+        }
+        if code == Some(7) {
+            // The runner version is deprecated: look for a newer release now.
+            self.recheck_latest = true;
         }
         let ephemeral = self.desired.runners.get(&name).is_some_and(|s| s.ephemeral);
         let layout = self.layout();
