@@ -146,11 +146,7 @@ async fn step(
         }
         Action::Provision { .. } => {
             let spec = desired(job)?;
-            let user = users::resolve(&spec.user, spec.allow_root).map_err(|e| e.to_string())?;
-            let owner = match user.run_as {
-                RunAs::User { uid, gid } => Some((uid, gid)),
-                RunAs::Inherit => None,
-            };
+            let owner = owner_of(spec)?;
             let name = name.to_string();
             blocking(ctx, owner, move |p| p.provision(&name).map(drop)).await?;
         }
@@ -168,11 +164,7 @@ async fn step(
         Action::Rebase { .. } => {
             stop(ctx, name, out).await;
             let spec = desired(job)?;
-            let user = users::resolve(&spec.user, spec.allow_root).map_err(|e| e.to_string())?;
-            let owner = match user.run_as {
-                RunAs::User { uid, gid } => Some((uid, gid)),
-                RunAs::Inherit => None,
-            };
+            let owner = owner_of(spec)?;
             let name = name.to_string();
             blocking(ctx, owner, move |p| {
                 p.rebase(&name, p.base(), true).map(drop)
@@ -194,6 +186,15 @@ async fn step(
         }
     }
     Ok(true)
+}
+
+/// Who owns the runner's own entries: its user when corral drops privileges to it.
+fn owner_of(spec: &RunnerSpec) -> Result<Option<(nix::unistd::Uid, nix::unistd::Gid)>, String> {
+    let user = users::resolve(&spec.user, spec.allow_root).map_err(|e| e.to_string())?;
+    Ok(match user.run_as {
+        RunAs::User { uid, gid } => Some((uid, gid)),
+        RunAs::Inherit => None,
+    })
 }
 
 fn desired(job: &Job) -> Result<&RunnerSpec, String> {

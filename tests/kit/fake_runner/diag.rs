@@ -5,7 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 static LOG: OnceLock<Mutex<File>> = OnceLock::new();
 
@@ -63,35 +63,18 @@ pub fn out_ts(text: &str) {
 
 /// UTC `yyyy-MM-dd HH:mm:ssZ` (.NET `u` format).
 pub fn stamp() -> String {
-    let (y, mo, d, h, mi, s) = utc_now();
-    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}Z")
+    rfc3339_now().replacen('T', " ", 1)
 }
 
 /// UTC `yyyyMMdd-HHmmss`, the log file name part.
 pub fn file_stamp() -> String {
-    let (y, mo, d, h, mi, s) = utc_now();
-    format!("{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}")
+    rfc3339_now()
+        .trim_end_matches('Z')
+        .replace(['-', ':'], "")
+        .replacen('T', "-", 1)
 }
 
-fn utc_now() -> (i64, u32, u32, u64, u64, u64) {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    (y, mo, d, rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-/// Howard Hinnant's days-to-civil algorithm; avoids a date crate.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+/// `yyyy-MM-ddTHH:mm:ssZ`, from humantime (a dependency of the package already).
+fn rfc3339_now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }

@@ -55,7 +55,9 @@ fn list_runners(s: &State, ctx: &Ctx, repo: &str) -> Response {
     resp
 }
 
-fn delete_runner(s: &mut State, repo: &str, id: u64) -> Response {
+/// Deletes runner `id` of `repo`: 204, 404 when unknown, 422 while it runs a job (GitHub's
+/// answer to both the REST delete and the runner's own removal).
+pub fn delete_runner(s: &mut State, repo: &str, id: u64) -> Response {
     let Some(r) = s.runner_in(repo, id) else {
         return not_found();
     };

@@ -157,20 +157,7 @@ fn remove_runner(s: &mut State, ctx: &Ctx) -> Response {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let Some(r) = s.runner_in(&repo, ctx.target.id) else {
-        return not_found();
-    };
-    if r.info.busy {
-        return error(
-            422,
-            &format!(
-                "Bad request - Runner \"{}\" is still running a job",
-                r.info.name
-            ),
-        );
-    }
-    s.runners.remove(&ctx.target.id);
-    empty(204)
+    super::rest::delete_runner(s, &repo, ctx.target.id)
 }
 
 /// The runner `id` if the bearer is its client id.
