@@ -2,9 +2,7 @@
 //! command line. The config file gives `state_dir`, `github.api_url` and the `base.*` fields.
 
 use std::error::Error;
-use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
 
 use crate::bases::{self, BaseStore, BasesError};
 use crate::cli::{BaseCommand, ExitStatus};
@@ -113,11 +111,15 @@ fn list(desired: &Desired, out: &mut dyn Write) -> Result<u8, Failure> {
             store.root().display()
         )?;
     }
+    let users = store.in_use(&StateLayout::new(&desired.state_dir).runners_dir());
     for base in installed {
         let (mib, tenths) = (base.bytes >> 20, ((base.bytes % (1 << 20)) * 10) >> 20);
+        let used_by = users
+            .get(&base.version)
+            .map_or_else(|| "unused".to_string(), |names| names.join(","));
         writeln!(
             out,
-            "{}\t{mib}.{tenths} MiB\t{}",
+            "{}\t{mib}.{tenths} MiB\t{}\t{used_by}",
             base.version,
             base.path.display()
         )?;
@@ -149,13 +151,20 @@ fn verify(desired: &Desired, version: Option<&str>, out: &mut dyn Write) -> Resu
 
 fn prune(desired: &Desired, out: &mut dyn Write) -> Result<u8, Failure> {
     let store = BaseStore::new(&desired.state_dir)?;
-    let mut keep = in_use(
-        &StateLayout::new(&desired.state_dir).runners_dir(),
-        store.root(),
+    let mut keep: Vec<String> = store
+        .in_use(&StateLayout::new(&desired.state_dir).runners_dir())
+        .into_keys()
+        .collect();
+    keep.extend(
+        desired
+            .bases_in_use()
+            .into_iter()
+            .chain([desired.base.clone()])
+            .filter_map(|base| match base {
+                BaseSource::Version { version, .. } => Some(version),
+                BaseSource::Path(_) => None,
+            }),
     );
-    if let BaseSource::Version { version, .. } = &desired.base {
-        keep.push(version.clone());
-    }
     let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
     let removed = store.prune(&keep)?;
     if removed.is_empty() {
@@ -165,26 +174,4 @@ fn prune(desired: &Desired, out: &mut dyn Write) -> Result<u8, Failure> {
         writeln!(out, "removed {version}")?;
     }
     Ok(0)
-}
-
-/// Versions under `bases` that a runner's `externals` link points into.
-fn in_use(runners: &Path, bases: &Path) -> Vec<String> {
-    let bases = fs::canonicalize(bases).unwrap_or_else(|_| bases.to_path_buf());
-    let Ok(entries) = fs::read_dir(runners) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| fs::read_link(e.path().join("externals")).ok())
-        .filter_map(|target: PathBuf| {
-            let rest = target.strip_prefix(&bases).ok()?;
-            Some(
-                rest.components()
-                    .next()?
-                    .as_os_str()
-                    .to_string_lossy()
-                    .into_owned(),
-            )
-        })
-        .collect()
 }

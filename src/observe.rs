@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use crate::config::BaseSource;
 use crate::layout::{read_record, ProcessRecord, SpecRecord, StateLayout, TMP_PREFIX};
 
 /// What corral sees on the host.
@@ -15,8 +16,9 @@ pub struct Observed {
     pub leftovers: Vec<PathBuf>,
     /// What GitHub listed, when corral could ask (filled by the controller, not by `observe`).
     pub server: Option<ServerView>,
-    /// The base runners should be built from, once it is ready (filled by the controller).
-    pub desired_base: Option<PathBuf>,
+    /// The tree each base source in use resolves to, once it is ready (filled by the
+    /// controller).
+    pub bases: BTreeMap<BaseSource, PathBuf>,
 }
 
 /// Registrations GitHub listed, for the repositories that could be listed.
@@ -92,7 +94,7 @@ pub fn observe(layout: &StateLayout) -> Observed {
         runners,
         leftovers,
         server: None,
-        desired_base: None,
+        bases: BTreeMap::new(),
     }
 }
 

@@ -178,17 +178,18 @@ struct Ctx<'a> {
     rebase: Vec<String>,
 }
 
-/// The runners to move to a new base now: registered ones on another base, idle ones only
-/// (a busy one moves after its job), at most `max_unavailable`, by name.
+/// The runners to move to another base now: registered ones whose base is not the one their
+/// version resolves to (once that one is ready), idle ones only (a busy one moves after its
+/// job), at most `max_unavailable`, by name.
 fn rebase_now(desired: &Desired, observed: &Observed) -> Vec<String> {
-    let Some(target) = &observed.desired_base else {
-        return Vec::new();
-    };
     desired
         .runners
-        .keys()
-        .filter(|name| {
-            observed.runners.get(*name).is_some_and(|r| {
+        .values()
+        .filter(|spec| {
+            let Some(target) = observed.bases.get(&desired.base_of(spec)) else {
+                return false;
+            };
+            observed.runners.get(&spec.name).is_some_and(|r| {
                 r.provisioned
                     && r.configured
                     && r.base.as_ref().is_some_and(|b| b != target)
@@ -196,7 +197,7 @@ fn rebase_now(desired: &Desired, observed: &Observed) -> Vec<String> {
             })
         })
         .take(desired.max_unavailable as usize)
-        .cloned()
+        .map(|spec| spec.name.clone())
         .collect()
 }
 

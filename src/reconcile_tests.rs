@@ -27,6 +27,7 @@ fn spec(name: &str) -> RunnerSpec {
         allow_root: false,
         registration: Registration::GitHub,
         marker: None,
+        version: None,
     }
 }
 
@@ -41,6 +42,8 @@ fn desired(specs: Vec<RunnerSpec>) -> Desired {
         api: None,
         max_unavailable: 1,
         update_check_interval: Duration::from_secs(3600),
+        download_url: "http://127.0.0.1:1/{version}.tar.gz".into(),
+        base_prune_after: Duration::from_secs(3600),
         runners: specs.into_iter().map(|s| (s.name.clone(), s)).collect(),
     }
 }
@@ -76,7 +79,7 @@ fn observed(runners: Vec<(&str, ObservedRunner)>) -> Observed {
             .collect(),
         leftovers: Vec::new(),
         server: None,
-        desired_base: None,
+        bases: BTreeMap::new(),
     }
 }
 
@@ -391,7 +394,7 @@ fn a_new_base_rolls_over_idle_runners_one_at_a_time() {
         ("b", on_old(&b, false)),
         ("c", on_old(&c, false)),
     ]);
-    seen.desired_base = Some(PathBuf::from("/bases/new"));
+    seen.bases = on_base("/bases/new");
     let mut d = desired(vec![a, b, c]);
     let plan_one = plan(&d, &seen);
     assert_eq!(
@@ -408,9 +411,50 @@ fn a_new_base_rolls_over_idle_runners_one_at_a_time() {
             .count(),
         2
     );
-    seen.desired_base = Some(PathBuf::from("/bases/old"));
+    seen.bases = on_base("/bases/old");
     assert!(
         plan(&d, &seen).is_empty(),
         "nothing to move when the base is the same"
     );
+}
+
+/// `base` (the test desired state's) resolved to `path`.
+fn on_base(path: &str) -> BTreeMap<BaseSource, PathBuf> {
+    BTreeMap::from([(BaseSource::Path(PathBuf::from("base")), PathBuf::from(path))])
+}
+
+#[test]
+fn a_runner_pinned_to_its_own_version_moves_to_that_base_alone() {
+    let (a, mut b) = (spec("a"), spec("b"));
+    b.version = Some("2.300.0".into());
+    let on = |s: &RunnerSpec, base: &str| ObservedRunner {
+        base: Some(PathBuf::from(base)),
+        ..healthy(s)
+    };
+    let d = desired(vec![a.clone(), b.clone()]);
+    let pinned = d.base_of(&b);
+    assert_eq!(
+        pinned,
+        BaseSource::Version {
+            version: "2.300.0".into(),
+            sha256: None,
+            download_url: d.download_url.clone(),
+        }
+    );
+    let mut seen = observed(vec![
+        ("a", on(&a, "/bases/main")),
+        ("b", on(&b, "/bases/main")),
+    ]);
+    seen.bases = on_base("/bases/main");
+    assert!(
+        plan(&d, &seen).is_empty(),
+        "the pinned release is not installed yet: b stays where it is"
+    );
+    seen.bases.insert(pinned, PathBuf::from("/bases/2.300.0"));
+    assert_eq!(
+        steps(&plan(&d, &seen)),
+        ["b move to the new base (keeps its registration)", "b start"]
+    );
+    seen.runners.insert("b".into(), on(&b, "/bases/2.300.0"));
+    assert!(plan(&d, &seen).is_empty(), "each on its own base: {seen:?}");
 }

@@ -201,6 +201,22 @@ fn base_version_that_is_no_release_is_refused() {
 }
 
 #[test]
+fn runner_version_that_is_no_release_is_refused() {
+    refused(
+        "base:\n  path: ./b\nrunners:\n  - name: r\n    repo: o/r\n    version: ⟨v2.336\n",
+        "runners[0].version: version \"v2.336\" must be a release",
+    );
+}
+
+#[test]
+fn sha256_with_base_path_is_refused() {
+    refused(
+        "base:\n  path: ./b\n  sha256: ⟨abc\n",
+        "base.sha256: base.sha256 goes with base.version, not base.path",
+    );
+}
+
+#[test]
 fn short_sha256_is_refused() {
     refused(
         "base:\n  version: 2.336.0\n  sha256: ⟨abc\n",

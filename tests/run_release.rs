@@ -217,3 +217,107 @@ fn a_newer_latest_is_found_and_rolled_out() {
     let now: Vec<u64> = world.gh.runners(REPO).into_iter().map(|r| r.id).collect();
     assert_eq!(now, ids, "registrations kept across the upgrade");
 }
+
+/// The inode of `path`.
+fn inode(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .ino()
+}
+
+#[test]
+fn two_pinned_versions_run_side_by_side_and_an_unused_one_is_pruned_after_its_grace() {
+    let mut world = World::new();
+    publish(&world, "2.336.0");
+    publish(&world, "2.337.0");
+    let pinned = "  - name: a\n    repo: owner/repo\n  - name: b\n    repo: owner/repo\n    version: 2.337.0\n";
+    let with_grace = |world: &World, runners: &str| {
+        config_with_version(world, "2.336.0", runners).replace(
+            "  version: 2.336.0\n",
+            "  version: 2.336.0\n  prune_after: 3s\n",
+        )
+    };
+    std::fs::write(world.config(), with_grace(&world, pinned)).expect("write config");
+    world.start();
+    world.wait_status("a on 2.336.0, b on 2.337.0", |s| {
+        let on = |n: &str, v: &str| {
+            runner(s, n).is_some_and(|r| r.state == State::Idle && r.version.as_deref() == Some(v))
+        };
+        on("a", "2.336.0") && on("b", "2.337.0")
+    });
+    let bases = world.state().join("bases");
+    let (a, b) = (world.runner_dir("a"), world.runner_dir("b"));
+    let listener = "bin/Runner.Listener";
+    assert_eq!(
+        inode(&a.join(listener)),
+        inode(&bases.join("2.336.0").join(listener))
+    );
+    assert_eq!(
+        inode(&b.join(listener)),
+        inode(&bases.join("2.337.0").join(listener))
+    );
+    assert_ne!(inode(&a.join(listener)), inode(&b.join(listener)));
+    for (dir, version) in [(&a, "2.336.0"), (&b, "2.337.0")] {
+        let link = std::fs::read_link(dir.join("externals")).expect("externals link");
+        assert!(link.starts_with(bases.join(version)), "{}", link.display());
+        // Identity and work are the runner's own, never shared through a link.
+        for own in [".runner", ".credentials"] {
+            use std::os::unix::fs::MetadataExt;
+            let meta = std::fs::metadata(dir.join(own)).expect("identity file");
+            assert_eq!(meta.nlink(), 1, "{own} of {} is linked", dir.display());
+        }
+    }
+    assert_ne!(inode(&a.join("_work")), inode(&b.join("_work")));
+
+    let config = world.config();
+    let config = config.to_str().expect("utf-8 path");
+    let list = crate::kit::cmd::run(world.dir.path(), &["base", "list", "-c", config]);
+    let (listed, _) = crate::kit::cmd::texts(&list);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("2.336.0") && l.ends_with("\ta")),
+        "{listed}"
+    );
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("2.337.0") && l.ends_with("\tb")),
+        "{listed}"
+    );
+    let prune = crate::kit::cmd::run(world.dir.path(), &["base", "prune", "-c", config]);
+    assert_eq!(crate::kit::cmd::texts(&prune).0.trim(), "nothing to prune");
+    assert!(bases.join("2.336.0").is_dir() && bases.join("2.337.0").is_dir());
+
+    // b gives up its pin: it moves onto `base` keeping its registration, and 2.337.0, now
+    // used by no runner, is deleted once its grace has passed.
+    let id_of_b = || {
+        world
+            .gh
+            .runners(REPO)
+            .into_iter()
+            .find(|r| r.name == "b")
+            .map(|r| r.id)
+    };
+    let before = id_of_b();
+    std::fs::write(
+        world.config(),
+        with_grace(
+            &world,
+            "  - name: a\n    repo: owner/repo\n  - name: b\n    repo: owner/repo\n",
+        ),
+    )
+    .expect("write config");
+    world.wait_status("b on 2.336.0", |s| {
+        runner(s, "b")
+            .is_some_and(|r| r.state == State::Idle && r.version.as_deref() == Some("2.336.0"))
+    });
+    assert_eq!(id_of_b(), before, "b kept its registration");
+    crate::kit::proc::wait_until("2.337.0 pruned", || !bases.join("2.337.0").exists());
+    assert!(bases.join("2.336.0").join(listener).is_file());
+    assert!(world
+        .corral()
+        .output()
+        .contains("pruned a runner release no runner uses"));
+}

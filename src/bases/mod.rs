@@ -14,7 +14,7 @@ pub mod manifest;
 mod release;
 
 use std::collections::hash_map::RandomState;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, ErrorKind};
@@ -165,6 +165,36 @@ impl BaseStore {
             .map_err(|source| BasesError::Manifest { path, source })?;
         let actual = manifest::scan(&tree).map_err(|e| BasesError::io("read", &tree, e))?;
         Ok(manifest::compare(&manifest.entries, &actual))
+    }
+
+    /// Installed versions that runners' `externals` links (under `runners`) point into, with
+    /// the runners using each, sorted.
+    pub fn in_use(&self, runners: &Path) -> BTreeMap<String, Vec<String>> {
+        let bases = fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
+        let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let Ok(entries) = fs::read_dir(runners) else {
+            return users;
+        };
+        for entry in entries.flatten() {
+            let Ok(target) = fs::read_link(entry.path().join("externals")) else {
+                continue;
+            };
+            let Some(version) = target
+                .strip_prefix(&bases)
+                .ok()
+                .and_then(|rest| rest.components().next())
+            else {
+                continue;
+            };
+            users
+                .entry(version.as_os_str().to_string_lossy().into_owned())
+                .or_default()
+                .push(entry.file_name().to_string_lossy().into_owned());
+        }
+        for names in users.values_mut() {
+            names.sort();
+        }
+        users
     }
 
     /// Removes installed releases not in `keep`, with their manifests; returns their versions.

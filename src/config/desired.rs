@@ -29,12 +29,38 @@ pub struct Desired {
     pub max_unavailable: u32,
     /// How often `latest` is looked up again.
     pub update_check_interval: Duration,
+    /// Release URL template, for `base.version` and runners' own `version`.
+    pub download_url: String,
+    /// How long an installed release no runner uses is kept.
+    pub base_prune_after: Duration,
     /// Every runner instance by its name.
     pub runners: BTreeMap<String, RunnerSpec>,
 }
 
+impl Desired {
+    /// The base `spec` runs on: its own `version`, else `base`.
+    pub fn base_of(&self, spec: &RunnerSpec) -> BaseSource {
+        match (&spec.version, &self.base) {
+            (None, base) => base.clone(),
+            (Some(want), base @ BaseSource::Version { version, .. }) if want == version => {
+                base.clone()
+            }
+            (Some(want), _) => BaseSource::Version {
+                version: want.clone(),
+                sha256: None,
+                download_url: self.download_url.clone(),
+            },
+        }
+    }
+
+    /// Every base some runner runs on, each once.
+    pub fn bases_in_use(&self) -> std::collections::BTreeSet<BaseSource> {
+        self.runners.values().map(|s| self.base_of(s)).collect()
+    }
+}
+
 /// Where the base install comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum BaseSource {
     /// An extracted runner tarball at this absolute path.
     Path(PathBuf),
@@ -157,6 +183,9 @@ pub struct RunnerSpec {
     /// This corral's marker label, added to `labels` at registration.
     #[serde(default)]
     pub marker: Option<String>,
+    /// Its own runner release, when it does not use `base`.
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 impl RunnerSpec {

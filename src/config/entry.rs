@@ -27,6 +27,9 @@ pub(super) fn check_defaults(c: &mut Checker<'_>, defaults: &RunnerDefaults) {
             rules::check_env_name(var),
         );
     }
+    if let Some(version) = &defaults.version {
+        c.check("defaults.version", rules::check_version(version));
+    }
     if defaults.count == Some(0) {
         c.error("defaults.count", "count must be at least 1".into());
     }
@@ -93,6 +96,10 @@ pub(super) fn resolve_entry(
     let names = instance_names(c, &entry.name, count, &count_path);
     let (drain, drain_path) = merged!(entry, defaults, i, drain_timeout);
     let drain_timeout = c.duration(&drain_path, drain, DEFAULT_DRAIN);
+    let (version, version_path) = merged!(entry, defaults, i, version);
+    if let Some(version) = version {
+        c.check(&version_path, rules::check_version(version));
+    }
     let (Some(repo), false) = (repo, c.errors.len() > errors_before) else {
         return (names, Vec::new());
     };
@@ -115,6 +122,7 @@ pub(super) fn resolve_entry(
             .unwrap_or(false),
         registration,
         marker: github.marker_label.clone(),
+        version: version.cloned(),
     };
     let specs = names
         .iter()

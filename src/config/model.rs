@@ -77,9 +77,12 @@ pub struct BaseSpec {
     /// Expected SHA-256 of the release tarball (hex); else the releases API's digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
-    /// Download URL template with `{version}` and `{arch}`.
+    /// Download URL template with `{version}` and `{arch}` (also used by runners' `version`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub download_url: Option<String>,
+    /// How long an installed release no runner uses is kept before it is deleted (default 24h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune_after: Option<Duration>,
 }
 
 /// `github`: where runners register and how corral authenticates.
@@ -159,6 +162,10 @@ macro_rules! runner_struct {
         /// Allow running the runner as root (sets `RUNNER_ALLOW_RUNASROOT`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub allow_root: Option<bool>,
+        /// Runner release this runner runs (`2.329.0` or `latest`) instead of the one `base`
+        /// gives; runners on different versions each share their own base.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub version: Option<String>,
         /// Environment variable holding a one-hour registration token.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub registration_token_env: Option<String>,

@@ -70,6 +70,21 @@ pub fn check_user(name: &str) -> Result<(), String> {
 }
 
 /// An absolute `http`/`https` URL, returned without a trailing slash.
+/// A runner release as written: `2.329.0` or `latest`.
+pub fn check_version(version: &str) -> Result<(), String> {
+    let numeric = version.split('.').count() == 3
+        && version
+            .split('.')
+            .all(|p| !p.is_empty() && p.chars().all(|ch| ch.is_ascii_digit()));
+    if numeric || version == "latest" {
+        Ok(())
+    } else {
+        Err(format!(
+            "version {version:?} must be a release such as `2.329.0`, or `latest`"
+        ))
+    }
+}
+
 pub fn check_url(url: &str) -> Result<String, String> {
     let rest = url
         .strip_prefix("https://")

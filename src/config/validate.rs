@@ -70,6 +70,9 @@ impl Checker<'_> {
     }
 }
 
+/// How long an unused installed release is kept.
+const DEFAULT_BASE_PRUNE_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// Validates `file` and builds the desired state; `config_path` anchors relative paths.
 pub fn resolve(
     file: &RunnersFile,
@@ -84,6 +87,15 @@ pub fn resolve(
     let absolute = std::path::absolute(config_path).unwrap_or_else(|_| config_path.to_path_buf());
     let dir = absolute.parent().unwrap_or(Path::new("/"));
     let base = resolve_base(&mut c, &file.base, dir);
+    let download_url = match &base {
+        BaseSource::Version { download_url, .. } => download_url.clone(),
+        BaseSource::Path(_) => download_url(&mut c, &file.base),
+    };
+    let base_prune_after = c.duration(
+        "base.prune_after",
+        file.base.prune_after.as_ref(),
+        DEFAULT_BASE_PRUNE_AFTER,
+    );
     let github = resolve_github(&mut c, file.github.as_ref(), dir);
     if file.state_dir.as_os_str().is_empty() {
         c.error("state_dir", "state_dir may not be empty".into());
@@ -142,6 +154,8 @@ pub fn resolve(
         shutdown_timeout,
         api,
         max_unavailable: file.max_unavailable.unwrap_or(1).max(1),
+        download_url,
+        base_prune_after,
         update_check_interval,
         runners,
     })
@@ -162,13 +176,11 @@ fn resolve_base(c: &mut Checker<'_>, base: &BaseSpec, dir: &Path) -> BaseSource 
             fallback
         }
         (Some(path), None) => {
-            for field in ["sha256", "download_url"] {
-                if c.positions.contains_key(&format!("base.{field}")) {
-                    c.error(
-                        &format!("base.{field}"),
-                        format!("base.{field} goes with base.version, not base.path"),
-                    );
-                }
+            if c.positions.contains_key("base.sha256") {
+                c.error(
+                    "base.sha256",
+                    "base.sha256 goes with base.version, not base.path".into(),
+                );
             }
             BaseSource::Path(join_clean(dir, path))
         }
@@ -177,16 +189,10 @@ fn resolve_base(c: &mut Checker<'_>, base: &BaseSpec, dir: &Path) -> BaseSource 
 }
 
 fn resolve_version(c: &mut Checker<'_>, base: &BaseSpec, version: &str) -> BaseSource {
-    let numeric = version.split('.').count() == 3
-        && version
-            .split('.')
-            .all(|p| !p.is_empty() && p.chars().all(|ch| ch.is_ascii_digit()));
-    if !numeric && version != "latest" {
-        c.error(
-            "base.version",
-            format!("base.version {version:?} must be a release such as `2.329.0`, or `latest`"),
-        );
-    }
+    c.check(
+        "base.version",
+        rules::check_version(version).map_err(|e| format!("base.{e}")),
+    );
     let sha256 = base.sha256.as_ref().map(|s| s.to_ascii_lowercase());
     if let Some(sha) = &sha256 {
         if sha.len() != 64 || !sha.chars().all(|ch| ch.is_ascii_hexdigit()) {
@@ -196,6 +202,15 @@ fn resolve_version(c: &mut Checker<'_>, base: &BaseSpec, version: &str) -> BaseS
             );
         }
     }
+    BaseSource::Version {
+        version: version.to_string(),
+        sha256,
+        download_url: download_url(c, base),
+    }
+}
+
+/// `base.download_url`, checked, or the official one.
+fn download_url(c: &mut Checker<'_>, base: &BaseSpec) -> String {
     let download_url = base
         .download_url
         .clone()
@@ -206,11 +221,7 @@ fn resolve_version(c: &mut Checker<'_>, base: &BaseSpec, version: &str) -> BaseS
             format!("base.download_url {download_url:?} must contain `{{version}}`"),
         );
     }
-    BaseSource::Version {
-        version: version.to_string(),
-        sha256,
-        download_url,
-    }
+    download_url
 }
 
 fn resolve_github(c: &mut Checker<'_>, spec: Option<&GitHubSpec>, dir: &Path) -> GitHub {

@@ -29,8 +29,6 @@ pub const DRAIN_RETRY: Duration = Duration::from_secs(2);
 pub struct ApplyCtx {
     /// Paths under `state_dir`.
     pub layout: StateLayout,
-    /// The base runner dirs are built from; the error text when it cannot be used.
-    pub base: Result<Arc<Base>, String>,
     /// GitHub, when a credential is configured.
     pub github: Option<GitHubClient>,
     /// Where exits of started listeners are reported.
@@ -51,6 +49,8 @@ pub struct Job {
     pub drain_started: Option<Instant>,
     /// A JIT configuration generated earlier and not yet given to a listener.
     pub pending_jit: Option<Secret>,
+    /// The base its dir is built from; the error text when it cannot be used.
+    pub base: Result<Arc<Base>, String>,
 }
 
 /// What happened, for the controller to remember.
@@ -142,13 +142,13 @@ async fn step(
     match action {
         Action::RemoveLeftover { path } => {
             let path = path.clone();
-            blocking(ctx, None, move |p| p.remove_leftover(&path)).await?;
+            blocking(ctx, job, None, move |p| p.remove_leftover(&path)).await?;
         }
         Action::Provision { .. } => {
             let spec = desired(job)?;
             let owner = owner_of(spec)?;
             let name = name.to_string();
-            blocking(ctx, owner, move |p| p.provision(&name).map(drop)).await?;
+            blocking(ctx, job, owner, move |p| p.provision(&name).map(drop)).await?;
         }
         Action::Register { .. } => register(ctx, desired(job)?, out).await?,
         Action::Start { .. } => return start(ctx, job, out),
@@ -166,7 +166,7 @@ async fn step(
             let spec = desired(job)?;
             let owner = owner_of(spec)?;
             let name = name.to_string();
-            blocking(ctx, owner, move |p| {
+            blocking(ctx, job, owner, move |p| {
                 p.rebase(&name, p.base(), true).map(drop)
             })
             .await?;
@@ -178,7 +178,7 @@ async fn step(
         Action::Stop { .. } => stop(ctx, name, out).await,
         Action::Deprovision { .. } => {
             let owned = name.to_string();
-            blocking(ctx, None, move |p| p.deprovision(&owned)).await?;
+            blocking(ctx, job, None, move |p| p.deprovision(&owned)).await?;
             remove_records(&ctx.layout, name);
             if job.spec.is_none() {
                 out.change = Some(Change::Removed);
@@ -207,18 +207,14 @@ fn desired(job: &Job) -> Result<&RunnerSpec, String> {
 /// blocking pool.
 async fn blocking(
     ctx: &Arc<ApplyCtx>,
+    job: &Job,
     owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
     f: impl FnOnce(&Provisioner) -> Result<(), crate::provision::ProvisionError> + Send + 'static,
 ) -> Result<(), String> {
-    let ctx = Arc::clone(ctx);
-    tokio::task::spawn_blocking(move || match &ctx.base {
-        Ok(base) => f(&Provisioner::new(
-            ctx.layout.clone(),
-            Arc::clone(base),
-            owner,
-        ))
-        .map_err(|e| chain(&e)),
-        Err(message) => Err(message.clone()),
+    let (layout, base) = (ctx.layout.clone(), job.base.clone());
+    tokio::task::spawn_blocking(move || match base {
+        Ok(base) => f(&Provisioner::new(layout, base, owner)).map_err(|e| chain(&e)),
+        Err(message) => Err(message),
     })
     .await
     .map_err(|e| format!("provisioning task failed: {e}"))?

@@ -1,6 +1,6 @@
 //! One observe → plan → apply pass, and the controller state it works on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ mod base_source;
 #[path = "refresh.rs"]
 mod refresh;
 
-use base_source::{ReleaseOutcome, RELEASE_RETRY};
+use base_source::{Bases, ReleaseOutcome};
 
 /// Runners applied at the same time.
 const CONCURRENCY: usize = 8;
@@ -44,15 +44,19 @@ pub struct Controller {
     config_error: Option<String>,
     runtimes: BTreeMap<String, Runtime>,
     triggers: mpsc::UnboundedSender<Trigger>,
-    base: Option<(PathBuf, Result<Arc<Base>, String>)>,
+    /// Base trees opened this far, by path.
+    opened: BTreeMap<PathBuf, Result<Arc<Base>, String>>,
     github: Option<(config::GitHub, GitHubClient)>,
     last_listing: Option<Instant>,
     last_states: BTreeMap<String, status::State>,
     api: Option<crate::api::Shared>,
     last_disk: Option<Instant>,
-    /// `base.version` as asked, and its installed tree or why not (and when to try again).
-    release: Option<(String, ReleaseOutcome)>,
-    installing: Option<String>,
+    /// Releases as asked (`2.329.0`, `latest`): the installed tree or why not (and when to
+    /// try again).
+    releases: BTreeMap<String, ReleaseOutcome>,
+    installing: BTreeSet<String>,
+    /// Installed releases no runner uses, since when.
+    unused_since: BTreeMap<String, Instant>,
     /// When `latest` was last looked up, and whether a listener asked for it sooner.
     latest_checked: Option<Instant>,
     recheck_latest: bool,
@@ -72,14 +76,15 @@ impl Controller {
             config_error: None,
             runtimes: BTreeMap::new(),
             triggers,
-            base: None,
+            opened: BTreeMap::new(),
             github: None,
             last_listing: None,
             last_states: BTreeMap::new(),
             api: None,
             last_disk: None,
-            release: None,
-            installing: None,
+            releases: BTreeMap::new(),
+            installing: BTreeSet::new(),
+            unused_since: BTreeMap::new(),
             latest_checked: None,
             recheck_latest: false,
         }
@@ -135,24 +140,7 @@ impl Controller {
         let (name, pid, code) = match trigger {
             Trigger::Exited { name, pid, code } => (name, pid, code),
             Trigger::ReleaseInstalled { version, result } => {
-                match &result {
-                    Ok(path) => info!(version, path = %path.display(), "runner release installed"),
-                    Err(message) => {
-                        error!(version, error = %message, "runner release not installed");
-                    }
-                }
-                self.installing = None;
-                if version == "latest" {
-                    self.latest_checked = Some(Instant::now());
-                    self.recheck_latest = false;
-                    if result.is_err() && matches!(&self.release, Some((v, Ok(_))) if v == "latest")
-                    {
-                        // A failed look-up keeps the release in use; the next check tries again.
-                        return;
-                    }
-                }
-                let retry_at = Instant::now() + RELEASE_RETRY;
-                self.release = Some((version, result.map_err(|m| (m, retry_at))));
+                self.release_installed(version, result);
                 return;
             }
         };
@@ -197,8 +185,12 @@ impl Controller {
         };
         self.follow_processes(&layout, &observed);
         observed.server = self.list_registrations(&observed).await;
-        self.measure_disk(&layout, &observed).await;
-        observed.desired_base = self.base().ok().map(|b| b.path().to_path_buf());
+        let bases = self.bases();
+        self.measure_disk(&layout, &observed, &bases).await;
+        observed.bases = bases
+            .iter()
+            .filter_map(|(source, base)| Some((source.clone(), base.as_ref().ok()?.path().into())))
+            .collect();
         let actions = reconcile::plan(&self.desired, &observed);
         let mut requeue = self.desired.resync_interval;
         if actions.iter().any(|a| matches!(a, Action::Rebase { .. })) {
@@ -206,7 +198,7 @@ impl Controller {
             requeue = requeue.min(Duration::from_secs(1));
         }
         if !actions.is_empty() {
-            requeue = requeue.min(self.apply(&layout, actions).await);
+            requeue = requeue.min(self.apply(&layout, actions, &bases).await);
         }
         // What changed during apply shows in the status of the next pass; observe again so
         // status.json reflects this one.
@@ -267,10 +259,14 @@ impl Controller {
         }
     }
 
-    async fn apply(&mut self, layout: &StateLayout, actions: Vec<Action>) -> Duration {
+    async fn apply(
+        &mut self,
+        layout: &StateLayout,
+        actions: Vec<Action>,
+        bases: &Bases,
+    ) -> Duration {
         let ctx = Arc::new(ApplyCtx {
             layout: layout.clone(),
-            base: self.base(),
             github: self.github_client(),
             triggers: self.triggers.clone(),
         });
@@ -292,8 +288,16 @@ impl Controller {
                 // Its records go, the log with them: the next log is read from its start.
                 runtime.tail = None;
             }
+            let spec = self.desired.runners.get(&name).cloned();
+            let source = spec
+                .as_ref()
+                .map_or_else(|| self.desired.base.clone(), |s| self.desired.base_of(s));
             let job = Job {
-                spec: self.desired.runners.get(&name).cloned(),
+                base: bases
+                    .get(&source)
+                    .cloned()
+                    .unwrap_or_else(|| Err("no base".into())),
+                spec,
                 backoff_wait: runtime.backoff.wait(now),
                 drain_started: runtime.drain_started,
                 pending_jit: runtime.pending_jit.clone(),

@@ -1,14 +1,18 @@
 //! What a pass learns beyond the host at most once per resync interval: the registrations
 //! GitHub lists, and each runner's disk.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::task::JoinSet;
 
+use super::base_source::Bases;
 use super::Controller;
 use crate::config::Repo;
 use crate::layout::StateLayout;
 use crate::observe::{Observed, ServerRunner, ServerView};
+use crate::provision::Base;
 
 impl Controller {
     /// The registrations of every repository corral manages, at most once per resync
@@ -68,7 +72,13 @@ impl Controller {
 
     /// Measures every runner's disk (unique vs shared with the base), at most once per resync
     /// interval: a walk of each runner root is cheap but not free.
-    pub(super) async fn measure_disk(&mut self, layout: &StateLayout, observed: &Observed) {
+    /// Unused releases are pruned on the same schedule.
+    pub(super) async fn measure_disk(
+        &mut self,
+        layout: &StateLayout,
+        observed: &Observed,
+        bases: &Bases,
+    ) {
         let now = Instant::now();
         if self
             .last_disk
@@ -77,19 +87,29 @@ impl Controller {
             return;
         }
         self.last_disk = Some(now);
-        let Ok(base) = self.base() else { return };
-        let names: Vec<String> = observed
+        self.prune_unused_releases(bases);
+        // Each runner is measured against the base its externals link points at.
+        let opened: Vec<Arc<Base>> = bases.values().flatten().cloned().collect();
+        let main = self.main_base().ok();
+        let runners: Vec<(String, Option<PathBuf>)> = observed
             .runners
             .iter()
             .filter(|(_, r)| r.provisioned)
-            .map(|(n, _)| n.clone())
+            .map(|(n, r)| (n.clone(), r.base.clone()))
             .collect();
         let layout = layout.clone();
         let measured = tokio::task::spawn_blocking(move || {
-            let provisioner = crate::provision::Provisioner::new(layout, base, None);
-            names
+            runners
                 .into_iter()
-                .filter_map(|n| provisioner.disk_usage(&n).ok().map(|d| (n, d)))
+                .filter_map(|(name, on)| {
+                    let base = opened
+                        .iter()
+                        .find(|b| on.as_deref() == Some(b.path()))
+                        .or(main.as_ref())?;
+                    let provisioner =
+                        crate::provision::Provisioner::new(layout.clone(), Arc::clone(base), None);
+                    provisioner.disk_usage(&name).ok().map(|d| (name, d))
+                })
                 .collect::<Vec<_>>()
         })
         .await
