@@ -2,11 +2,11 @@
 //! command line. The config file gives `state_dir`, `github.api_url` and the `base.*` fields.
 
 use std::error::Error;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use crate::bases::{self, BaseStore, BasesError};
 use crate::cli::{BaseCommand, ExitStatus};
-use crate::config::{self, BaseSource, Desired, DEFAULT_DOWNLOAD_URL};
+use crate::config::{self, BaseSource, Desired};
 use crate::layout::StateLayout;
 
 const DEFAULT_API_URL: &str = "https://api.github.com";
@@ -80,21 +80,21 @@ async fn install(desired: &Desired, version: &str, out: &mut dyn Write) -> Resul
         .github
         .as_ref()
         .map_or(DEFAULT_API_URL, |g| g.api_url.as_str());
-    let (template, sha256) = match &desired.base {
+    // A digest belongs to one release: only the configured one.
+    let sha256 = match &desired.base {
         BaseSource::Version {
             version: configured,
             sha256,
-            download_url,
-        } => (
-            download_url.as_str(),
-            // A digest belongs to one release: only the configured one.
-            sha256.as_deref().filter(|_| configured == version),
-        ),
-        BaseSource::Path(_) => (DEFAULT_DOWNLOAD_URL, None),
+            ..
+        } if configured == version => sha256.as_deref(),
+        _ => None,
     };
     let arch = bases::runner_arch()?;
-    let release = bases::resolve(api, version, arch, template, sha256).await?;
-    let store = BaseStore::new(&desired.state_dir)?;
+    let release = bases::resolve(api, version, arch, &desired.download_url, sha256).await?;
+    let mut store = BaseStore::new(&desired.state_dir)?;
+    if std::io::stderr().is_terminal() {
+        store = store.with_progress_bar();
+    }
     store.remove_leftovers()?;
     let path = store.install(&release).await?;
     writeln!(out, "{} installed at {}", release.version, path.display())?;

@@ -32,6 +32,7 @@ use crate::provision::Base;
 pub struct BaseStore {
     root: PathBuf,
     http: reqwest::Client,
+    progress: release::Progress,
 }
 
 /// An installed release.
@@ -55,7 +56,15 @@ impl BaseStore {
         Ok(Self {
             root: state_dir.join("bases"),
             http,
+            progress: release::Progress::Log,
         })
+    }
+
+    /// Shows downloads as a bar redrawn on stderr (for a terminal) instead of log lines.
+    #[must_use]
+    pub fn with_progress_bar(mut self) -> Self {
+        self.progress = release::Progress::Bar;
+        self
     }
 
     /// `<state_dir>/bases`.
@@ -113,7 +122,7 @@ impl BaseStore {
     }
 
     async fn fetch(&self, url: &str, tarball: &Path, expected: &str) -> Result<(), BasesError> {
-        let actual = release::download(&self.http, url, tarball).await?;
+        let actual = release::download(&self.http, url, tarball, self.progress).await?;
         if actual != expected.to_ascii_lowercase() {
             return Err(BasesError::Checksum {
                 url: url.to_owned(),

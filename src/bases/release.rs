@@ -2,6 +2,7 @@
 //!
 //! The releases API is public, so no token is sent to it, and never one to a download host.
 
+use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -176,11 +177,21 @@ pub(crate) fn download_client() -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
+/// How a download shows its progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// A log line per tenth (a daemon, or output that is not a terminal).
+    Log,
+    /// A bar redrawn in place on stderr.
+    Bar,
+}
+
 /// Streams `url` into a new file `dest`, returning the hex SHA-256 of what was written.
 pub(crate) async fn download(
     client: &reqwest::Client,
     url: &str,
     dest: &Path,
+    shown: Progress,
 ) -> Result<String, BasesError> {
     let http = |source| BasesError::Http {
         url: url.to_owned(),
@@ -206,7 +217,13 @@ pub(crate) async fn download(
         hasher.update(&chunk);
         file.write_all(&chunk).await.map_err(write)?;
         received += chunk.len() as u64;
-        logged = progress(url, received, total, logged);
+        logged = match shown {
+            Progress::Log => progress(url, received, total, logged),
+            Progress::Bar => redraw_bar(received, total, logged),
+        };
+    }
+    if shown == Progress::Bar {
+        eprintln!();
     }
     file.sync_all().await.map_err(write)?;
     if let Some(expected) = total.filter(|t| *t != received) {
@@ -235,6 +252,42 @@ fn progress(url: &str, received: u64, total: Option<u64>, logged: u64) -> u64 {
     mark.max(logged)
 }
 
+/// Redraws the bar when the shown percentage (or, without a length, MiB) changes; returns
+/// the new mark.
+fn redraw_bar(received: u64, total: Option<u64>, shown: u64) -> u64 {
+    let mark = match total {
+        Some(total) if total > 0 => received * 100 / total,
+        _ => received >> 20,
+    };
+    if mark != shown || received == 0 {
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r{}", bar(received, total));
+        let _ = err.flush();
+    }
+    mark
+}
+
+/// `[#########...........]  45%  12.3/27.0 MiB`, or the bytes so far without a length.
+fn bar(received: u64, total: Option<u64>) -> String {
+    const WIDTH: u64 = 30;
+    #[allow(clippy::cast_precision_loss)] // display only
+    let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+    match total {
+        Some(total) if total > 0 => {
+            let done = (received.min(total) * WIDTH / total) as usize;
+            let percent = received.min(total) * 100 / total;
+            format!(
+                "[{}{}] {percent:>3}%  {:.1}/{:.1} MiB",
+                "#".repeat(done),
+                ".".repeat(WIDTH as usize - done),
+                mib(received),
+                mib(total)
+            )
+        }
+        _ => format!("downloading: {:.1} MiB", mib(received)),
+    }
+}
+
 /// Lowercase hex.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
@@ -242,4 +295,26 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
         s
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bar;
+
+    #[test]
+    fn the_bar_fills_with_the_download() {
+        assert_eq!(
+            bar(0, Some(4 << 20)),
+            format!("[{}]   0%  0.0/4.0 MiB", ".".repeat(30))
+        );
+        assert_eq!(
+            bar(2 << 20, Some(4 << 20)),
+            format!("[{}{}]  50%  2.0/4.0 MiB", "#".repeat(15), ".".repeat(15))
+        );
+        assert_eq!(
+            bar(4 << 20, Some(4 << 20)),
+            format!("[{}] 100%  4.0/4.0 MiB", "#".repeat(30))
+        );
+        assert_eq!(bar(3 << 19, None), "downloading: 1.5 MiB");
+    }
 }
