@@ -321,3 +321,32 @@ fn two_pinned_versions_run_side_by_side_and_an_unused_one_is_pruned_after_its_gr
         .output()
         .contains("pruned a runner release no runner uses"));
 }
+
+#[test]
+fn a_listener_too_old_for_github_makes_corral_look_for_a_newer_latest_at_once() {
+    let mut world = World::new();
+    publish(&world, "2.336.0");
+    world.gh.set_latest("2.336.0");
+    // The periodic look-up is hours away: only the exit can make corral look sooner.
+    let text = config_with_version(&world, "latest", "  - name: r\n    repo: owner/repo\n")
+        .replace(
+            "resync_interval: 2s\n",
+            "resync_interval: 2s\nupdate_check_interval: 6h\n",
+        );
+    std::fs::write(world.config(), text).expect("write config");
+    world.start();
+    world.wait_status("r on 2.336.0", |s| {
+        runner(s, "r")
+            .is_some_and(|r| r.state == State::Idle && r.version.as_deref() == Some("2.336.0"))
+    });
+    let id = world.gh.runners(REPO)[0].id;
+    publish(&world, "2.337.0");
+    world.gh.set_latest("2.337.0");
+    // GitHub refuses the old version: the listener exits 7 (corral asked it to).
+    world.gh.send_exit(id, 7);
+    world.wait_status("r on 2.337.0", |s| {
+        runner(s, "r")
+            .is_some_and(|r| r.state == State::Idle && r.version.as_deref() == Some("2.337.0"))
+    });
+    assert_eq!(world.gh.runners(REPO)[0].id, id, "registration kept");
+}

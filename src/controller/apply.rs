@@ -297,6 +297,14 @@ fn start(ctx: &ApplyCtx, job: &Job, out: &mut Outcome) -> Result<bool, String> {
         &user.home,
     );
     cmd.arg("run");
+    // A listener too old for GitHub then exits 7 instead of the 1 it shares with a deleted
+    // registration, so corral can tell "upgrade" from "register again" (runner-contract §4.1).
+    if !spec
+        .env
+        .contains_key("ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE")
+    {
+        cmd.env("ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE", "true");
+    }
     if let Some(jit) = out.jit.take() {
         // The runner reads it and removes it from its environment (runner-contract §3.1).
         cmd.env("ACTIONS_RUNNER_INPUT_JITCONFIG", jit.expose());
