@@ -19,3 +19,4 @@ mod run_github;
 mod run_release;
 mod schema;
 mod ship;
+mod ship_container;
