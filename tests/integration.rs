@@ -20,3 +20,4 @@ mod run_release;
 mod schema;
 mod ship;
 mod ship_container;
+mod ship_demo;

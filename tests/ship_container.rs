@@ -65,7 +65,7 @@ fn bake(world: &World, version: &str, state: &Path) {
         .is_file());
 }
 
-/// docker/config/runners.yaml with the fake GitHub, `volume` as state_dir and `port` for the API.
+/// docker/config/runners.yaml with the fake GitHub, `volume` as `state_dir` and `port` for the API.
 fn container_config_for(world: &World, volume: &Path, port: u16) -> String {
     let mut config = container_config();
     config["state_dir"] = volume.to_str().expect("utf-8").into();
