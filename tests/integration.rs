@@ -12,6 +12,7 @@ mod github_client_app;
 mod plan;
 mod provision;
 mod provision_e2e;
+mod readme;
 mod run;
 mod run_api;
 mod run_edges;
