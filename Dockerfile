@@ -21,7 +21,8 @@ RUN cargo build --release --locked --bin corral
 # The runner release baked into the image, downloaded and verified by corral itself
 # (`corral base install`: SHA-256 from RUNNER_SHA256, else the digest the releases API gives;
 # safe extraction; read-only tree; a manifest that `corral base verify` checks later).
-# It must equal `base.version` in docker/config/runners.yaml (a test keeps them equal).
+# It must equal `base.version` in docker/config/runners.yaml (a test keeps them equal), and be
+# a pinned version: with `base.version: latest` corral asks the releases API at start anyway.
 ARG RUNNER_VERSION=2.336.0
 ARG RUNNER_SHA256=
 COPY docker/bake-runner.sh /usr/local/bin/bake-runner.sh
