@@ -30,6 +30,7 @@ pub struct FakeRunnerInstall {
     version: String,
     session_conflict_retry_secs: Option<u64>,
     poll_wait_secs: Option<u64>,
+    runner_binary: Option<PathBuf>,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -52,9 +53,16 @@ const SVC_TEMPLATE: &str = "#!/bin/bash\n# fake systemd.svc.sh.template (corral 
 const NODE_SCRIPT: &str = "#!/bin/sh\n# fake node (corral test kit)\necho v20.20.2\n";
 const NPM_CLI: &str = "#!/usr/bin/env node\n// fake npm-cli.js (corral test kit)\n";
 
-/// The fake Listener/Worker binary built by cargo for this test run.
+/// The fake Listener/Worker binary built by cargo for this test run. Cargo names it only to
+/// integration tests and benches; an example (`examples/demo.rs`) passes its own with
+/// [`FakeRunnerInstall::runner_binary`].
 pub fn fake_runner_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_corral-fake-runner"))
+    match option_env!("CARGO_BIN_EXE_corral-fake-runner") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            panic!("cargo names corral-fake-runner only to tests and benches: use runner_binary")
+        }
+    }
 }
 
 impl Default for FakeRunnerInstall {
@@ -71,6 +79,7 @@ impl FakeRunnerInstall {
             version: "2.336.0".to_owned(),
             session_conflict_retry_secs: None,
             poll_wait_secs: None,
+            runner_binary: None,
         }
     }
 
@@ -91,6 +100,12 @@ impl FakeRunnerInstall {
 
     pub fn poll_wait_secs(mut self, s: u64) -> Self {
         self.poll_wait_secs = Some(s);
+        self
+    }
+
+    /// The `corral-fake-runner` to copy in, instead of the one cargo built for this test.
+    pub fn runner_binary(mut self, path: &Path) -> Self {
+        self.runner_binary = Some(path.to_path_buf());
         self
     }
 
@@ -119,8 +134,12 @@ impl FakeRunnerInstall {
         )?;
         let bin = dir.join("bin");
         fs::create_dir_all(&bin)?;
+        let binary = self
+            .runner_binary
+            .clone()
+            .unwrap_or_else(fake_runner_binary);
         for name in ["Runner.Listener", "Runner.Worker"] {
-            fs::copy(fake_runner_binary(), bin.join(name))?;
+            fs::copy(&binary, bin.join(name))?;
             fs::set_permissions(bin.join(name), fs::Permissions::from_mode(0o755))?;
         }
         write_file(
