@@ -18,4 +18,5 @@ mod run_edges;
 mod run_github;
 mod run_release;
 mod schema;
+mod security;
 mod ship;

@@ -146,14 +146,22 @@ async fn step(
         }
         Action::Provision { .. } => {
             let spec = desired(job)?;
-            let owner = owner_of(spec)?;
+            let owner = owner_of(ctx, spec)?;
             let name = name.to_string();
             blocking(ctx, owner, move |p| p.provision(&name).map(drop)).await?;
         }
-        Action::Register { .. } => register(ctx, desired(job)?, out).await?,
-        Action::Start { .. } => return start(ctx, job, out),
+        Action::Register { .. } => {
+            register(ctx, desired(job)?, out).await?;
+            // config.sh wrote the identity files with the runner's umask.
+            secure(ctx, desired(job)?).await?;
+        }
+        Action::Start { .. } => {
+            secure(ctx, desired(job)?).await?;
+            return start(ctx, job, out);
+        }
         Action::Restart { .. } => {
             stop(ctx, name, out).await;
+            secure(ctx, desired(job)?).await?;
             return start(ctx, job, out);
         }
         Action::Deregister { .. } => {
@@ -164,7 +172,7 @@ async fn step(
         Action::Rebase { .. } => {
             stop(ctx, name, out).await;
             let spec = desired(job)?;
-            let owner = owner_of(spec)?;
+            let owner = owner_of(ctx, spec)?;
             let name = name.to_string();
             blocking(ctx, owner, move |p| {
                 p.rebase(&name, p.base(), true).map(drop)
@@ -189,12 +197,26 @@ async fn step(
 }
 
 /// Who owns the runner's own entries: its user when corral drops privileges to it.
-fn owner_of(spec: &RunnerSpec) -> Result<Option<(nix::unistd::Uid, nix::unistd::Gid)>, String> {
-    let user = users::resolve(&spec.user, spec.allow_root).map_err(|e| e.to_string())?;
-    Ok(match user.run_as {
+fn owner_of(
+    ctx: &ApplyCtx,
+    spec: &RunnerSpec,
+) -> Result<Option<(nix::unistd::Uid, nix::unistd::Gid)>, String> {
+    Ok(match runner_user(ctx, spec)?.run_as {
         RunAs::User { uid, gid } => Some((uid, gid)),
         RunAs::Inherit => None,
     })
+}
+
+/// The user `spec` runs as (its own one is created when missing).
+pub(super) fn runner_user(ctx: &ApplyCtx, spec: &RunnerSpec) -> Result<users::RunnerUser, String> {
+    users::for_runner(spec, &ctx.layout.runner_dir(&spec.name)).map_err(|e| e.to_string())
+}
+
+/// Makes the runner's root its own alone, handing it over if its user changed.
+async fn secure(ctx: &Arc<ApplyCtx>, spec: &RunnerSpec) -> Result<(), String> {
+    let owner = owner_of(ctx, spec)?;
+    let name = spec.name.clone();
+    blocking(ctx, owner, move |p| p.secure(&name)).await
 }
 
 fn desired(job: &Job) -> Result<&RunnerSpec, String> {
@@ -254,7 +276,7 @@ async fn registration_token(ctx: &ApplyCtx, spec: &RunnerSpec) -> Result<Secret,
 
 async fn register(ctx: &ApplyCtx, spec: &RunnerSpec, out: &mut Outcome) -> Result<(), String> {
     let root = ctx.layout.runner_dir(&spec.name);
-    let user = users::resolve(&spec.user, spec.allow_root).map_err(|e| e.to_string())?;
+    let user = runner_user(ctx, spec)?;
     if let (Some(gh), true) = (&ctx.github, spec.ephemeral) {
         // One job per registration: a JIT config, no config.sh, no token in between.
         if out.jit.is_none() {
@@ -288,7 +310,7 @@ fn start(ctx: &ApplyCtx, job: &Job, out: &mut Outcome) -> Result<bool, String> {
     }
     let spec = desired(job)?;
     let root = ctx.layout.runner_dir(&spec.name);
-    let user = users::resolve(&spec.user, spec.allow_root).map_err(|e| e.to_string())?;
+    let user = runner_user(ctx, spec)?;
     let log = ctx.layout.listener_log(&spec.name);
     std::fs::create_dir_all(ctx.layout.record_dir(&spec.name))
         .map_err(|e| format!("create records: {e}"))?;
