@@ -269,6 +269,7 @@ fn user_per_runner_keeps_runners_apart_and_the_base_read_only() {
         json!({"read": b.join(".credentials")}),
         json!({"read": b.join("_work/secret.txt")}),
         json!({"read": b.join("_work")}),
+        json!({"read": world.state().join("records/sec-b/listener.log")}),
         json!({"write": a.join("bin/Runner.Listener")}),
         json!({"write": a.join("bin/planted")}),
         json!({"write": a.join("config.sh")}),
@@ -289,6 +290,10 @@ fn user_per_runner_keeps_runners_apart_and_the_base_read_only() {
         format!("read {}", b.join(".credentials").display()),
         format!("read {}", b.join("_work/secret.txt").display()),
         format!("read {}", b.join("_work").display()),
+        format!(
+            "read {}",
+            world.state().join("records/sec-b/listener.log").display()
+        ),
         format!("write {}", a.join("bin/Runner.Listener").display()),
         format!("write {}", a.join("bin/planted").display()),
         format!("write {}", a.join("config.sh").display()),
@@ -369,4 +374,34 @@ fn isolation_contradictions_are_refused() {
         &with_head("runners:\n  - name: a\n    repo: o/r\n    isolation: ⟨per-repo\n"),
         "runners[0].isolation: unknown variant `per-repo`, expected `shared` or `user-per-runner`",
     );
+}
+
+#[test]
+fn a_secret_file_others_can_read_is_warned_about() {
+    let mut world = World::new();
+    let pat_file = world.dir.path().join("pat");
+    std::fs::write(&pat_file, format!("{PAT}\n")).expect("write");
+    std::fs::set_permissions(&pat_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let text = world
+        .config_text("  - name: sec-file\n    repo: owner/repo\n")
+        .replace("token_env: GITHUB_TOKEN", "token_file: ./pat");
+    std::fs::write(world.config(), text).expect("write config");
+    world.start_with_env(&[("GITHUB_TOKEN", "")]);
+    world.wait_idle(&["sec-file"]);
+    world
+        .corral()
+        .wait_for("secret file is readable by other users");
+    let stderr = world.corral().output();
+    assert_eq!(
+        stderr
+            .matches("secret file is readable by other users")
+            .count(),
+        1,
+        "warned once: {stderr}"
+    );
+    assert!(
+        stderr.contains("mode=\"644\"") || stderr.contains("mode=644"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(PAT));
 }

@@ -1,6 +1,7 @@
 //! Carries out one runner's planned steps, in order. Every step is idempotent and tolerates
 //! half-done state, so a pass that stops half-way is finished by the next one.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -314,6 +315,10 @@ fn start(ctx: &ApplyCtx, job: &Job, out: &mut Outcome) -> Result<bool, String> {
     let log = ctx.layout.listener_log(&spec.name);
     std::fs::create_dir_all(ctx.layout.record_dir(&spec.name))
         .map_err(|e| format!("create records: {e}"))?;
+    // corral's alone: the listener logs name every runner's jobs, of every repository.
+    let records = ctx.layout.records_dir();
+    std::fs::set_permissions(&records, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("make `{}` private: {e}", records.display()))?;
     let mut cmd = runner_command(
         &root.join("bin/Runner.Listener"),
         &root,
