@@ -153,6 +153,20 @@ fn secrets_reach_no_job_log_status_metric_or_argv() {
         );
     }
     assert!(!argv.contains("jitconfig"), "{argv}");
+    // The runners say where they found their secret inputs: never in argv.
+    let configure_log = diag_text(&world.runner_dir("sec-s").join("_diag"), "Runner_");
+    assert!(
+        configure_log.contains("Secret input token given in ACTIONS_RUNNER_INPUT_TOKEN"),
+        "{configure_log}"
+    );
+    let jit_log = diag_text(&world.runner_dir("sec-jit").join("_diag"), "Runner_");
+    assert!(
+        jit_log.contains("Secret input jitconfig given in ACTIONS_RUNNER_INPUT_JITCONFIG"),
+        "{jit_log}"
+    );
+    for log in [&configure_log, &jit_log] {
+        assert!(!log.contains("given in argv"), "{log}");
+    }
     // config.sh and the JIT listener write identity files with their umask; corral makes
     // them 0600 (the JIT runner's at the next pass).
     for name in ["sec-s", "sec-jit"] {
