@@ -419,3 +419,59 @@ fn a_secret_file_others_can_read_is_warned_about() {
     );
     assert!(!stderr.contains(PAT));
 }
+
+#[test]
+fn handing_a_root_over_never_gives_away_a_linked_or_outside_file() {
+    if !is_root() {
+        return; // chown needs root
+    }
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let (old, new) = (4242_u32, 4343_u32);
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir(&outside).expect("mkdir");
+    for f in ["hardlinked", "linked", "passwd"] {
+        std::fs::write(outside.join(f), f).expect("write");
+        std::fs::set_permissions(outside.join(f), std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+    }
+    let root = tmp.path().join("runner");
+    std::fs::create_dir_all(root.join("_work/repo")).expect("mkdir");
+    std::fs::create_dir_all(root.join("bin")).expect("mkdir");
+    std::fs::write(root.join("_work/repo/file"), "job output").expect("write");
+    std::fs::write(root.join(".credentials"), "{}").expect("write");
+    // What a job (or a base) could leave: a hard link to a root file, links out.
+    std::fs::hard_link(outside.join("hardlinked"), root.join("_work/hard")).expect("link");
+    std::fs::hard_link(outside.join("hardlinked"), root.join("bin/Runner.Listener")).expect("link");
+    std::os::unix::fs::symlink(outside.join("linked"), root.join("_work/soft")).expect("link");
+    std::os::unix::fs::symlink(outside.join("passwd"), root.join(".runner")).expect("link");
+    for path in [
+        root.clone(),
+        root.join("_work"),
+        root.join("_work/repo"),
+        root.join("_work/repo/file"),
+        root.join(".credentials"),
+    ] {
+        std::os::unix::fs::lchown(&path, Some(old), Some(old)).expect("chown");
+    }
+    let owner = Some((
+        nix::unistd::Uid::from_raw(new),
+        nix::unistd::Gid::from_raw(new),
+    ));
+    corral::provision::secure_root(&root, owner).expect("secure");
+    let meta = |p: &Path| std::fs::symlink_metadata(p).expect("lstat");
+    for path in [
+        root.clone(),
+        root.join("_work/repo/file"),
+        root.join(".credentials"),
+        root.join("_work/soft"),
+    ] {
+        assert_eq!(meta(&path).uid(), new, "{} handed over", path.display());
+    }
+    assert_eq!(mode(&root), 0o700);
+    assert_eq!(mode(&root.join("_work")), 0o700);
+    assert_eq!(mode(&root.join(".credentials")), 0o600);
+    for f in ["hardlinked", "linked", "passwd"] {
+        let m = meta(&outside.join(f));
+        assert_eq!((m.uid(), m.mode() & 0o777), (0, 0o644), "{f} untouched");
+    }
+}
