@@ -215,6 +215,24 @@ fn links_a_job_plants_in_work_reach_nothing_outside_on_removal() {
     assert!(Path::new("/etc/passwd").exists(), "`/` was not followed");
 }
 
+/// `root`, `_work`, `_diag` are `uid`'s and 0700, its identity files 0600; base files root's
+/// and read-only.
+fn assert_private_to(root: &Path, uid: u32) {
+    for dir in [root.to_path_buf(), root.join("_work"), root.join("_diag")] {
+        let meta = std::fs::metadata(&dir).expect("stat");
+        let got = (meta.uid(), meta.mode() & 0o777);
+        assert_eq!(got, (uid, 0o700), "{}", dir.display());
+    }
+    for file in IDENTITY {
+        let meta = std::fs::metadata(root.join(file)).expect("stat");
+        let got = (meta.uid(), meta.mode() & 0o777);
+        assert_eq!(got, (uid, 0o600), "{}/{file}", root.display());
+    }
+    let listener = std::fs::metadata(root.join("bin/Runner.Listener")).expect("stat");
+    let got = (listener.uid(), listener.mode() & 0o222);
+    assert_eq!(got, (0, 0), "base stays root's and read-only");
+}
+
 #[test]
 fn user_per_runner_keeps_runners_apart_and_the_base_read_only() {
     if !is_root() {
@@ -243,32 +261,8 @@ fn user_per_runner_keeps_runners_apart_and_the_base_read_only() {
     assert!(uid_a != 0 && uid_b != 0 && uid_a != uid_b);
     assert_eq!(uid_of_pid(pids[0]), uid_a, "sec-a runs as its own user");
     assert_eq!(uid_of_pid(pids[1]), uid_b, "sec-b runs as its own user");
-    for (name, uid) in [("sec-a", uid_a), ("sec-b", uid_b)] {
-        let root = world.runner_dir(name);
-        for dir in [root.clone(), root.join("_work"), root.join("_diag")] {
-            let meta = std::fs::metadata(&dir).expect("stat");
-            assert_eq!(
-                (meta.uid(), meta.mode() & 0o777),
-                (uid, 0o700),
-                "{}",
-                dir.display()
-            );
-        }
-        for file in IDENTITY {
-            let meta = std::fs::metadata(root.join(file)).expect("stat");
-            assert_eq!(
-                (meta.uid(), meta.mode() & 0o777),
-                (uid, 0o600),
-                "{name}/{file}"
-            );
-        }
-        let listener = std::fs::metadata(root.join("bin/Runner.Listener")).expect("stat");
-        assert_eq!(
-            (listener.uid(), listener.mode() & 0o222),
-            (0, 0),
-            "base stays root's"
-        );
-    }
+    assert_private_to(&world.runner_dir("sec-a"), uid_a);
+    assert_private_to(&world.runner_dir("sec-b"), uid_b);
     let (a, b) = (world.runner_dir("sec-a"), world.runner_dir("sec-b"));
     std::fs::write(b.join("_work/secret.txt"), "b's workspace").expect("write");
     std::fs::set_permissions(
@@ -277,6 +271,8 @@ fn user_per_runner_keeps_runners_apart_and_the_base_read_only() {
     )
     .expect("chmod");
     let own = a.join("_work/mine.txt");
+    // corral's environment holds the PAT; B's listener's holds what B was started with.
+    let corral_pid = world.corral().pid().as_raw();
     let steps = vec![
         json!({"write": own}),
         json!({"read": a.join(".credentials")}),
@@ -284,6 +280,8 @@ fn user_per_runner_keeps_runners_apart_and_the_base_read_only() {
         json!({"read": b.join("_work/secret.txt")}),
         json!({"read": b.join("_work")}),
         json!({"read": world.state().join("records/sec-b/listener.log")}),
+        json!({"read": format!("/proc/{}/environ", pids[1])}),
+        json!({"read": format!("/proc/{corral_pid}/environ")}),
         json!({"write": a.join("bin/Runner.Listener")}),
         json!({"write": a.join("bin/planted")}),
         json!({"write": a.join("config.sh")}),
@@ -308,6 +306,8 @@ fn user_per_runner_keeps_runners_apart_and_the_base_read_only() {
             "read {}",
             world.state().join("records/sec-b/listener.log").display()
         ),
+        format!("read /proc/{}/environ", pids[1]),
+        format!("read /proc/{corral_pid}/environ"),
         format!("write {}", a.join("bin/Runner.Listener").display()),
         format!("write {}", a.join("bin/planted").display()),
         format!("write {}", a.join("config.sh").display()),
