@@ -147,7 +147,7 @@ async fn step(
         }
         Action::Provision { .. } => {
             let spec = desired(job)?;
-            let owner = owner_of(ctx, spec)?;
+            let owner = owner_of(ctx, spec).await?;
             let name = name.to_string();
             blocking(ctx, owner, move |p| p.provision(&name).map(drop)).await?;
         }
@@ -173,7 +173,7 @@ async fn step(
         Action::Rebase { .. } => {
             stop(ctx, name, out).await;
             let spec = desired(job)?;
-            let owner = owner_of(ctx, spec)?;
+            let owner = owner_of(ctx, spec).await?;
             let name = name.to_string();
             blocking(ctx, owner, move |p| {
                 p.rebase(&name, p.base(), true).map(drop)
@@ -198,11 +198,18 @@ async fn step(
 }
 
 /// Who owns the runner's own entries: its user when corral drops privileges to it.
-fn owner_of(
+/// On the blocking pool: a runner's own user may be created here (`useradd`), which is the
+/// first step of a new runner.
+async fn owner_of(
     ctx: &ApplyCtx,
     spec: &RunnerSpec,
 ) -> Result<Option<(nix::unistd::Uid, nix::unistd::Gid)>, String> {
-    Ok(match runner_user(ctx, spec)?.run_as {
+    let (spec, root) = (spec.clone(), ctx.layout.runner_dir(&spec.name));
+    let user = tokio::task::spawn_blocking(move || users::for_runner(&spec, &root))
+        .await
+        .map_err(|e| format!("user lookup task failed: {e}"))?
+        .map_err(|e| e.to_string())?;
+    Ok(match user.run_as {
         RunAs::User { uid, gid } => Some((uid, gid)),
         RunAs::Inherit => None,
     })
@@ -215,7 +222,7 @@ pub(super) fn runner_user(ctx: &ApplyCtx, spec: &RunnerSpec) -> Result<users::Ru
 
 /// Makes the runner's root its own alone, handing it over if its user changed.
 async fn secure(ctx: &Arc<ApplyCtx>, spec: &RunnerSpec) -> Result<(), String> {
-    let owner = owner_of(ctx, spec)?;
+    let owner = owner_of(ctx, spec).await?;
     let name = spec.name.clone();
     blocking(ctx, owner, move |p| p.secure(&name)).await
 }
