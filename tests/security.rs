@@ -475,3 +475,65 @@ fn handing_a_root_over_never_gives_away_a_linked_or_outside_file() {
         assert_eq!((m.uid(), m.mode() & 0o777), (0, 0o644), "{f} untouched");
     }
 }
+
+#[test]
+fn a_github_app_key_and_its_tokens_reach_no_job() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let public =
+        std::fs::read_to_string(fixtures.join("test-only-github-app-key.pub.pem")).expect("key");
+    let pem = std::fs::read_to_string(fixtures.join("test-only-github-app-key.pem")).expect("key");
+    let mut world = World::new();
+    std::fs::set_permissions(world.dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    let key = world.dir.path().join("app.pem");
+    std::fs::write(&key, &pem).expect("write key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    world.gh.add_app(4242, &public, &[(77, &[REPO])]);
+    // As root the job runs as its own user and tries to read the key; otherwise as corral's.
+    let isolation = if is_root() {
+        "    allow_root: false\n    isolation: user-per-runner\n"
+    } else {
+        ""
+    };
+    let text = world
+        .config_text(&format!(
+            "  - name: sec-app\n    repo: owner/repo\n    labels: [sec-app]\n{isolation}"
+        ))
+        .replace(
+            "  token_env: GITHUB_TOKEN\n",
+            "  app:\n    id: 4242\n    private_key_file: ./app.pem\n",
+        );
+    std::fs::write(world.config(), text).expect("write config");
+    world.start_with_env(&[("GITHUB_TOKEN", "")]);
+    world.wait_idle(&["sec-app"]);
+    let mut steps = vec![json!({"env": true})];
+    if is_root() {
+        steps.push(json!({"read": key}));
+    }
+    let (_, log) = run_steps(&world, "sec-app", "sec-app", steps);
+    if is_root() {
+        let line = step_line(&log, &format!("read {}", key.display()));
+        assert!(line.contains("Permission denied"), "{line}");
+    }
+    let key_line = pem.lines().nth(1).expect("a base64 line of the key");
+    let status_json = cmd::run(world.dir.path(), &["status", "--json"]);
+    let status_json = String::from_utf8_lossy(&status_json.stdout).into_owned();
+    let argv = cmdlines_under(world.dir.path()).join("\n");
+    let stderr = world.corral().output();
+    let minted = world.gh.minted_installation_tokens();
+    assert!(!minted.is_empty(), "an installation token was minted");
+    for secret in minted.iter().map(String::as_str).chain([key_line]) {
+        for (place, text) in [
+            ("the job's log and environment", &log),
+            ("corral status --json", &status_json),
+            ("argv of a child", &argv),
+            ("corral's stderr", &stderr),
+        ] {
+            assert!(!text.contains(secret), "a secret leaked into {place}");
+        }
+    }
+    assert!(
+        !stderr.contains("secret file is readable by other users"),
+        "a 0600 key is not warned about"
+    );
+}
