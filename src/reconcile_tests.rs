@@ -25,6 +25,7 @@ fn spec(name: &str) -> RunnerSpec {
         drain_timeout: Duration::from_secs(60),
         user: "runner".into(),
         allow_root: false,
+        isolation: crate::config::Isolation::Shared,
         registration: Registration::GitHub,
         marker: None,
         version: None,

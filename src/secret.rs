@@ -72,6 +72,7 @@ pub fn from_env(var: &str) -> Result<Secret, SecretError> {
 
 /// Reads the secret in `path`, every time: a rotated file is picked up on the next use.
 pub fn from_file(path: &Path) -> Result<Secret, SecretError> {
+    warn_if_exposed(path);
     let text = std::fs::read_to_string(path).map_err(|source| SecretError::File {
         path: path.to_path_buf(),
         source,
@@ -80,6 +81,33 @@ pub fn from_file(path: &Path) -> Result<Secret, SecretError> {
         return Err(SecretError::FileEmpty(path.to_path_buf()));
     }
     Ok(Secret::new(&text))
+}
+
+/// Warns, once per file, when a secret file can be read by users other than its owner: a
+/// job running as such a user (a runner's) could read corral's credential.
+pub fn warn_if_exposed(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    static WARNED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let mode = meta.mode() & 0o777;
+    let group_or_others = mode & 0o077;
+    if group_or_others == 0 {
+        return;
+    }
+    let mut warned = WARNED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if warned.iter().any(|p| p == path) {
+        return;
+    }
+    warned.push(path.to_path_buf());
+    tracing::warn!(
+        path = %path.display(),
+        mode = format!("{mode:o}"),
+        "secret file is readable by other users, so a job could read it; make it 0600 (chmod 600)"
+    );
 }
 
 #[cfg(test)]

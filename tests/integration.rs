@@ -19,6 +19,7 @@ mod run_edges;
 mod run_github;
 mod run_release;
 mod schema;
+mod security;
 mod ship;
 mod ship_container;
 mod ship_demo;

@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::model::Isolation;
+
 /// The validated desired state of the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Desired {
@@ -178,6 +180,9 @@ pub struct RunnerSpec {
     pub user: String,
     /// May run as root.
     pub allow_root: bool,
+    /// A shared user, or one of its own.
+    #[serde(default)]
+    pub isolation: Isolation,
     /// Token source.
     pub registration: Registration,
     /// This corral's marker label, added to `labels` at registration.
@@ -224,7 +229,13 @@ impl RunnerSpec {
 
     /// Digest of how the process runs; a change means restart.
     pub fn runtime_hash(&self) -> String {
-        digest(&(&self.env, &self.user, self.allow_root))
+        // `shared` hashes as before it existed, so an upgrade restarts nothing.
+        match self.isolation {
+            Isolation::Shared => digest(&(&self.env, &self.user, self.allow_root)),
+            other @ Isolation::UserPerRunner => {
+                digest(&(&self.env, &self.user, self.allow_root, other))
+            }
+        }
     }
 }
 

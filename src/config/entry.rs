@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use super::desired::{GitHub, GitHubAuth, Registration, Repo, RunnerSpec};
-use super::model::{RunnerDefaults, RunnerEntry};
+use super::model::{Isolation, RunnerDefaults, RunnerEntry};
 use super::rules;
 use super::validate::{join_clean, Checker, DEFAULT_DRAIN};
 
@@ -88,8 +88,14 @@ pub(super) fn resolve_entry(
     }
     let env = resolve_env(c, i, entry, defaults);
     let (user, user_path) = merged!(entry, defaults, i, user);
+    let user_set = user.is_some();
     let user = user.cloned().unwrap_or_else(|| DEFAULT_USER.to_string());
     c.check(&user_path, rules::check_user(&user));
+    let allow_root = merged!(entry, defaults, i, allow_root)
+        .0
+        .copied()
+        .unwrap_or(false);
+    let isolation = resolve_isolation(c, i, entry, defaults, user_set, allow_root);
     let registration = resolve_registration(c, i, entry, defaults, github, dir);
     let (count, count_path) = merged!(entry, defaults, i, count);
     let count = count.copied();
@@ -116,10 +122,8 @@ pub(super) fn resolve_entry(
         env,
         drain_timeout,
         user,
-        allow_root: merged!(entry, defaults, i, allow_root)
-            .0
-            .copied()
-            .unwrap_or(false),
+        allow_root,
+        isolation,
         registration,
         marker: github.marker_label.clone(),
         version: version.cloned(),
@@ -132,6 +136,35 @@ pub(super) fn resolve_entry(
         })
         .collect();
     (names, specs)
+}
+
+/// `isolation`, refused together with what contradicts it: a user of its own is never root
+/// and never a named shared user.
+fn resolve_isolation(
+    c: &mut Checker<'_>,
+    i: usize,
+    entry: &RunnerEntry,
+    defaults: &RunnerDefaults,
+    user_set: bool,
+    allow_root: bool,
+) -> Isolation {
+    let (isolation, path) = merged!(entry, defaults, i, isolation);
+    let isolation = isolation.copied().unwrap_or_default();
+    if isolation == Isolation::UserPerRunner {
+        if allow_root {
+            c.error(
+                &path,
+                "isolation: user-per-runner runs each runner as its own unprivileged user; it cannot be combined with allow_root: true".into(),
+            );
+        }
+        if user_set {
+            c.error(
+                &path,
+                "isolation: user-per-runner gives each runner its own user `corral-<name>`; remove `user`, which names a shared one".into(),
+            );
+        }
+    }
+    isolation
 }
 
 fn instance_names(

@@ -23,7 +23,8 @@ pub use desired::{
 pub use duration::Duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    ApiSpec, BaseSpec, GitHubAppSpec, GitHubSpec, RunnerDefaults, RunnerEntry, RunnersFile,
+    ApiSpec, BaseSpec, GitHubAppSpec, GitHubSpec, Isolation, RunnerDefaults, RunnerEntry,
+    RunnersFile,
 };
 pub use tree::Position;
 

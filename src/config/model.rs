@@ -126,6 +126,27 @@ pub struct GitHubAppSpec {
     pub installation_id: Option<u64>,
 }
 
+/// `isolation`: which Unix user a runner runs as when corral is root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// Every runner of the entry runs as `user` (default `runner`).
+    #[default]
+    Shared,
+    /// Each runner instance runs as its own unprivileged user, `corral-<name>`, and its
+    /// directory, workspace and credentials are readable by that user alone.
+    UserPerRunner,
+}
+
+impl std::fmt::Display for Isolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Isolation::Shared => "shared",
+            Isolation::UserPerRunner => "user-per-runner",
+        })
+    }
+}
+
 /// Declares a runner struct: the given fields plus every field a runner and `defaults`
 /// share. A macro because serde's `flatten` cannot be combined with `deny_unknown_fields`.
 macro_rules! runner_struct {
@@ -166,6 +187,10 @@ macro_rules! runner_struct {
         /// gives; runners on different versions each share their own base.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub version: Option<String>,
+        /// Whom the runner shares a Unix user with: `shared` (default: the `user`) or
+        /// `user-per-runner` (its own user `corral-<name>`, created when missing).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub isolation: Option<Isolation>,
         /// Environment variable holding a one-hour registration token.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub registration_token_env: Option<String>,

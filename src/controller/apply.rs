@@ -1,6 +1,7 @@
 //! Carries out one runner's planned steps, in order. Every step is idempotent and tolerates
 //! half-done state, so a pass that stops half-way is finished by the next one.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -146,14 +147,22 @@ async fn step(
         }
         Action::Provision { .. } => {
             let spec = desired(job)?;
-            let owner = owner_of(spec)?;
+            let owner = owner_of(ctx, spec).await?;
             let name = name.to_string();
             blocking(ctx, job, owner, move |p| p.provision(&name).map(drop)).await?;
         }
-        Action::Register { .. } => register(ctx, desired(job)?, out).await?,
-        Action::Start { .. } => return start(ctx, job, out),
+        Action::Register { .. } => {
+            register(ctx, desired(job)?, out).await?;
+            // config.sh wrote the identity files with the runner's umask.
+            secure(ctx, job).await?;
+        }
+        Action::Start { .. } => {
+            secure(ctx, job).await?;
+            return start(ctx, job, out);
+        }
         Action::Restart { .. } => {
             stop(ctx, name, out).await;
+            secure(ctx, job).await?;
             return start(ctx, job, out);
         }
         Action::Deregister { .. } => {
@@ -164,7 +173,7 @@ async fn step(
         Action::Rebase { .. } => {
             stop(ctx, name, out).await;
             let spec = desired(job)?;
-            let owner = owner_of(spec)?;
+            let owner = owner_of(ctx, spec).await?;
             let name = name.to_string();
             blocking(ctx, job, owner, move |p| {
                 p.rebase(&name, p.base(), true).map(drop)
@@ -189,12 +198,34 @@ async fn step(
 }
 
 /// Who owns the runner's own entries: its user when corral drops privileges to it.
-fn owner_of(spec: &RunnerSpec) -> Result<Option<(nix::unistd::Uid, nix::unistd::Gid)>, String> {
-    let user = users::resolve(&spec.user, spec.allow_root).map_err(|e| e.to_string())?;
+/// On the blocking pool: a runner's own user may be created here (`useradd`), which is the
+/// first step of a new runner.
+async fn owner_of(
+    ctx: &ApplyCtx,
+    spec: &RunnerSpec,
+) -> Result<Option<(nix::unistd::Uid, nix::unistd::Gid)>, String> {
+    let (spec, root) = (spec.clone(), ctx.layout.runner_dir(&spec.name));
+    let user = tokio::task::spawn_blocking(move || users::for_runner(&spec, &root))
+        .await
+        .map_err(|e| format!("user lookup task failed: {e}"))?
+        .map_err(|e| e.to_string())?;
     Ok(match user.run_as {
         RunAs::User { uid, gid } => Some((uid, gid)),
         RunAs::Inherit => None,
     })
+}
+
+/// The user `spec` runs as (its own one is created when missing).
+pub(super) fn runner_user(ctx: &ApplyCtx, spec: &RunnerSpec) -> Result<users::RunnerUser, String> {
+    users::for_runner(spec, &ctx.layout.runner_dir(&spec.name)).map_err(|e| e.to_string())
+}
+
+/// Makes the runner's root its own alone, handing it over if its user changed.
+async fn secure(ctx: &Arc<ApplyCtx>, job: &Job) -> Result<(), String> {
+    let spec = desired(job)?;
+    let owner = owner_of(ctx, spec).await?;
+    let name = spec.name.clone();
+    blocking(ctx, job, owner, move |p| p.secure(&name)).await
 }
 
 fn desired(job: &Job) -> Result<&RunnerSpec, String> {
@@ -250,7 +281,7 @@ async fn registration_token(ctx: &ApplyCtx, spec: &RunnerSpec) -> Result<Secret,
 
 async fn register(ctx: &ApplyCtx, spec: &RunnerSpec, out: &mut Outcome) -> Result<(), String> {
     let root = ctx.layout.runner_dir(&spec.name);
-    let user = users::resolve(&spec.user, spec.allow_root).map_err(|e| e.to_string())?;
+    let user = runner_user(ctx, spec)?;
     if let (Some(gh), true) = (&ctx.github, spec.ephemeral) {
         // One job per registration: a JIT config, no config.sh, no token in between.
         if out.jit.is_none() {
@@ -284,10 +315,14 @@ fn start(ctx: &ApplyCtx, job: &Job, out: &mut Outcome) -> Result<bool, String> {
     }
     let spec = desired(job)?;
     let root = ctx.layout.runner_dir(&spec.name);
-    let user = users::resolve(&spec.user, spec.allow_root).map_err(|e| e.to_string())?;
+    let user = runner_user(ctx, spec)?;
     let log = ctx.layout.listener_log(&spec.name);
     std::fs::create_dir_all(ctx.layout.record_dir(&spec.name))
         .map_err(|e| format!("create records: {e}"))?;
+    // corral's alone: the listener logs name every runner's jobs, of every repository.
+    let records = ctx.layout.records_dir();
+    std::fs::set_permissions(&records, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("make `{}` private: {e}", records.display()))?;
     let mut cmd = runner_command(
         &root.join("bin/Runner.Listener"),
         &root,

@@ -10,7 +10,6 @@ use crate::config::RunnerSpec;
 use crate::github::{GitHubClient, JitConfig};
 use crate::layout::{read_record, write_record, SpecRecord};
 use crate::registration;
-use crate::users;
 
 /// Removes the registration (GitHub refuses while a job runs: that is the drain), falling
 /// back to deleting it through the API once the drain time is up.
@@ -31,7 +30,7 @@ pub(super) async fn deregister(
         return Ok(true);
     };
     let root = ctx.layout.runner_dir(&job.name);
-    let user = users::resolve(&spec.user, spec.allow_root).map_err(|e| e.to_string())?;
+    let user = super::apply::runner_user(ctx, spec)?;
     let token = gh.remove_token(&spec.repo).await.map_err(|e| chain(&e))?;
     match registration::remove(spec, &root, &token, user.run_as).await {
         Ok(()) => {

@@ -204,7 +204,11 @@ impl Controller {
         // status.json reflects this one.
         let observed = tokio::task::spawn_blocking({
             let layout = layout.clone();
-            move || observe::observe(&layout)
+            move || {
+                let observed = observe::observe(&layout);
+                tighten_credentials(&layout, &observed);
+                observed
+            }
         })
         .await
         .unwrap_or_default();
@@ -452,6 +456,24 @@ impl Controller {
 }
 
 /// Actions grouped by runner, in plan order; leftovers go under their own key.
+/// A listener started from a JIT configuration writes the identity files with its umask;
+/// every pass makes them 0600 again (the 0700 root keeps others out in between).
+fn tighten_credentials(layout: &StateLayout, observed: &Observed) {
+    for (name, runner) in &observed.runners {
+        if !runner.configured {
+            continue;
+        }
+        let root = layout.runner_dir(name);
+        match crate::provision::tighten_credentials(&root) {
+            Ok(0) => {}
+            Ok(changed) => tracing::debug!(runner = %name, changed, "identity files made 0600"),
+            Err(e) => {
+                tracing::warn!(runner = %name, cause = %e, "cannot make the identity files 0600");
+            }
+        }
+    }
+}
+
 fn group(actions: Vec<Action>) -> BTreeMap<String, Vec<Action>> {
     let mut groups: BTreeMap<String, Vec<Action>> = BTreeMap::new();
     for action in actions {

@@ -199,6 +199,7 @@ impl AppAuth {
             path: self.key_file.clone(),
             source,
         };
+        crate::secret::warn_if_exposed(&self.key_file);
         let pem = std::fs::read(&self.key_file).map_err(|e| key_error(AppKeyError::Read(e)))?;
         let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem)
             .map_err(|e| key_error(AppKeyError::Key(e)))?;

@@ -10,12 +10,14 @@
 //! - [`base`]: the pristine check and [`Base::protect`].
 //! - `tree`: mirroring the base, with reflink/copy fallbacks.
 //! - `remove`: removal that tolerates any state and never follows a link.
+//! - `secure`: a root, `_work`, `_diag` (0700) and identity files (0600) for its runner alone.
 //! - [`usage`]: bytes a runner holds alone vs shares with the base.
 
 pub mod base;
 mod error;
 mod ops;
 mod remove;
+mod secure;
 mod tree;
 pub mod usage;
 mod walk;
@@ -34,6 +36,7 @@ use nix::unistd::{Gid, Uid};
 pub use base::{Base, BaseError};
 pub use error::ProvisionError;
 pub use ops::{FileOps, RealOps};
+pub use secure::{secure_root, tighten_credentials};
 pub use tree::LinkStats;
 pub use usage::{allocated_outside, DiskUsage};
 
@@ -209,6 +212,14 @@ impl Provisioner {
         Ok(Provisioned::Built(stats))
     }
 
+    /// Makes `runners/<name>` its runner's alone (see `secure`): handed over to the
+    /// provisioner's owner if another user has it, 0700 directories, 0600 identity files.
+    pub fn secure(&self, name: &str) -> Result<(), ProvisionError> {
+        let root = self.root_of(name)?;
+        secure::secure_root(&root, self.owner)
+            .map_err(|e| ProvisionError::io("make private", &root, e))
+    }
+
     /// Bytes `runners/<name>` holds alone and bytes it shares with the base.
     pub fn disk_usage(&self, name: &str) -> Result<DiskUsage, ProvisionError> {
         let root = self.root_of(name)?;
@@ -266,13 +277,13 @@ impl Provisioner {
         let link = tmp.join("externals");
         ops.symlink(&base.externals(), &link)
             .map_err(|e| ProvisionError::io("create symlink", &link, e))?;
+        // The runner's alone: no other user reads its workspace, logs or credentials.
         for own in ["_work", "_diag"] {
             let dir = tmp.join(own);
-            ops.create_dir(&dir, 0o755)
+            ops.create_dir(&dir, 0o700)
                 .map_err(|e| ProvisionError::io("create directory", &dir, e))?;
         }
-        let mode = base.path().metadata().map_or(0o755, |m| m.mode() & 0o7777) | 0o700;
-        fs::set_permissions(tmp, fs::Permissions::from_mode(mode))
+        fs::set_permissions(tmp, fs::Permissions::from_mode(0o700))
             .map_err(|e| ProvisionError::io("set the mode of", tmp, e))?;
         if let Some((uid, gid)) = self.owner {
             for path in [tmp.to_path_buf(), tmp.join("_work"), tmp.join("_diag")] {

@@ -111,6 +111,23 @@ impl Command {
             .cloned()
     }
 
+    /// Where a given secret input came from, for tests to see that none was in argv:
+    /// `("token", "argv")` or `("token", "ACTIONS_RUNNER_INPUT_TOKEN")`.
+    pub fn secret_sources(&self) -> Vec<(&'static str, String)> {
+        ["token", "pat", "jitconfig"]
+            .into_iter()
+            .filter_map(|name| {
+                if self.args.contains_key(name) {
+                    Some((name, "argv".to_owned()))
+                } else if self.env_args.contains_key(name) {
+                    Some((name, format!("{ENV_PREFIX}{}", name.to_uppercase())))
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
     /// A flag from the command line, or an env equivalent that parses as `true`.
     pub fn flag(&self, name: &str) -> bool {
         self.flags.contains(name)

@@ -120,6 +120,9 @@ fn listener_main(ctx: &Ctx, cmd: &args::Command) -> i32 {
         "Runner",
         &format!("Arguments parsed: command {:?}", cmd.verb),
     );
+    for (name, source) in cmd.secret_sources() {
+        diag::info("Runner", &format!("Secret input {name} given in {source}"));
+    }
     cmd.warn_unknown();
     if cmd.flag("version") {
         diag::out(&ctx.knobs.version);

@@ -103,6 +103,9 @@ fn run_job(ctx: &Ctx, job: &Value, rx: &mpsc::Receiver<Event>) -> &'static str {
     if !run_node(ctx) {
         return "Failed";
     }
+    if !run_steps(job) {
+        return "Failed";
+    }
     let duration = Duration::from_millis(job["duration_ms"].as_u64().unwrap_or(0));
     match rx.recv_timeout(duration) {
         Ok(Event::Cancel(why)) => {
@@ -120,6 +123,54 @@ fn run_job(ctx: &Ctx, job: &Value, rx: &mpsc::Receiver<Event>) -> &'static str {
             }
         }
     }
+}
+
+/// The job's `steps` (tests/kit/README.md, "Job steps"), as the job's user; each outcome is
+/// a `step …: ok` or `step …: error: …` line in the Worker log. False if any step failed.
+fn run_steps(job: &Value) -> bool {
+    let mut all_ok = true;
+    for step in job["steps"].as_array().into_iter().flatten() {
+        let (what, outcome) = if let Some(path) = step["read"].as_str() {
+            let outcome = if std::path::Path::new(path).is_dir() {
+                std::fs::read_dir(path).map(drop)
+            } else {
+                std::fs::read(path).map(drop)
+            };
+            (format!("read {path}"), outcome)
+        } else if let Some(path) = step["write"].as_str() {
+            let outcome = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut f| f.write_all(b"written by a hostile job\n"));
+            (format!("write {path}"), outcome)
+        } else if let (Some(target), Some(link)) = (step["symlink"].as_str(), step["link"].as_str())
+        {
+            let outcome = std::os::unix::fs::symlink(target, link);
+            (format!("symlink {link} -> {target}"), outcome)
+        } else if step["env"].as_bool() == Some(true) {
+            for (key, value) in std::env::vars_os() {
+                diag::info(
+                    "Step",
+                    &format!("env {}={}", key.to_string_lossy(), value.to_string_lossy()),
+                );
+            }
+            ("env".to_owned(), Ok(()))
+        } else {
+            (
+                format!("unknown {step}"),
+                Err(std::io::Error::other("unknown step")),
+            )
+        };
+        match outcome {
+            Ok(()) => diag::info("Step", &format!("step {what}: ok")),
+            Err(e) => {
+                all_ok = false;
+                diag::info("Step", &format!("step {what}: error: {e}"));
+            }
+        }
+    }
+    all_ok
 }
 
 /// Every job runs `<Root>/externals/node20/bin/node --version`, as the real Worker runs node

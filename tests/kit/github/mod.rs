@@ -213,6 +213,26 @@ impl FakeGitHub {
         })
     }
 
+    /// Queues a job whose fake worker also runs `steps` (tests/kit/README.md, "Job steps").
+    pub fn queue_job_with_steps(
+        &self,
+        repo: &str,
+        labels: &[&str],
+        spec: JobSpec,
+        steps: Vec<serde_json::Value>,
+    ) -> u64 {
+        self.shared.with(|s| {
+            let run = s.add_run(&repo.to_ascii_lowercase());
+            let id = s
+                .add_job(run, labels, spec)
+                .expect("the run was just created");
+            if let Some(rec) = s.jobs.get_mut(&id) {
+                rec.steps = steps;
+            }
+            id
+        })
+    }
+
     /// Creates a workflow run with no jobs (GitHub returns such runs); returns the run id.
     pub fn add_run(&self, repo: &str) -> u64 {
         self.shared.with(|s| s.add_run(&repo.to_ascii_lowercase()))

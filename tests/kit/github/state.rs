@@ -85,6 +85,8 @@ pub struct JobRec {
     pub started_at: Option<SystemTime>,
     /// Finished at.
     pub completed_at: Option<SystemTime>,
+    /// What the fake worker does besides waiting (`steps` of the job message).
+    pub steps: Vec<Value>,
 }
 
 /// A workflow run.
@@ -340,6 +342,7 @@ impl State {
                 created_at,
                 started_at: None,
                 completed_at: None,
+                steps: Vec::new(),
             },
         );
         if let Some(run) = self.runs.get_mut(&run_id) {
@@ -396,13 +399,19 @@ impl State {
         rec.job.runner_id = Some(runner_id);
         rec.job.runner_name = Some(runner.info.name.clone());
         rec.started_at = Some(now);
-        runner.messages.push_back(json!({"type": "job", "job": {
+        let mut job = json!({
             "id": job_id,
             "name": rec.job.spec.name,
             "repo": rec.job.repo,
             "duration_ms": rec.job.spec.duration.as_millis() as u64,
             "result": rec.job.spec.result.as_str(),
-        }}));
+        });
+        if !rec.steps.is_empty() {
+            job["steps"] = json!(rec.steps);
+        }
+        runner
+            .messages
+            .push_back(json!({"type": "job", "job": job}));
         let run_id = rec.job.run_id;
         self.touch_run(run_id);
     }
