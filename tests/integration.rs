@@ -5,6 +5,7 @@ mod kit;
 mod bases;
 mod bases_cli;
 mod check;
+mod crash;
 mod fake_github_tests;
 mod fake_runner_tests;
 mod github_client;
