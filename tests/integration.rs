@@ -16,6 +16,7 @@ mod provision_e2e;
 mod run;
 mod run_api;
 mod run_edges;
+mod run_faults;
 mod run_github;
 mod run_release;
 mod schema;
