@@ -8,6 +8,7 @@ mod check;
 mod crash;
 mod fake_github_tests;
 mod fake_runner_tests;
+mod fuzz_corpus;
 mod github_client;
 mod github_client_app;
 mod plan;
