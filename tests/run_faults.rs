@@ -201,3 +201,166 @@ fn a_long_rate_limit_sends_nothing_until_its_reset() {
         "{c:?}"
     );
 }
+
+/// Writes the fake runner knobs of the world's base (read by every listener at its start).
+fn base_knobs(world: &World, knobs: &str) {
+    std::fs::write(world.dir.path().join("base/bin/fake-runner.json"), knobs).expect("knobs");
+}
+
+#[test]
+fn a_listener_ignoring_sigint_is_killed_after_the_grace_period() {
+    let mut world = World::new();
+    base_knobs(
+        &world,
+        r#"{"poll_wait_secs": 1, "session_conflict_retry_secs": 1, "ignore_sigint": true}"#,
+    );
+    world.write_config(TWO);
+    world.start();
+    let [_, pid] = world.wait_idle(&["a", "b"])[..] else {
+        panic!("two pids")
+    };
+    let removed = Instant::now();
+    // A new environment restarts b's listener: SIGINT, the grace period, then SIGKILL.
+    // (Removing b would not do: its deregistration makes the listener exit by itself.)
+    world.write_config(&format!("{TWO}    env: {{ROUND: \"2\"}}\n"));
+    let log = world.state().join("records/b/listener.log");
+    crate::kit::proc::wait_until("b's listener got SIGINT and ignored it", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("SIGINT ignored"))
+    });
+    // The grace period is 30 s (apply.rs STOP_GRACE): wait past it, not forever.
+    let deadline = removed + Duration::from_secs(50);
+    while listeners_under(world.dir.path()).contains(&pid) {
+        assert!(
+            Instant::now() < deadline,
+            "b's listener outlived the grace period"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = removed.elapsed();
+    assert!(
+        took >= Duration::from_secs(29),
+        "killed only after the grace period, not at once: {took:?}"
+    );
+    let new = world.wait_idle(&["b"]);
+    assert_ne!(new, [pid], "b runs a new listener");
+    let out = world.corral().output();
+    assert!(
+        out.contains(&format!("listener stopped pid={pid} clean=false")),
+        "{out}"
+    );
+}
+
+/// Starts of a listener that exits at once, over `window`: the backoff waits 1, 2, 4, 8, 16 s
+/// between them (backoff.rs), so at most 1 + log2(window + 1) starts.
+fn crashloop_bound(window: Duration) -> usize {
+    1 + (window.as_secs() + 1).ilog2() as usize
+}
+
+#[test]
+fn a_crash_looping_runner_backs_off_instead_of_spinning() {
+    let mut world = World::new();
+    base_knobs(
+        &world,
+        r#"{"poll_wait_secs": 1, "session_conflict_retry_secs": 1, "exit_at_start": 1}"#,
+    );
+    world.write_config("  - name: crashy\n    repo: owner/repo\n");
+    world.start();
+    world.corral().wait_for("listener started");
+    let starts = |world: &mut World| world.corral().output().matches("listener started").count();
+    let window = Duration::from_secs(20);
+    let until = Instant::now() + window;
+    while Instant::now() < until {
+        // The window is the measure: starts are counted over all of it.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let n = starts(&mut world);
+    let bound = crashloop_bound(window);
+    eprintln!("crash loop: {n} starts in {window:?} (bound {bound})");
+    assert!(n >= 3, "it is restarted: {n}");
+    assert!(n <= bound, "{n} starts in {window:?}; bound {bound}");
+    let status = world.wait_status("backing off", |s| {
+        runner(s, "crashy").is_some_and(|r| {
+            matches!(
+                r.state,
+                corral::status::State::Backoff | corral::status::State::Crashloop
+            ) && r.restarts >= 3
+        })
+    });
+    let crashy = runner(&status, "crashy").expect("crashy");
+    assert!(
+        crashy
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("exited with 1")),
+        "{crashy:?}"
+    );
+}
+
+/// A tmpfs mounted for one test; lazily unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// `None` when mounting is not permitted here (not root, or no CAP_SYS_ADMIN).
+    fn mount(at: &std::path::Path, size: &str) -> Option<Self> {
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(at.to_path_buf()))
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "remount the tmpfs");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_provisioning_cleanly_and_recovers() {
+    let mut world = World::new();
+    let state = world.state();
+    std::fs::create_dir(&state).expect("mkdir state");
+    // The base is ~26 MB (two copies of the fake runner binary); on another file system
+    // every file is copied, so 4 MB fills up half-way through the first runner.
+    let Some(disk) = Tmpfs::mount(&state, "4m") else {
+        eprintln!(
+            "skipped: cannot mount a tmpfs here (needs root); the disk-full test did not run"
+        );
+        return;
+    };
+    world.write_config("  - name: a\n    repo: owner/repo\n");
+    world.start();
+    let status = world.wait_status("the full disk shows", |s| {
+        runner(s, "a").is_some_and(|r| {
+            r.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("No space left on device"))
+        })
+    });
+    let a = runner(&status, "a").expect("a");
+    assert!(a.pid.is_none(), "{a:?}");
+    let left: Vec<String> = std::fs::read_dir(state.join("runners"))
+        .expect("runners dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "no partial runner: {left:?}");
+    assert!(world.gh.runners(REPO).is_empty(), "nothing registered");
+    disk.resize("256m");
+    world.wait_idle(&["a"]);
+    let names: Vec<String> = world.gh.runners(REPO).into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["a"]);
+}
