@@ -228,7 +228,7 @@ fn converged(world: &World, want: &[&str], base: &str) {
     let log = world
         .corral
         .as_ref()
-        .map(|c| c.output())
+        .map(crate::kit::proc::Proc::output)
         .unwrap_or_default();
     assert!(ok.is_ok(), "not converged:\n{last}\ncorral log:\n{log}");
 }

@@ -300,7 +300,7 @@ fn a_crash_looping_runner_backs_off_instead_of_spinning() {
 struct Tmpfs(std::path::PathBuf);
 
 impl Tmpfs {
-    /// `None` when mounting is not permitted here (not root, or no CAP_SYS_ADMIN).
+    /// `None` when mounting is not permitted here (not root, or no `CAP_SYS_ADMIN`).
     fn mount(at: &std::path::Path, size: &str) -> Option<Self> {
         let ok = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
