@@ -364,3 +364,36 @@ fn a_full_disk_fails_provisioning_cleanly_and_recovers() {
     let names: Vec<String> = world.gh.runners(REPO).into_iter().map(|r| r.name).collect();
     assert_eq!(names, ["a"]);
 }
+
+#[test]
+fn a_hung_github_api_times_out_without_touching_runners() {
+    let mut world = World::new();
+    world.write_config(TWO);
+    world.start();
+    let pids = world.wait_idle(&["a", "b"]);
+    // Every REST call hangs past the client's 30 s timeout (github/mod.rs TIMEOUT).
+    for route in REST {
+        world
+            .gh
+            .push_fault(route, Fault::Delay(Duration::from_secs(31)), 1_000);
+    }
+    let before = rest_requests(&world);
+    world.write_config(THREE);
+    let window = Duration::from_secs(32);
+    hold_for(&world, window, &pids);
+    let during = rest_requests(&world) - before;
+    // A timed-out request is not retried; corral waits for it before the next, so at most
+    // one listing and one registration token are in flight per timeout.
+    let bound = 2 * (window.as_secs() as usize / 30 + 1);
+    eprintln!("hung API: {during} REST requests in {window:?} (bound {bound})");
+    assert!(during <= bound, "{during} requests; bound {bound}");
+    world.gh.clear_faults();
+    world.wait_idle(&["c"]);
+    assert_eq!(
+        world.wait_idle(&["a", "b"]),
+        pids,
+        "a and b never restarted"
+    );
+    let status = world.status().expect("status");
+    assert!(status.config_error.is_none());
+}
