@@ -160,6 +160,8 @@ fn one_trial(phase: Phase, step: &str, n: u64) {
             world.wait_idle(&["a", "b", "c"]);
             world.signal(nix::sys::signal::Signal::SIGKILL);
             world.corral().exit_code();
+            // The dead corral's status would satisfy the wait below at once.
+            std::fs::remove_file(world.state().join("status.json")).expect("remove status");
             world.start_with_env(&armed);
             world.wait_idle(&["a", "b", "c"]);
             if phase == Phase::Deregistration {
@@ -177,6 +179,8 @@ fn one_trial(phase: Phase, step: &str, n: u64) {
         code == -1 && log.contains(&format!("crash point {crash}: SIGKILL")),
         "corral died at {crash} (exit {code}):\n{log}"
     );
+    // Only the restarted corral's own status counts (the dead one may not have written any).
+    let _ = std::fs::remove_file(world.state().join("status.json"));
     world.start();
     converged(&world, want, base);
 }

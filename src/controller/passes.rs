@@ -59,14 +59,16 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// A controller for the already loaded `desired`.
+    /// A controller for the already loaded `desired`, parsed from `config_digest` or a later
+    /// version of the file.
     pub fn new(
         config_path: PathBuf,
+        config_digest: Vec<u8>,
         desired: Desired,
         triggers: mpsc::UnboundedSender<Trigger>,
     ) -> Self {
         Controller {
-            config_digest: std::fs::read(&config_path).unwrap_or_default(),
+            config_digest,
             config_path,
             desired,
             config_error: None,
