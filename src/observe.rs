@@ -60,7 +60,8 @@ pub struct ObservedRunner {
     pub base: Option<PathBuf>,
 }
 
-/// A live listener that matches corral's record.
+/// A live listener: the one corral's record names, or one run from the runner's `bin/` that
+/// no record names (corral was killed right after starting it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LiveProcess {
     /// Process id.
@@ -131,7 +132,6 @@ fn observe_runner(layout: &StateLayout, name: &str) -> ObservedRunner {
     }
 }
 
-/// Sorted names in `dir`, skipping anything that is not valid UTF-8 (never a runner name).
 /// Every live `Runner.Listener` run from `runners/<name>/bin/`, as (name, pid).
 fn unrecorded_listeners(runners_dir: &Path) -> Vec<(String, i32)> {
     let mut found = Vec::new();
@@ -156,6 +156,7 @@ fn unrecorded_listeners(runners_dir: &Path) -> Vec<(String, i32)> {
     found
 }
 
+/// Sorted names in `dir`, skipping anything that is not valid UTF-8 (never a runner name).
 fn list_dir(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .into_iter()
