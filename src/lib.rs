@@ -31,6 +31,7 @@ pub mod cli;
 pub mod cli_base;
 pub mod config;
 pub mod controller;
+pub mod crashpoint;
 pub mod github;
 pub mod layout;
 pub mod markers;

@@ -62,7 +62,8 @@ pub struct ObservedRunner {
     pub base: Option<PathBuf>,
 }
 
-/// A live listener that matches corral's record.
+/// A live listener: the one corral's record names, or one run from the runner's `bin/` that
+/// no record names (corral was killed right after starting it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LiveProcess {
     /// Process id.
@@ -83,13 +84,28 @@ pub fn observe(layout: &StateLayout) -> Observed {
         }
     }
     names.extend(list_dir(&layout.records_dir()));
-    let runners = names
+    let mut runners: BTreeMap<String, ObservedRunner> = names
         .into_iter()
         .map(|name| {
             let runner = observe_runner(layout, &name);
             (name, runner)
         })
         .collect();
+    if runners
+        .values()
+        .any(|r| r.provisioned && r.process.is_none())
+    {
+        // corral killed between starting a listener and recording it leaves one running
+        // that no record names; starting another would make two listeners for one runner.
+        for (name, pid) in unrecorded_listeners(&layout.runners_dir()) {
+            if let Some(runner) = runners.get_mut(&name).filter(|r| r.process.is_none()) {
+                runner.process = Some(LiveProcess {
+                    pid,
+                    busy: has_worker_child(pid),
+                });
+            }
+        }
+    }
     Observed {
         runners,
         leftovers,
@@ -116,6 +132,30 @@ fn observe_runner(layout: &StateLayout, name: &str) -> ObservedRunner {
         spec: read_record(&layout.spec_record(name)),
         process,
     }
+}
+
+/// Every live `Runner.Listener` run from `runners/<name>/bin/`, as (name, pid).
+fn unrecorded_listeners(runners_dir: &Path) -> Vec<(String, i32)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(exe) = std::fs::read_link(entry.path().join("exe")) else {
+            continue;
+        };
+        let Ok(rest) = exe.strip_prefix(runners_dir) else {
+            continue;
+        };
+        let parts: Vec<_> = rest.iter().collect();
+        if let [name, bin, listener] = parts[..] {
+            if bin == "bin" && listener == "Runner.Listener" {
+                found.push((name.to_string_lossy().into_owned(), pid));
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 /// Sorted names in `dir`, skipping anything that is not valid UTF-8 (never a runner name).

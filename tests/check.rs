@@ -94,6 +94,84 @@ fn name_with_a_slash_is_refused() {
 }
 
 #[test]
+fn traversing_and_absolute_names_are_refused() {
+    refused(
+        &with_head("runners:\n  - name: ⟨../../etc\n    repo: o/r\n"),
+        "runners[0].name: invalid runner name \"../../etc\"",
+    );
+    refused(
+        &with_head("runners:\n  - name: ⟨/root\n    repo: o/r\n"),
+        "runners[0].name: invalid runner name \"/root\"",
+    );
+}
+
+#[test]
+fn look_alike_name_is_refused() {
+    // The second letter is the Cyrillic `е` (U+0435), not the Latin `e`.
+    refused(
+        &with_head("runners:\n  - name: ⟨w\u{435}b\n    repo: o/r\n"),
+        "runners[0].name: invalid runner name \"w\u{435}b\"",
+    );
+}
+
+#[test]
+fn overlong_name_is_refused() {
+    let long = "n".repeat(65);
+    refused(
+        &with_head(&format!("runners:\n  - name: ⟨{long}\n    repo: o/r\n")),
+        &format!("runners[0].name: invalid runner name \"{long}\": use 1 to 64"),
+    );
+}
+
+#[test]
+fn look_alike_and_invisible_labels_are_refused() {
+    // `gрu` with the Cyrillic `р` (U+0440) would never match `runs-on: gpu`.
+    refused(
+        &with_head("runners:\n  - name: a\n    repo: o/r\n    labels: [⟨g\u{440}u]\n"),
+        "runners[0].labels[0]: label \"g\u{440}u\" mixes Latin letters with Cyrillic or Greek",
+    );
+    refused(
+        &with_head("runners:\n  - name: a\n    repo: o/r\n    labels: [ok, ⟨\"gpu\\u200b\"]\n"),
+        "runners[0].labels[1]: label \"gpu\\u{200b}\" contains an invisible or control character",
+    );
+}
+
+/// `corral run` refuses the same names before it touches the disk: no state directory.
+#[test]
+fn bad_names_create_nothing() {
+    for name in ["../escape", "w\u{435}b", &"n".repeat(65)] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let text = format!(
+            "base:\n  path: ./base\nstate_dir: ./state\ngithub:\n  token_env: GITHUB_TOKEN\n\
+             runners:\n  - name: \"{name}\"\n    repo: o/r\n    labels: [\"{}\"]\n",
+            "l".repeat(300)
+        );
+        std::fs::write(dir.path().join("runners.yaml"), &text).expect("write config");
+        for args in [
+            &["check", "runners.yaml"][..],
+            &["run", "-c", "runners.yaml"],
+        ] {
+            let out = cmd::run(dir.path(), args);
+            let (_, stderr) = cmd::texts(&out);
+            assert_eq!(out.status.code(), Some(1), "{args:?} {name}: {stderr}");
+            assert!(
+                stderr.contains("runners.yaml:7:") && stderr.contains("invalid runner name"),
+                "{stderr}"
+            );
+            assert!(
+                stderr.contains("runners.yaml:9:") && stderr.contains("longer than 256"),
+                "{stderr}"
+            );
+            assert!(
+                !dir.path().join("state").exists(),
+                "{args:?} made the state dir"
+            );
+            assert!(!dir.path().join("escape").exists());
+        }
+    }
+}
+
+#[test]
 fn dot_dot_name_is_refused() {
     refused(
         &with_head("runners:\n  - name: ⟨..\n    repo: o/r\n"),

@@ -22,8 +22,9 @@ const MAX_HOPS: usize = 40;
 /// Permission bits kept from the archive: no set-id or sticky bits from a download.
 const MODE_MASK: u32 = 0o777;
 
-/// Extracts the gzip'd tar `tarball` into `dest`, which must not exist yet.
-pub(crate) fn extract(tarball: &Path, dest: &Path) -> Result<usize, BasesError> {
+/// Extracts the gzip'd tar `tarball` into `dest`, which must not exist yet; returns how many
+/// entries were written. Public for the fuzz target and the corpus replay (`fuzz/`).
+pub fn extract(tarball: &Path, dest: &Path) -> Result<usize, BasesError> {
     let archive_err = |source| BasesError::Archive {
         path: tarball.to_path_buf(),
         source,

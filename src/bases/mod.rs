@@ -22,6 +22,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub use error::BasesError;
+pub use extract::extract as extract_archive;
 pub use manifest::{Difference, Manifest};
 pub use release::{is_version, resolve, runner_arch, Release};
 

@@ -35,9 +35,29 @@ pub fn check_label(label: &str) -> Result<(), String> {
         ))
     } else if label != label.trim() {
         Err(format!("label {label:?} has leading or trailing spaces"))
+    } else if label.chars().any(invisible) {
+        Err(format!(
+            "label {label:?} contains an invisible or control character"
+        ))
+    } else if label.chars().any(|c| c.is_ascii_alphabetic()) && label.chars().any(look_alike) {
+        Err(format!(
+            "label {label:?} mixes Latin letters with Cyrillic or Greek ones that look the same: a workflow's `runs-on` would never match it"
+        ))
     } else {
         Ok(())
     }
+}
+
+/// Control, zero-width and bidirectional formatting characters: they make two labels that
+/// print the same differ.
+fn invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{feff}' | '\u{00ad}')
+}
+
+/// Cyrillic and Greek letters, the usual stand-ins for Latin ones (`а`, `е`, `о`, `р`, `ο`…).
+fn look_alike(c: char) -> bool {
+    matches!(c, '\u{0370}'..='\u{03ff}' | '\u{0400}'..='\u{04ff}')
 }
 
 /// An environment variable name.
@@ -162,6 +182,22 @@ mod tests {
         assert!(check_name("web-1.a_b").is_ok());
         for bad in ["", "..", "-x", "a/b", "a b", &"x".repeat(65)] {
             assert!(check_name(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn labels() {
+        for good in ["gpu", "linux-x64", "café", "ГПУ", "日本"] {
+            assert!(check_label(good).is_ok(), "{good:?} should pass");
+        }
+        for bad in [
+            "g\u{0440}u",
+            "gpu\u{200b}",
+            "\u{202e}upg",
+            "a\tb",
+            "\u{03bf}s",
+        ] {
+            assert!(check_label(bad).is_err(), "{bad:?} should be refused");
         }
     }
 

@@ -172,6 +172,7 @@ async fn step(
         Action::Forget { .. } => forget_identity(&ctx.layout.runner_dir(name)),
         Action::Rebase { .. } => {
             stop(ctx, name, out).await;
+            crate::crashpoint::reached("rebase.stopped");
             let spec = desired(job)?;
             let owner = owner_of(ctx, spec).await?;
             let name = name.to_string();
@@ -179,6 +180,7 @@ async fn step(
                 p.rebase(&name, p.base(), true).map(drop)
             })
             .await?;
+            crate::crashpoint::reached("rebase.done");
             info!("moved to the new base");
         }
         Action::DeleteOrphan { name, repo, id } => {
@@ -295,6 +297,7 @@ async fn register(ctx: &ApplyCtx, spec: &RunnerSpec, out: &mut Outcome) -> Resul
             .await
             .map_err(|err| chain(&err))?;
     }
+    crate::crashpoint::reached("register.configured");
     let record = SpecRecord {
         registration_hash: spec.registration_hash(),
         runtime_hash: spec.runtime_hash(),
@@ -302,6 +305,7 @@ async fn register(ctx: &ApplyCtx, spec: &RunnerSpec, out: &mut Outcome) -> Resul
     };
     write_record(&ctx.layout.spec_record(&spec.name), &record)
         .map_err(|e| format!("write record: {e}"))?;
+    crate::crashpoint::reached("register.recorded");
     out.local_only = !matches!(spec.registration, Registration::GitHub) && ctx.github.is_none();
     out.change = Some(Change::Registered);
     info!(repo = %spec.repo.url, labels = ?spec.labels, ephemeral = spec.ephemeral, "registered");
@@ -349,12 +353,14 @@ fn start(ctx: &ApplyCtx, job: &Job, out: &mut Outcome) -> Result<bool, String> {
         .spawn()
         .map_err(|e| format!("start the listener: {e}"))?;
     let pid = child.id().map_or(0, |p| p as i32);
+    crate::crashpoint::reached("start.spawned");
     let start_time = crate::observe::process_start_time(pid).unwrap_or(0);
     write_record(
         &ctx.layout.process_record(&spec.name),
         &ProcessRecord { pid, start_time },
     )
     .map_err(|e| format!("write process record: {e}"))?;
+    crate::crashpoint::reached("start.recorded");
     update_runtime_hash(&ctx.layout, spec);
     let (name, triggers) = (spec.name.clone(), ctx.triggers.clone());
     tokio::spawn(async move {
@@ -380,6 +386,7 @@ pub(super) async fn stop(ctx: &ApplyCtx, name: &str, out: &mut Outcome) {
     };
     out.stopping = Some(rec.pid);
     let clean = stop_group(rec.pid, rec.start_time, STOP_GRACE).await;
+    crate::crashpoint::reached("stop.done");
     info!(pid = rec.pid, clean, "listener stopped");
     let _ = std::fs::remove_file(ctx.layout.process_record(name));
 }

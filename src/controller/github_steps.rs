@@ -32,8 +32,10 @@ pub(super) async fn deregister(
     let root = ctx.layout.runner_dir(&job.name);
     let user = super::apply::runner_user(ctx, spec)?;
     let token = gh.remove_token(&spec.repo).await.map_err(|e| chain(&e))?;
+    crate::crashpoint::reached("deregister.token");
     match registration::remove(spec, &root, &token, user.run_as).await {
         Ok(()) => {
+            crate::crashpoint::reached("deregister.removed");
             info!("deregistered");
             Ok(true)
         }
@@ -88,12 +90,48 @@ pub fn jit_labels(spec: &RunnerSpec) -> Vec<String> {
 /// Creates a just-in-time registration for an ephemeral runner; the listener gets it in
 /// `ACTIONS_RUNNER_INPUT_JITCONFIG` when it starts.
 pub async fn register_jit(gh: &GitHubClient, spec: &RunnerSpec) -> Result<JitConfig, String> {
-    let jit = gh
-        .generate_jitconfig(&spec.repo, &spec.name, &jit_labels(spec), "_work")
+    let labels = jit_labels(spec);
+    let jit = match gh
+        .generate_jitconfig(&spec.repo, &spec.name, &labels, "_work")
         .await
-        .map_err(|e| chain(&e))?;
+    {
+        Err(err) if err.status() == Some(409) => {
+            // corral killed between this call and the listener's start leaves a registration
+            // of this name that no listener will ever use: replace it, as `config.sh
+            // --replace` does for a plain runner, but never one that is online or busy.
+            replace_unused(gh, spec).await?;
+            gh.generate_jitconfig(&spec.repo, &spec.name, &labels, "_work")
+                .await
+                .map_err(|e| chain(&e))?
+        }
+        other => other.map_err(|e| chain(&e))?,
+    };
     info!(runner_id = jit.runner_id, "registered just in time");
     Ok(jit)
+}
+
+/// Deletes the offline, idle registration named like `spec`; refuses a live one.
+async fn replace_unused(gh: &GitHubClient, spec: &RunnerSpec) -> Result<(), String> {
+    let Some(found) = gh
+        .find_runner(&spec.repo, &spec.name)
+        .await
+        .map_err(|e| chain(&e))?
+    else {
+        return Ok(());
+    };
+    if found.busy || found.status == "online" {
+        return Err(format!(
+            "a registration named `{}` (id {}) is {} on GitHub; not replaced",
+            spec.name,
+            found.id,
+            if found.busy { "busy" } else { "online" }
+        ));
+    }
+    gh.delete_runner(&spec.repo, found.id)
+        .await
+        .map_err(|e| chain(&e))?;
+    info!(id = found.id, "deleted an unused registration of this name");
+    Ok(())
 }
 
 /// Sets the runner's custom labels on GitHub to the file's and records them.

@@ -202,6 +202,9 @@ async fn start_api(api: &crate::config::Api) -> Result<crate::api::Shared, RunEr
 pub async fn run(config_path: &Path) -> Result<(), RunError> {
     let config_path =
         std::path::absolute(config_path).unwrap_or_else(|_| config_path.to_path_buf());
+    // The bytes are read before they are parsed: a save in between then shows as a change at
+    // the first pass instead of being taken for the config already in force.
+    let digest = std::fs::read(&config_path).unwrap_or_default();
     let desired = config::load(&config_path).map_err(RunError::Config)?;
     let records = desired.state_dir.join("records");
     for dir in [desired.state_dir.join("runners"), records.clone()] {
@@ -216,7 +219,7 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
         Some(api) => Some(start_api(api).await?),
         None => None,
     };
-    let mut ctl = passes::Controller::new(config_path, desired, tx);
+    let mut ctl = passes::Controller::new(config_path, digest, desired, tx);
     if let Some(shared) = api {
         ctl.publish_to(shared);
     }

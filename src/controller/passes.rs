@@ -63,14 +63,16 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// A controller for the already loaded `desired`.
+    /// A controller for the already loaded `desired`, parsed from `config_digest` or a later
+    /// version of the file.
     pub fn new(
         config_path: PathBuf,
+        config_digest: Vec<u8>,
         desired: Desired,
         triggers: mpsc::UnboundedSender<Trigger>,
     ) -> Self {
         Controller {
-            config_digest: std::fs::read(&config_path).unwrap_or_default(),
+            config_digest,
             config_path,
             desired,
             config_error: None,
@@ -246,7 +248,9 @@ impl Controller {
             runtime.watched_pid = Some(process.pid);
             let record = crate::layout::read_record::<crate::layout::ProcessRecord>(
                 &layout.process_record(name),
-            );
+            )
+            .filter(|r| r.pid == process.pid)
+            .or_else(|| record_unrecorded(layout, name, process.pid));
             let Some(record) = record else { continue };
             info!(runner = %name, pid = record.pid, "adopted a running listener");
             let (name, triggers) = (name.clone(), self.triggers.clone());
@@ -453,6 +457,22 @@ impl Controller {
         let layout = self.layout();
         self.write_status(&layout, &observe::observe(&layout));
     }
+}
+
+/// Records a listener found running without a record (corral was killed right after starting
+/// it), so that it is stopped and watched like any other.
+fn record_unrecorded(
+    layout: &StateLayout,
+    name: &str,
+    pid: i32,
+) -> Option<crate::layout::ProcessRecord> {
+    let record = crate::layout::ProcessRecord {
+        pid,
+        start_time: crate::observe::process_start_time(pid)?,
+    };
+    info!(runner = %name, pid, "found a listener corral had not recorded");
+    crate::layout::write_record(&layout.process_record(name), &record).ok()?;
+    Some(record)
 }
 
 /// Actions grouped by runner, in plan order; leftovers go under their own key.

@@ -115,6 +115,7 @@ impl Provisioner {
             State::Absent => {}
         }
         let (tmp, stats) = self.build(name, &self.base)?;
+        crate::crashpoint::reached("provision.built");
         if let Err(e) = fs::rename(&tmp, &root) {
             let _ = remove::remove_tree(&tmp);
             // Lost a race with another pass that built it: fine if it is ours.
@@ -123,6 +124,7 @@ impl Provisioner {
                 _ => Err(ProvisionError::io("rename into", &root, e)),
             };
         }
+        crate::crashpoint::reached("provision.renamed");
         self.report(name, &stats);
         tracing::info!(runner = name, root = %root.display(), linked = stats.linked, "provisioned runner dir");
         Ok(Provisioned::Built(stats))
@@ -138,7 +140,9 @@ impl Provisioner {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(ProvisionError::io("rename for removal", &root, e)),
         }
+        crate::crashpoint::reached("deprovision.renamed");
         remove::remove_tree(&doomed).map_err(|e| ProvisionError::io("remove", &doomed, e))?;
+        crate::crashpoint::reached("deprovision.done");
         tracing::info!(runner = name, root = %root.display(), "deprovisioned runner dir");
         Ok(())
     }
@@ -201,9 +205,11 @@ impl Provisioner {
             let _ = remove::remove_tree(&tmp);
             return Err(e);
         }
+        crate::crashpoint::reached("rebase.built");
         // One atomic swap: the old root ends up at the temporary name, then goes.
         renameat2(None, &tmp, None, &root, RenameFlags::RENAME_EXCHANGE)
             .map_err(|e| ProvisionError::io("swap in", &root, e.into()))?;
+        crate::crashpoint::reached("rebase.swapped");
         if let Err(e) = remove::remove_tree(&tmp) {
             tracing::warn!(path = %tmp.display(), cause = %e, "old runner dir left for the next pass");
         }

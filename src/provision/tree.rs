@@ -61,6 +61,7 @@ pub(crate) fn mirror(
             stats.symlinks += 1;
         } else if kind.is_file() {
             place_file(ops, &from, &to, meta.mode(), stats)?;
+            crate::crashpoint::reached("provision.file");
         }
         // Sockets, FIFOs and devices have no place in a runner install: not mirrored.
     }

@@ -56,6 +56,10 @@ pub fn run(ctx: &Ctx, cmd: &Command) -> i32 {
             return 1;
         }
     }
+    if let Some(code) = ctx.knobs.exit_at_start {
+        diag::err("An error occurred: the fake runner was told to crash at start");
+        return code;
+    }
     let Some(cfg) = settings::load(&ctx.root) else {
         diag::err(
             "An error occurred: Not configured. Run config.(sh/cmd) to configure the runner.",
@@ -75,7 +79,12 @@ pub fn run(ctx: &Ctx, cmd: &Command) -> i32 {
     let _ = std::fs::create_dir_all(settings::work_dir(&ctx.root, &cfg.work_folder));
     let (tx, rx) = mpsc::channel();
     let sig_tx = tx.clone();
+    let ignore_sigint = ctx.knobs.ignore_sigint;
     signals::spawn(move |sig| {
+        if ignore_sigint && sig == nix::sys::signal::Signal::SIGINT {
+            diag::out("SIGINT ignored (fake-runner.json ignore_sigint)");
+            return;
+        }
         let _ = sig_tx.send(Event::Signal(sig));
     });
     let session = match create_session(ctx, &cfg, &rx) {

@@ -27,6 +27,10 @@ pub struct Knobs {
     pub version: String,
     pub session_conflict_retry_secs: u64,
     pub poll_wait_secs: u64,
+    /// A listener that never stops on SIGINT (only SIGKILL ends it).
+    pub ignore_sigint: bool,
+    /// `run` exits with this code as soon as it starts (a crash-looping runner).
+    pub exit_at_start: Option<i32>,
 }
 
 impl Default for Knobs {
@@ -35,6 +39,8 @@ impl Default for Knobs {
             version: "2.336.0".to_owned(),
             session_conflict_retry_secs: 240,
             poll_wait_secs: 50,
+            ignore_sigint: false,
+            exit_at_start: None,
         }
     }
 }

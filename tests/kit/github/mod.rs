@@ -314,6 +314,11 @@ impl FakeGitHub {
             .with(|s| s.faults.push((route, fault, count.max(1))));
     }
 
+    /// Drops every scripted fault not yet used up (an outage ends).
+    pub fn clear_faults(&self) {
+        self.shared.with(|s| s.faults.clear());
+    }
+
     /// Sets the primary rate-limit budget per hour-long window (default 5000) and starts a new window.
     pub fn set_rate_limit(&self, limit: u64) {
         self.shared.with(|s| {
