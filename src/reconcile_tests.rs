@@ -42,6 +42,12 @@ fn desired(specs: Vec<RunnerSpec>) -> Desired {
         max_unavailable: 1,
         update_check_interval: Duration::from_secs(3600),
         runners: specs.into_iter().map(|s| (s.name.clone(), s)).collect(),
+        host_id: "test-host".into(),
+        elsewhere: Vec::new(),
+        max_runners: None,
+        capped: Vec::new(),
+        pools: Vec::new(),
+        demand_poll_interval: Duration::from_secs(15),
     }
 }
 
@@ -74,9 +80,7 @@ fn observed(runners: Vec<(&str, ObservedRunner)>) -> Observed {
             .into_iter()
             .map(|(n, r)| (n.to_string(), r))
             .collect(),
-        leftovers: Vec::new(),
-        server: None,
-        desired_base: None,
+        ..Observed::default()
     }
 }
 

@@ -8,7 +8,7 @@ const HEAD: &str = "base:\n  path: ./base\ngithub:\n  token_env: GITHUB_TOKEN\n"
 
 /// Writes `yaml` (with `⟨` marking where the error must point) and checks `corral check`
 /// exits 1 with `runners.yaml:LINE:COL: <expected>` on stderr.
-fn refused(yaml: &str, expected: &str) {
+pub(crate) fn refused(yaml: &str, expected: &str) {
     let (line, column) = marker_position(yaml);
     let text = yaml.replace('⟨', "");
     let dir = tempfile::tempdir().expect("temp dir");

@@ -7,6 +7,7 @@ mod bases_cli;
 mod check;
 mod fake_github_tests;
 mod fake_runner_tests;
+mod fleet;
 mod github_client;
 mod github_client_app;
 mod plan;

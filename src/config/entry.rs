@@ -3,9 +3,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use super::desired::{GitHub, GitHubAuth, Registration, Repo, RunnerSpec};
+use super::desired::{GitHub, GitHubAuth, Pool, Registration, Repo, RunnerSpec};
 use super::model::{RunnerDefaults, RunnerEntry};
 use super::rules;
+use super::scale;
 use super::validate::{join_clean, Checker, DEFAULT_DRAIN};
 
 const DEFAULT_USER: &str = "runner";
@@ -62,6 +63,15 @@ fn pick<'a, T>(
     }
 }
 
+/// One entry resolved: every instance name it claims (for uniqueness, whatever the host),
+/// its fixed instances and its pools.
+#[derive(Default)]
+pub(super) struct Resolved {
+    pub names: Vec<String>,
+    pub specs: Vec<RunnerSpec>,
+    pub pools: Vec<Pool>,
+}
+
 pub(super) fn resolve_entry(
     c: &mut Checker<'_>,
     i: usize,
@@ -69,11 +79,12 @@ pub(super) fn resolve_entry(
     defaults: &RunnerDefaults,
     github: &GitHub,
     dir: &Path,
-) -> (Vec<String>, Vec<RunnerSpec>) {
+) -> Resolved {
     let errors_before = c.errors.len();
     let name_path = format!("runners[{i}].name");
     c.check(&name_path, rules::check_name(&entry.name));
-    let repo = resolve_repo(c, i, entry, defaults, github);
+    check_hosts(c, i, entry.hosts.as_deref());
+    let repos = resolve_repos(c, i, entry, defaults, github);
     let labels = resolve_labels(c, i, entry, defaults);
     let (no_default, no_default_path) = merged!(entry, defaults, i, no_default_labels);
     let no_default_labels = no_default.copied().unwrap_or(false);
@@ -88,24 +99,48 @@ pub(super) fn resolve_entry(
     let user = user.cloned().unwrap_or_else(|| DEFAULT_USER.to_string());
     c.check(&user_path, rules::check_user(&user));
     let registration = resolve_registration(c, i, entry, defaults, github, dir);
+    let (ephemeral, ephemeral_path) = merged!(entry, defaults, i, ephemeral);
+    let scale = entry
+        .scale
+        .as_ref()
+        .map(|s| scale::resolve(c, i, entry, s, ephemeral.copied(), &ephemeral_path, &registration));
     let (count, count_path) = merged!(entry, defaults, i, count);
-    let count = count.copied();
-    let names = instance_names(c, &entry.name, count, &count_path);
+    // `scale` decides the instances; a `count` in `defaults` does not apply to it.
+    let count = if scale.is_some() { None } else { count.copied() };
+    let mut names = Vec::new();
+    for (k, (_, base)) in repos.iter().enumerate() {
+        let base_path = if entry.repos.is_some() {
+            format!("runners[{i}].repos[{k}]")
+        } else {
+            name_path.clone()
+        };
+        let instances = match &scale {
+            Some(s) => Some(s.max),
+            None => count,
+        };
+        let path = if scale.is_some() { format!("runners[{i}].scale.max") } else { count_path.clone() };
+        names.push(instance_names(c, &entry.name, base, &base_path, instances, &path));
+    }
     let (drain, drain_path) = merged!(entry, defaults, i, drain_timeout);
     let drain_timeout = c.duration(&drain_path, drain, DEFAULT_DRAIN);
-    let (Some(repo), false) = (repo, c.errors.len() > errors_before) else {
-        return (names, Vec::new());
-    };
-    let spec = RunnerSpec {
+    let all_names = names.iter().flatten().cloned().collect();
+    if c.errors.len() > errors_before {
+        return Resolved {
+            names: all_names,
+            ..Resolved::default()
+        };
+    }
+    let template = RunnerSpec {
         name: String::new(),
         entry: i,
-        repo,
+        repo: Repo {
+            owner: String::new(),
+            name: String::new(),
+            url: String::new(),
+        },
         labels,
         no_default_labels,
-        ephemeral: merged!(entry, defaults, i, ephemeral)
-            .0
-            .copied()
-            .unwrap_or(false),
+        ephemeral: scale.is_some() || ephemeral.copied().unwrap_or(false),
         env,
         drain_timeout,
         user,
@@ -116,24 +151,71 @@ pub(super) fn resolve_entry(
         registration,
         marker: github.marker_label.clone(),
     };
-    let specs = names
-        .iter()
-        .map(|name| RunnerSpec {
-            name: name.clone(),
-            ..spec.clone()
-        })
-        .collect();
-    (names, specs)
+    let mut out = Resolved {
+        names: all_names,
+        ..Resolved::default()
+    };
+    for ((repo, _), slots) in repos.into_iter().zip(names) {
+        let spec = RunnerSpec {
+            repo,
+            ..template.clone()
+        };
+        match &scale {
+            Some(s) => out.pools.push(Pool {
+                entry: i,
+                slots,
+                spec,
+                min_idle: s.min_idle,
+                idle_timeout: s.idle_timeout,
+            }),
+            None => out.specs.extend(slots.into_iter().map(|name| RunnerSpec {
+                name,
+                ..spec.clone()
+            })),
+        }
+    }
+    out
 }
 
+/// `hosts`: a non-empty list of distinct host ids.
+fn check_hosts(c: &mut Checker<'_>, i: usize, hosts: Option<&[String]>) {
+    let Some(hosts) = hosts else { return };
+    if hosts.is_empty() {
+        c.error(
+            &format!("runners[{i}].hosts"),
+            "hosts may not be empty (remove it to run the entry on every host)".into(),
+        );
+    }
+    let mut seen = HashSet::new();
+    for (k, host) in hosts.iter().enumerate() {
+        let path = format!("runners[{i}].hosts[{k}]");
+        if let Err(message) = rules::check_host_id(host) {
+            c.error(&path, message);
+        } else if !seen.insert(host.to_ascii_lowercase()) {
+            c.error(&path, format!("host {host:?} is listed twice"));
+        }
+    }
+}
+
+/// The instance names of one repository's set: `base`, or `base-1` … `base-N`.
 fn instance_names(
     c: &mut Checker<'_>,
-    name: &str,
+    entry_name: &str,
+    base: &str,
+    base_path: &str,
     count: Option<u32>,
     count_path: &str,
 ) -> Vec<String> {
+    if let Err(message) = rules::check_name(base) {
+        // A bad entry name is reported at `name`; a good one made too long by the repository
+        // it is joined with, at that repository.
+        if base_path.contains(".repos[") && rules::check_name(entry_name).is_ok() {
+            c.error(base_path, format!("runner names for this repository: {message}"));
+        }
+        return Vec::new();
+    }
     match count {
-        None => vec![name.to_string()],
+        None => vec![base.to_string()],
         Some(0) => {
             c.error(
                 count_path,
@@ -142,12 +224,13 @@ fn instance_names(
             Vec::new()
         }
         Some(n) if n > MAX_COUNT => {
-            c.error(count_path, format!("count {n} is more than {MAX_COUNT}"));
+            let field = count_path.rsplit('.').next().unwrap_or("count");
+            c.error(count_path, format!("{field} {n} is more than {MAX_COUNT}"));
             Vec::new()
         }
         Some(n) => {
-            let last = format!("{name}-{n}");
-            if rules::check_name(name).is_ok() && rules::check_name(&last).is_err() {
+            let last = format!("{base}-{n}");
+            if rules::check_name(&last).is_err() {
                 c.error(
                     count_path,
                     format!(
@@ -156,9 +239,72 @@ fn instance_names(
                     ),
                 );
             }
-            (1..=n).map(|k| format!("{name}-{k}")).collect()
+            (1..=n).map(|k| format!("{base}-{k}")).collect()
         }
     }
+}
+
+/// The entry's repositories, each with the base of its instance names: `repo` gives one
+/// (named `<name>`), `repos` one per item (named `<name>-<repo>`, or `<name>-<owner>-<repo>`
+/// for repositories of the entry that share a name).
+fn resolve_repos(
+    c: &mut Checker<'_>,
+    i: usize,
+    entry: &RunnerEntry,
+    defaults: &RunnerDefaults,
+    github: &GitHub,
+) -> Vec<(Repo, String)> {
+    let Some(list) = &entry.repos else {
+        return resolve_repo(c, i, entry, defaults, github)
+            .map(|repo| (repo, entry.name.clone()))
+            .into_iter()
+            .collect();
+    };
+    if entry.repo.is_some() {
+        c.error(
+            &format!("runners[{i}].repos"),
+            "set repo or repos, not both".into(),
+        );
+        return Vec::new();
+    }
+    if list.is_empty() {
+        c.error(
+            &format!("runners[{i}].repos"),
+            "repos may not be empty".into(),
+        );
+    }
+    let mut repos: Vec<Repo> = Vec::new();
+    for (k, text) in list.iter().enumerate() {
+        let path = format!("runners[{i}].repos[{k}]");
+        match rules::parse_repo(text, &github.web_url) {
+            Ok((owner, name, url)) => {
+                if repos.iter().any(|r| r.url.eq_ignore_ascii_case(&url)) {
+                    c.error(&path, format!("repository {text:?} is listed twice"));
+                } else {
+                    repos.push(Repo { owner, name, url });
+                }
+            }
+            Err(message) => c.error(&path, message),
+        }
+    }
+    let shared = |repo: &Repo| {
+        repos
+            .iter()
+            .filter(|r| r.name.eq_ignore_ascii_case(&repo.name))
+            .count()
+            > 1
+    };
+    repos
+        .iter()
+        .map(|repo| {
+            let part = if shared(repo) {
+                format!("{}-{}", repo.owner, repo.name)
+            } else {
+                repo.name.clone()
+            };
+            (repo.clone(), format!("{}-{part}", entry.name))
+        })
+        .collect()
 }
 
 fn resolve_repo(
@@ -172,7 +318,7 @@ fn resolve_repo(
     let Some(text) = repo else {
         c.error(
             &format!("runners[{i}]"),
-            format!("runner {:?} has no `repo`", entry.name),
+            format!("runner {:?} has no `repo` (or `repos`)", entry.name),
         );
         return None;
     };

@@ -198,11 +198,11 @@ async fn start_api(api: &crate::config::Api) -> Result<crate::api::Shared, RunEr
     Ok(shared)
 }
 
-/// Runs the controller until SIGTERM or SIGINT.
-pub async fn run(config_path: &Path) -> Result<(), RunError> {
+/// Runs the controller for host `host_id` until SIGTERM or SIGINT.
+pub async fn run(config_path: &Path, host_id: &str) -> Result<(), RunError> {
     let config_path =
         std::path::absolute(config_path).unwrap_or_else(|_| config_path.to_path_buf());
-    let desired = config::load(&config_path).map_err(RunError::Config)?;
+    let desired = config::load_on(&config_path, host_id).map_err(RunError::Config)?;
     let records = desired.state_dir.join("records");
     for dir in [desired.state_dir.join("runners"), records.clone()] {
         std::fs::create_dir_all(&dir).map_err(|source| RunError::StateDir {
@@ -220,7 +220,8 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
     if let Some(shared) = api {
         ctl.publish_to(shared);
     }
-    tracing::info!(config = %ctl.config_path().display(), runners = ctl.desired().runners.len(), "corral started");
+    tracing::info!(config = %ctl.config_path().display(), host_id, runners = ctl.desired().runners.len(),
+        elsewhere = ?ctl.desired().elsewhere, capped = ?ctl.desired().capped, "corral started");
     let mut next = Instant::now();
     loop {
         let config_event = match sources.next(next).await {

@@ -24,6 +24,8 @@ use crate::status::{self, GitHubStatus};
 
 #[path = "base_source.rs"]
 mod base_source;
+#[path = "demand.rs"]
+mod demand;
 #[path = "refresh.rs"]
 mod refresh;
 
@@ -56,6 +58,10 @@ pub struct Controller {
     /// When `latest` was last looked up, and whether a listener asked for it sooner.
     latest_checked: Option<Instant>,
     recheck_latest: bool,
+    /// Queued jobs and idle times for the pools.
+    demand: demand::Demand,
+    /// The desired state of the last pass, pools expanded (for status and exits).
+    effective: Option<Desired>,
 }
 
 impl Controller {
@@ -82,7 +88,14 @@ impl Controller {
             installing: None,
             latest_checked: None,
             recheck_latest: false,
+            demand: demand::Demand::default(),
+            effective: None,
         }
+    }
+
+    /// Polls demand at the next pass, whatever the interval (a webhook reported a queued job).
+    pub fn demand_changed(&mut self) {
+        self.demand.due_now = true;
     }
 
     /// Publishes status and metrics to the HTTP API from now on.
@@ -113,7 +126,7 @@ impl Controller {
             return false;
         }
         self.config_digest = bytes;
-        match config::load(&self.config_path) {
+        match config::load_on(&self.config_path, &self.desired.host_id) {
             Ok(desired) => {
                 info!(runners = desired.runners.len(), "config reloaded");
                 self.desired = desired;
@@ -156,7 +169,8 @@ impl Controller {
                 return;
             }
         };
-        if !self.desired.runners.contains_key(&name) && !self.runtimes.contains_key(&name) {
+        let spec = self.desired.spec_for(&name);
+        if spec.is_none() && !self.runtimes.contains_key(&name) {
             // A runner corral removed: its listener's exit is the end of the story.
             return;
         }
@@ -164,7 +178,7 @@ impl Controller {
             // The runner version is deprecated: look for a newer release now.
             self.recheck_latest = true;
         }
-        let ephemeral = self.desired.runners.get(&name).is_some_and(|s| s.ephemeral);
+        let ephemeral = spec.is_some_and(|s| s.ephemeral);
         let layout = self.layout();
         let runtime = self.runtimes.entry(name.clone()).or_default();
         if let Some(tail) = runtime.tail.as_mut() {
@@ -199,15 +213,22 @@ impl Controller {
         observed.server = self.list_registrations(&observed).await;
         self.measure_disk(&layout, &observed).await;
         observed.desired_base = self.base().ok().map(|b| b.path().to_path_buf());
-        let actions = reconcile::plan(&self.desired, &observed);
+        self.observe_demand(&mut observed).await;
+        let desired = crate::scale::effective(&self.desired, &observed);
+        let actions = reconcile::plan(&desired, &observed);
         let mut requeue = self.desired.resync_interval;
+        if !desired.pools.is_empty() {
+            // Demand is polled, and idle runners retired, on this beat.
+            requeue = requeue.min(self.desired.demand_poll_interval);
+        }
         if actions.iter().any(|a| matches!(a, Action::Rebase { .. })) {
             // A rolling upgrade goes on as soon as these runners are back.
             requeue = requeue.min(Duration::from_secs(1));
         }
         if !actions.is_empty() {
-            requeue = requeue.min(self.apply(&layout, actions).await);
+            requeue = requeue.min(self.apply(&layout, actions, &desired).await);
         }
+        self.effective = Some(desired);
         // What changed during apply shows in the status of the next pass; observe again so
         // status.json reflects this one.
         let observed = tokio::task::spawn_blocking({
@@ -267,7 +288,12 @@ impl Controller {
         }
     }
 
-    async fn apply(&mut self, layout: &StateLayout, actions: Vec<Action>) -> Duration {
+    async fn apply(
+        &mut self,
+        layout: &StateLayout,
+        actions: Vec<Action>,
+        desired: &Desired,
+    ) -> Duration {
         let ctx = Arc::new(ApplyCtx {
             layout: layout.clone(),
             base: self.base(),
@@ -293,7 +319,7 @@ impl Controller {
                 runtime.tail = None;
             }
             let job = Job {
-                spec: self.desired.runners.get(&name).cloned(),
+                spec: desired.runners.get(&name).cloned(),
                 backoff_wait: runtime.backoff.wait(now),
                 drain_started: runtime.drain_started,
                 pending_jit: runtime.pending_jit.clone(),
@@ -391,7 +417,7 @@ impl Controller {
                 .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
         });
         let status = build_status(
-            &self.desired,
+            self.effective.as_ref().unwrap_or(&self.desired),
             observed,
             &self.runtimes,
             self.config_error.clone(),
