@@ -18,5 +18,6 @@ mod run_api;
 mod run_edges;
 mod run_github;
 mod run_release;
+mod scale;
 mod schema;
 mod ship;
