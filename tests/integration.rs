@@ -21,3 +21,4 @@ mod run_release;
 mod scale;
 mod schema;
 mod ship;
+mod webhook;

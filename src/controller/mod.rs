@@ -40,6 +40,8 @@ pub enum Trigger {
         /// Exit code; `None` when killed by a signal or not known (an adopted process).
         code: Option<i32>,
     },
+    /// A valid webhook delivery said a job was queued: poll the demand now.
+    JobQueued,
     /// A background install of `base.version` ended.
     ReleaseInstalled {
         /// The version as configured (`latest` included).
@@ -67,6 +69,9 @@ pub enum RunError {
     /// The status API's token could not be read.
     #[error("cannot read the status API token")]
     ApiToken(#[source] crate::secret::SecretError),
+    /// The webhook secret could not be read.
+    #[error("cannot read the webhook secret")]
+    WebhookSecret(#[source] crate::secret::SecretError),
     /// The status API's address could not be bound.
     #[error("cannot listen on {addr} for the status API")]
     ApiBind {
@@ -178,14 +183,30 @@ impl Sources {
     }
 }
 
-/// Binds the status API and serves it in the background.
-async fn start_api(api: &crate::config::Api) -> Result<crate::api::Shared, RunError> {
+/// Binds the status API and serves it in the background; a valid webhook delivery of a
+/// queued job becomes a `JobQueued` trigger.
+async fn start_api(
+    api: &crate::config::Api,
+    triggers: mpsc::UnboundedSender<Trigger>,
+) -> Result<crate::api::Shared, RunError> {
     let token = api
         .token
         .as_ref()
         .map(crate::secret::read)
         .transpose()
         .map_err(RunError::ApiToken)?;
+    let webhook = api
+        .webhook_secret
+        .as_ref()
+        .map(crate::secret::read)
+        .transpose()
+        .map_err(RunError::WebhookSecret)?
+        .map(|secret| crate::api::Webhook {
+            secret,
+            on_queued: std::sync::Arc::new(move || {
+                let _ = triggers.send(Trigger::JobQueued);
+            }),
+        });
     let listener = tokio::net::TcpListener::bind(api.listen)
         .await
         .map_err(|source| RunError::ApiBind {
@@ -193,8 +214,8 @@ async fn start_api(api: &crate::config::Api) -> Result<crate::api::Shared, RunEr
             source,
         })?;
     let shared = crate::api::Shared::default();
-    tracing::info!(listen = %api.listen, token = token.is_some(), "status API listening");
-    tokio::spawn(crate::api::serve(listener, shared.clone(), token));
+    tracing::info!(listen = %api.listen, token = token.is_some(), webhook = webhook.is_some(), "status API listening");
+    tokio::spawn(crate::api::serve(listener, shared.clone(), token, webhook));
     Ok(shared)
 }
 
@@ -213,7 +234,7 @@ pub async fn run(config_path: &Path, host_id: &str) -> Result<(), RunError> {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut sources = Sources::new(&config_path, &records, rx)?;
     let api = match &desired.api {
-        Some(api) => Some(start_api(api).await?),
+        Some(api) => Some(start_api(api, tx.clone()).await?),
         None => None,
     };
     let mut ctl = passes::Controller::new(config_path, desired, tx);

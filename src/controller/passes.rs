@@ -147,6 +147,10 @@ impl Controller {
     pub fn on_trigger(&mut self, trigger: Trigger) {
         let (name, pid, code) = match trigger {
             Trigger::Exited { name, pid, code } => (name, pid, code),
+            Trigger::JobQueued => {
+                self.demand_changed();
+                return;
+            }
             Trigger::ReleaseInstalled { version, result } => {
                 match &result {
                     Ok(path) => info!(version, path = %path.display(), "runner release installed"),
