@@ -2,7 +2,7 @@
 //! once after a webhook), one conditional request per repository however many pools use it;
 //! and which runners are idle since when. Both become inputs of the pure [`crate::scale`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Instant, SystemTime};
 
 use tokio::task::JoinSet;
@@ -23,6 +23,8 @@ pub(super) struct Demand {
     pub(super) due_now: bool,
     /// When each runner online without a job became so.
     idle_since: BTreeMap<String, SystemTime>,
+    /// Runners busy at the last pass.
+    busy: BTreeSet<String>,
 }
 
 impl Controller {
@@ -102,5 +104,10 @@ impl Controller {
         }
         self.demand.idle_since = idle;
         observed.idle_since = self.demand.idle_since.clone();
+        // A runner that took a job took it off the queue: what was polled is stale now.
+        if observed.busy.iter().any(|n| !self.demand.busy.contains(n)) {
+            self.demand.due_now = true;
+        }
+        self.demand.busy = observed.busy.clone();
     }
 }

@@ -260,7 +260,7 @@ pub async fn run(config_path: &Path, host_id: &str) -> Result<(), RunError> {
         // Every pass re-reads the file, so the resync catches a save the watch missed; an
         // event in the config's directory that left the file as it was runs no pass.
         let changed = ctl.reload();
-        if config_event && !changed {
+        if config_event && !changed && !ctl.demand_due_now() {
             continue;
         }
         let requeue = ctl.pass().await;

@@ -98,6 +98,11 @@ impl Controller {
         self.demand.due_now = true;
     }
 
+    /// True when the next pass must poll demand (so it must not be skipped).
+    pub fn demand_due_now(&self) -> bool {
+        self.demand.due_now
+    }
+
     /// Publishes status and metrics to the HTTP API from now on.
     pub fn publish_to(&mut self, api: crate::api::Shared) {
         self.api = Some(api);
@@ -148,6 +153,7 @@ impl Controller {
         let (name, pid, code) = match trigger {
             Trigger::Exited { name, pid, code } => (name, pid, code),
             Trigger::JobQueued => {
+                tracing::debug!("a webhook reported a queued job: polling demand now");
                 self.demand_changed();
                 return;
             }
