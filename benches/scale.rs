@@ -29,8 +29,11 @@ fn start(poll: &str, port: u16) -> World {
         "demand_poll_interval: {poll}\napi:\n  listen: \"127.0.0.1:{port}\"\n  webhook_secret_env: HOOK_SECRET\n"
     );
     let runners = "  - name: ci\n    repo: owner/repo\n    labels: [bench]\n    scale: {max: 2, idle_timeout: 1s}\n";
-    std::fs::write(world.config(), format!("{top}{}", world.config_text(runners)))
-        .expect("write config");
+    std::fs::write(
+        world.config(),
+        format!("{top}{}", world.config_text(runners)),
+    )
+    .expect("write config");
     world.start_with_env(&[("HOOK_SECRET", SECRET)]);
     world.wait_status("first status", |s| s.runners.is_empty());
     world

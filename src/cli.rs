@@ -156,7 +156,11 @@ pub fn check(
             )?;
             if !desired.pools.is_empty() {
                 let slots: usize = desired.pools.iter().map(|p| p.slots.len()).sum();
-                write!(out, " and {} scaled set(s) of up to {slots}", desired.pools.len())?;
+                write!(
+                    out,
+                    " and {} scaled set(s) of up to {slots}",
+                    desired.pools.len()
+                )?;
             }
             writeln!(out, " on host {host}")?;
             write_left_out(&desired, out)?;

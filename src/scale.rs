@@ -25,7 +25,7 @@ pub enum Slot {
 }
 
 /// The indices of `slots` that should exist: every busy and starting one; idle ones while
-/// the target (busy + max(min_idle, queued), at most `slots.len()` and `budget`) needs them
+/// the target (`busy + max(min_idle, queued)`, at most `slots.len()` and `budget`) needs them
 /// or their `idle_timeout` has not run out; then absent ones, lowest first, up to the target.
 /// Also returns how many the budget (not `max`) kept from being created.
 pub fn active_slots(
@@ -96,16 +96,18 @@ pub fn queued_for(pool: &Pool, observed: &Observed) -> usize {
     observed
         .demand
         .get(&pool.spec.repo.url.to_lowercase())
-        .map_or(0, |jobs| jobs.iter().filter(|j| job_matches(j, &labels)).count())
+        .map_or(0, |jobs| {
+            jobs.iter().filter(|j| job_matches(j, &labels)).count()
+        })
 }
 
 /// `desired` with each pool's active instances added to `runners`, and the instances
 /// `max_runners` kept from being created added to `capped`.
 pub fn effective(desired: &Desired, observed: &Observed) -> Desired {
     let mut out = desired.clone();
-    let mut budget = desired
-        .max_runners
-        .map_or(usize::MAX, |n| (n as usize).saturating_sub(desired.runners.len()));
+    let mut budget = desired.max_runners.map_or(usize::MAX, |n| {
+        (n as usize).saturating_sub(desired.runners.len())
+    });
     for pool in &desired.pools {
         let slots: Vec<Slot> = pool
             .slots

@@ -7,7 +7,8 @@ use std::path::Path;
 use crate::check::refused;
 use crate::kit::cmd;
 
-const HEAD: &str = "base:\n  path: ./base\nstate_dir: ./state\ngithub:\n  token_env: GITHUB_TOKEN\n";
+const HEAD: &str =
+    "base:\n  path: ./base\nstate_dir: ./state\ngithub:\n  token_env: GITHUB_TOKEN\n";
 
 fn write(dir: &Path, rest: &str) {
     fs::write(dir.join("runners.yaml"), format!("{HEAD}{rest}")).expect("write config");
@@ -189,7 +190,10 @@ fn max_runners_leaves_the_last_in_file_order_out_and_says_so() {
     );
     let (_, out) = corral(rest, &["check"]);
     assert!(out.contains("ok, 3 runners"), "{out}");
-    assert!(out.ends_with("not created (max_runners: 3): a-2\n"), "{out}");
+    assert!(
+        out.ends_with("not created (max_runners: 3): a-2\n"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -255,7 +259,8 @@ fn a_scaled_entry_plans_its_min_idle_and_shares_max_runners() {
 
 #[test]
 fn scale_rules_are_checked() {
-    let head = "base:\n  path: ./b\ngithub:\n  token_env: T\nrunners:\n  - name: ci\n    repo: a/b\n";
+    let head =
+        "base:\n  path: ./b\ngithub:\n  token_env: T\nrunners:\n  - name: ci\n    repo: a/b\n";
     refused(
         &format!("{head}    count: ⟨2\n    scale: {{max: 3}}\n"),
         "runners[0].count: set count or scale, not both",

@@ -11,8 +11,11 @@ use corral::status::State;
 
 /// Writes the world's config with `top` (top-level lines) and `runners`.
 fn write(world: &World, top: &str, runners: &str) {
-    std::fs::write(world.config(), format!("{top}{}", world.config_text(runners)))
-        .expect("write config");
+    std::fs::write(
+        world.config(),
+        format!("{top}{}", world.config_text(runners)),
+    )
+    .expect("write config");
 }
 
 fn job(name: &str, millis: u64) -> JobSpec {
@@ -91,7 +94,9 @@ fn min_idle_is_kept_and_a_busy_runner_is_never_retired() {
     world.start();
     world.wait_idle(&["ci-1"]);
     // Longer than idle_timeout, many passes long.
-    let long = world.gh.queue_job(REPO, &["self-hosted"], job("long", 5000));
+    let long = world
+        .gh
+        .queue_job(REPO, &["self-hosted"], job("long", 5000));
     wait_until("ci-1 busy with it", || {
         world
             .gh
@@ -131,10 +136,17 @@ fn only_matching_jobs_count_and_max_runners_caps_the_pool() {
         .gh
         .queue_job(REPO, &["self-hosted", "arm64-only"], job("other", 100));
     let (before, _) = world.gh.run_polls(REPO);
-    wait_until("three more polls", || world.gh.run_polls(REPO).0 >= before + 3);
-    assert!(jit_names(&world).is_empty(), "no runner for a job it cannot take");
+    wait_until("three more polls", || {
+        world.gh.run_polls(REPO).0 >= before + 3
+    });
+    assert!(
+        jit_names(&world).is_empty(),
+        "no runner for a job it cannot take"
+    );
     assert!(world.status().is_some_and(|s| s.runners.is_empty()));
-    let a = world.gh.queue_job(REPO, &["self-hosted", "GPU"], job("a", 1500));
+    let a = world
+        .gh
+        .queue_job(REPO, &["self-hosted", "GPU"], job("a", 1500));
     let b = world.gh.queue_job(REPO, &["gpu", "linux"], job("b", 1500));
     world.wait_status("the cap shown", |s| s.not_created == ["ci-2"]);
     wait_until("both jobs done", || {

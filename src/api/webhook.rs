@@ -29,7 +29,9 @@ pub struct Webhook {
 
 impl std::fmt::Debug for Webhook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Webhook").field("secret", &self.secret).finish_non_exhaustive()
+        f.debug_struct("Webhook")
+            .field("secret", &self.secret)
+            .finish_non_exhaustive()
     }
 }
 
@@ -90,9 +92,15 @@ pub(super) async fn receive(
         &body,
         header("x-hub-signature-256"),
     ) {
-        tracing::warn!(delivery, "webhook delivery refused: bad or missing signature");
+        tracing::warn!(
+            delivery,
+            "webhook delivery refused: bad or missing signature"
+        );
         state.shared.with(|p| p.metrics.webhook_refused += 1);
-        return message(StatusCode::UNAUTHORIZED, "bad or missing X-Hub-Signature-256");
+        return message(
+            StatusCode::UNAUTHORIZED,
+            "bad or missing X-Hub-Signature-256",
+        );
     }
     let event = header("x-github-event").unwrap_or_default();
     let action = serde_json::from_slice::<serde_json::Value>(&body)
@@ -111,7 +119,11 @@ mod tests {
     use super::*;
 
     fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        bytes.iter().fold(String::new(), |mut out, b| {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{b:02x}");
+            out
+        })
     }
 
     #[test]

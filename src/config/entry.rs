@@ -100,13 +100,24 @@ pub(super) fn resolve_entry(
     c.check(&user_path, rules::check_user(&user));
     let registration = resolve_registration(c, i, entry, defaults, github, dir);
     let (ephemeral, ephemeral_path) = merged!(entry, defaults, i, ephemeral);
-    let scale = entry
-        .scale
-        .as_ref()
-        .map(|s| scale::resolve(c, i, entry, s, ephemeral.copied(), &ephemeral_path, &registration));
+    let scale = entry.scale.as_ref().map(|s| {
+        scale::resolve(
+            c,
+            i,
+            entry,
+            s,
+            ephemeral.copied(),
+            &ephemeral_path,
+            &registration,
+        )
+    });
     let (count, count_path) = merged!(entry, defaults, i, count);
     // `scale` decides the instances; a `count` in `defaults` does not apply to it.
-    let count = if scale.is_some() { None } else { count.copied() };
+    let count = if scale.is_some() {
+        None
+    } else {
+        count.copied()
+    };
     let mut names = Vec::new();
     for (k, (_, base)) in repos.iter().enumerate() {
         let base_path = if entry.repos.is_some() {
@@ -118,8 +129,19 @@ pub(super) fn resolve_entry(
             Some(s) => Some(s.max),
             None => count,
         };
-        let path = if scale.is_some() { format!("runners[{i}].scale.max") } else { count_path.clone() };
-        names.push(instance_names(c, &entry.name, base, &base_path, instances, &path));
+        let path = if scale.is_some() {
+            format!("runners[{i}].scale.max")
+        } else {
+            count_path.clone()
+        };
+        names.push(instance_names(
+            c,
+            &entry.name,
+            base,
+            &base_path,
+            instances,
+            &path,
+        ));
     }
     let (drain, drain_path) = merged!(entry, defaults, i, drain_timeout);
     let drain_timeout = c.duration(&drain_path, drain, DEFAULT_DRAIN);
@@ -155,12 +177,25 @@ pub(super) fn resolve_entry(
         names: all_names,
         ..Resolved::default()
     };
+    expand(&mut out, i, repos, names, &template, scale.as_ref());
+    out
+}
+
+/// Fills `out` with one set per repository: fixed instances, or a pool.
+fn expand(
+    out: &mut Resolved,
+    i: usize,
+    repos: Vec<(Repo, String)>,
+    names: Vec<Vec<String>>,
+    template: &RunnerSpec,
+    scale: Option<&scale::Scale>,
+) {
     for ((repo, _), slots) in repos.into_iter().zip(names) {
         let spec = RunnerSpec {
             repo,
             ..template.clone()
         };
-        match &scale {
+        match scale {
             Some(s) => out.pools.push(Pool {
                 entry: i,
                 slots,
@@ -174,7 +209,6 @@ pub(super) fn resolve_entry(
             })),
         }
     }
-    out
 }
 
 /// `hosts`: a non-empty list of distinct host ids.
@@ -210,7 +244,10 @@ fn instance_names(
         // A bad entry name is reported at `name`; a good one made too long by the repository
         // it is joined with, at that repository.
         if base_path.contains(".repos[") && rules::check_name(entry_name).is_ok() {
-            c.error(base_path, format!("runner names for this repository: {message}"));
+            c.error(
+                base_path,
+                format!("runner names for this repository: {message}"),
+            );
         }
         return Vec::new();
     }

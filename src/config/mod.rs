@@ -18,16 +18,16 @@ mod validate;
 use std::path::Path;
 
 pub use desired::{
-    Api, BaseSource, Desired, GitHub, GitHubAuth, Pool, Registration, Repo, RunnerSpec, TokenSource,
-    DEFAULT_DOWNLOAD_URL,
+    Api, BaseSource, Desired, GitHub, GitHubAuth, Pool, Registration, Repo, RunnerSpec,
+    TokenSource, DEFAULT_DOWNLOAD_URL,
 };
 pub use duration::Duration;
-pub use rules::check_host_id;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     ApiSpec, BaseSpec, GitHubAppSpec, GitHubSpec, RunnerDefaults, RunnerEntry, RunnersFile,
     ScaleSpec,
 };
+pub use rules::check_host_id;
 pub use tree::Position;
 
 /// The JSON Schema of `runners.yaml`, pretty-printed.

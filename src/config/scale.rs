@@ -49,10 +49,7 @@ pub(super) fn resolve(
         );
     }
     if spec.max == 0 {
-        c.error(
-            &format!("{path}.max"),
-            "max must be at least 1".into(),
-        );
+        c.error(&format!("{path}.max"), "max must be at least 1".into());
     }
     let min_idle = spec.min_idle.unwrap_or(0);
     if min_idle > spec.max {

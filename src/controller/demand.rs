@@ -60,7 +60,12 @@ impl Controller {
         let Some(gh) = self.github_client() else {
             return;
         };
-        let mut repos: Vec<Repo> = self.desired.pools.iter().map(|p| p.spec.repo.clone()).collect();
+        let mut repos: Vec<Repo> = self
+            .desired
+            .pools
+            .iter()
+            .map(|p| p.spec.repo.clone())
+            .collect();
         repos.sort();
         repos.dedup();
         self.demand
@@ -93,7 +98,9 @@ impl Controller {
         let now = observed.now.unwrap_or_else(SystemTime::now);
         let mut idle = BTreeMap::new();
         for (name, seen) in &observed.runners {
-            let Some(process) = seen.process else { continue };
+            let Some(process) = seen.process else {
+                continue;
+            };
             let runtime = self.runtimes.get(name);
             if process.busy || runtime.is_some_and(|r| r.view.job.is_some()) {
                 observed.busy.insert(name.clone());
@@ -108,6 +115,6 @@ impl Controller {
         if observed.busy.iter().any(|n| !self.demand.busy.contains(n)) {
             self.demand.due_now = true;
         }
-        self.demand.busy = observed.busy.clone();
+        self.demand.busy.clone_from(&observed.busy);
     }
 }

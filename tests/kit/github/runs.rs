@@ -61,7 +61,11 @@ pub fn handle(s: &mut State, ctx: &Ctx, repo: &str) -> Response {
 /// `ETag` on the run listing, and `304 Not Modified` (no body, not charged to the rate limit)
 /// when `If-None-Match` names the listing as it still is (github-api.md §1.5).
 fn conditional(s: &mut State, ctx: &Ctx, repo: &str, mut resp: Response) -> Response {
-    let Some(etag) = resp.extensions().get::<ListingDigest>().map(|d| d.0.clone()) else {
+    let Some(etag) = resp
+        .extensions()
+        .get::<ListingDigest>()
+        .map(|d| d.0.clone())
+    else {
         return resp;
     };
     *s.run_polls.entry(repo.to_string()).or_default() += 1;
