@@ -165,9 +165,13 @@ fn only_matching_jobs_count_and_max_runners_caps_the_pool() {
 fn demand_is_polled_once_per_repository_and_unchanged_polls_get_304() {
     let mut world = World::new();
     world.gh.add_repo("owner/other");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
     write(
         &world,
-        "demand_poll_interval: 1s\n",
+        &format!("demand_poll_interval: 1s\napi:\n  listen: \"127.0.0.1:{port}\"\n"),
         "  - name: a\n    repo: owner/repo\n    scale: {max: 1}\n  - name: b\n    repo: owner/repo\n    labels: [x]\n    scale: {max: 1}\n  - name: c\n    repo: owner/other\n    scale: {max: 1}\n",
     );
     world.start();
@@ -191,4 +195,13 @@ fn demand_is_polled_once_per_repository_and_unchanged_polls_get_304() {
         .filter(|r| r.headers.iter().any(|(k, _)| k == "if-none-match"))
         .count();
     assert!(conditional >= 3);
+    // corral counts its 304s apart from its 200s.
+    wait_until("304s in corral's metrics", || {
+        reqwest::blocking::get(format!("http://127.0.0.1:{port}/metrics"))
+            .and_then(reqwest::blocking::Response::text)
+            .is_ok_and(|m| {
+                m.lines()
+                    .any(|l| l.contains("/actions/runs\"") && l.contains("status=\"304\""))
+            })
+    });
 }
