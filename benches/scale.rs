@@ -2,7 +2,10 @@
 //! runner busy with it, when corral learns of the job by polling (`demand_poll_interval: 2s`)
 //! and by a signed `POST /webhook` delivery (the poll an hour away).
 //!
-//! `cargo bench --bench scale` (5 jobs each, about a minute); `-- --quick` runs 2 each.
+//! The poll path waits for the next poll, so its jobs are queued at a random phase of the
+//! poll cycle: expect about half the interval plus the runner's start.
+//!
+//! `cargo bench --bench scale` (9 jobs each, about a minute); `-- --quick` runs 2 each.
 
 #[path = "../tests/kit/mod.rs"]
 mod kit;
@@ -42,6 +45,14 @@ fn start(poll: &str, port: u16) -> World {
 /// Queues a job, optionally announces it by webhook; seconds until a runner is busy with it.
 /// Then waits until the pool is back at zero.
 fn one(world: &World, port: u16, hook: bool) -> f64 {
+    if !hook {
+        // Queue at a random phase of the poll cycle, not right after the pass that emptied
+        // the pool (which also polled): the wait for the next poll is then uniform.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        std::thread::sleep(Duration::from_millis(u64::from(nanos % 2000)));
+    }
     let job = world.gh.queue_job(
         REPO,
         &["self-hosted", "bench"],
@@ -94,7 +105,7 @@ fn summary(mut xs: Vec<f64>) -> String {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let n = if quick { 2 } else { 5 };
+    let n = if quick { 2 } else { 9 };
     let port = free_port();
     let world = start("2s", port);
     let poll: Vec<f64> = (0..n).map(|_| one(&world, port, false)).collect();
