@@ -286,3 +286,23 @@ fn scale_rules_are_checked() {
         "runners[0].scale: scale needs github.token_env",
     );
 }
+
+#[test]
+fn run_fans_out_and_leaves_other_hosts_entries_alone() {
+    use crate::kit::daemon::{World, REPO};
+    let mut world = World::new();
+    world.gh.add_repo("owner/other");
+    world.write_config(
+        "  - name: ci\n    repos: [owner/repo, owner/other]\n  - name: theirs\n    repo: owner/repo\n    hosts: [build-2]\n",
+    );
+    world.start_with_env(&[("CORRAL_HOST_ID", "build-1")]);
+    world.wait_idle(&["ci-repo", "ci-other"]);
+    let names = |repo: &str| -> Vec<String> {
+        world.gh.runners(repo).into_iter().map(|r| r.name).collect()
+    };
+    assert_eq!(names(REPO), ["ci-repo"]);
+    assert_eq!(names("owner/other"), ["ci-other"]);
+    let status = world.status().expect("status");
+    assert_eq!(status.runners.len(), 2, "{status:#?}");
+    assert!(world.corral().output().contains("elsewhere=[\"theirs\"]"));
+}
