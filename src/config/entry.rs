@@ -254,10 +254,13 @@ fn instance_names(
     match count {
         None => vec![base.to_string()],
         Some(0) => {
-            c.error(
-                count_path,
-                "count must be at least 1 (remove the entry to have no runner)".into(),
-            );
+            // `scale.max: 0` is reported by the scale rules.
+            if !count_path.ends_with("scale.max") {
+                c.error(
+                    count_path,
+                    "count must be at least 1 (remove the entry to have no runner)".into(),
+                );
+            }
             Vec::new()
         }
         Some(n) if n > MAX_COUNT => {
