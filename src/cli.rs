@@ -42,6 +42,16 @@ pub struct ConfigArg {
         default_value = "runners.yaml"
     )]
     pub config: PathBuf,
+    /// This host's id, matched against entries' `hosts` (default: the hostname).
+    #[arg(long, env = "CORRAL_HOST_ID", value_name = "ID")]
+    pub host_id: Option<String>,
+}
+
+impl ConfigArg {
+    /// The host id in force: `--host-id`, else the hostname.
+    pub fn host_id(&self) -> String {
+        self.host_id.clone().unwrap_or_else(config::default_host_id)
+    }
 }
 
 /// Subcommands.
@@ -124,17 +134,36 @@ pub enum BaseCommand {
 /// Exit status of a command that ran to the end: 0 fine, 1 the input was refused.
 pub type ExitStatus = u8;
 
-/// `corral check`: prints a summary, or every error to `err`.
-pub fn check(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> std::io::Result<ExitStatus> {
-    match config::load(path) {
+/// `corral check`: prints a summary for host `host`, or every error to `err`.
+pub fn check(
+    path: &Path,
+    host: &str,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<ExitStatus> {
+    if let Err(message) = config::check_host_id(host) {
+        writeln!(err, "--host-id: {message}")?;
+        return Ok(1);
+    }
+    match config::load_on(path, host) {
         Ok(desired) => {
-            writeln!(
+            let n = desired.runners.len();
+            write!(
                 out,
-                "{}: ok, {} runner{}",
+                "{}: ok, {n} runner{}",
                 path.display(),
-                desired.runners.len(),
-                if desired.runners.len() == 1 { "" } else { "s" }
+                if n == 1 { "" } else { "s" }
             )?;
+            if !desired.pools.is_empty() {
+                let slots: usize = desired.pools.iter().map(|p| p.slots.len()).sum();
+                write!(
+                    out,
+                    " and {} scaled set(s) of up to {slots}",
+                    desired.pools.len()
+                )?;
+            }
+            writeln!(out, " on host {host}")?;
+            write_left_out(&desired, out)?;
             Ok(0)
         }
         Err(errors) => {
@@ -151,9 +180,42 @@ pub fn check(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> std::io::
     }
 }
 
+/// What this host leaves out of the file: entries for other hosts, instances past `max_runners`.
+fn write_left_out(desired: &config::Desired, out: &mut dyn Write) -> std::io::Result<()> {
+    if !desired.elsewhere.is_empty() {
+        writeln!(
+            out,
+            "left alone on host {} (not in their hosts): {}",
+            desired.host_id,
+            desired.elsewhere.join(", ")
+        )?;
+    }
+    if let (Some(max), false) = (desired.max_runners, desired.capped.is_empty()) {
+        writeln!(
+            out,
+            "not created (max_runners: {max}): {}",
+            desired.capped.join(", ")
+        )?;
+    }
+    Ok(())
+}
+
 /// The desired state, or `None` after printing every error to `err`.
 fn load_or_report(path: &Path, err: &mut dyn Write) -> std::io::Result<Option<config::Desired>> {
-    match config::load(path) {
+    load_or_report_on(path, &config::default_host_id(), err)
+}
+
+/// [`load_or_report`] for host `host`.
+fn load_or_report_on(
+    path: &Path,
+    host: &str,
+    err: &mut dyn Write,
+) -> std::io::Result<Option<config::Desired>> {
+    if let Err(message) = config::check_host_id(host) {
+        writeln!(err, "--host-id: {message}")?;
+        return Ok(None);
+    }
+    match config::load_on(path, host) {
         Ok(desired) => Ok(Some(desired)),
         Err(errors) => {
             writeln!(err, "{errors}")?;
@@ -162,14 +224,23 @@ fn load_or_report(path: &Path, err: &mut dyn Write) -> std::io::Result<Option<co
     }
 }
 
-/// `corral plan`: the planner's steps against what is on disk, grouped by runner.
-pub fn plan(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> std::io::Result<ExitStatus> {
-    let Some(desired) = load_or_report(path, err)? else {
+/// `corral plan`: the planner's steps against what is on disk, grouped by runner, for host
+/// `host`; then what the file has that this host leaves out.
+pub fn plan(
+    path: &Path,
+    host: &str,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<ExitStatus> {
+    let Some(desired) = load_or_report_on(path, host, err)? else {
         return Ok(1);
     };
     let observed = observe::observe(&StateLayout::new(&desired.state_dir));
+    // Pools as they would be without queued jobs: `plan` does not ask GitHub.
+    let desired = crate::scale::effective(&desired, &observed);
     let actions = reconcile::plan(&desired, &observed);
     write_plan(&actions, out)?;
+    write_left_out(&desired, out)?;
     Ok(0)
 }
 

@@ -8,6 +8,7 @@
 //! - [`observe`]: what is on the host — runner directories, corral's records and live
 //!   listener processes under `state_dir` — as [`observe::Observed`].
 //! - [`reconcile`]: the pure planner, `plan(&Desired, &Observed) -> Vec<Action>`; no I/O.
+//! - [`scale`]: which instances of `scale` pools exist now, from demand and idle times; pure.
 //! - [`controller`]: `corral run` — triggers, passes, apply steps, shutdown.
 //! - [`provision`]: runner directories as hard-link trees of one immutable base.
 //! - [`bases`]: runner releases downloaded, checked, extracted and kept under
@@ -40,6 +41,7 @@ pub mod process;
 pub mod provision;
 pub mod reconcile;
 pub mod registration;
+pub mod scale;
 pub mod secret;
 pub mod status;
 pub mod users;

@@ -23,9 +23,12 @@ fn run(command: Command) -> anyhow::Result<u8> {
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
     let code = match command {
         Command::Check { config, file } => {
-            cli::check(file.as_ref().unwrap_or(&config.config), &mut out, &mut err)?
+            let path = file.as_ref().unwrap_or(&config.config);
+            cli::check(path, &config.host_id(), &mut out, &mut err)?
         }
-        Command::Plan { config } => cli::plan(&config.config, &mut out, &mut err)?,
+        Command::Plan { config } => {
+            cli::plan(&config.config, &config.host_id(), &mut out, &mut err)?
+        }
         Command::Status { config, json } => cli::status(&config.config, json, &mut out, &mut err)?,
         Command::Schema => cli::schema(&mut out)?,
         Command::Logs {
@@ -40,7 +43,11 @@ fn run(command: Command) -> anyhow::Result<u8> {
         Command::Run { config } => {
             drop((out, err));
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(corral::controller::run(&config.config))?;
+            let host = config.host_id();
+            if let Err(message) = corral::config::check_host_id(&host) {
+                anyhow::bail!("--host-id: {message}");
+            }
+            runtime.block_on(corral::controller::run(&config.config, &host))?;
             0
         }
     };

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use crate::config::BaseSource;
 use crate::layout::{read_record, ProcessRecord, SpecRecord, StateLayout, TMP_PREFIX};
@@ -19,6 +20,15 @@ pub struct Observed {
     /// The tree each base source in use resolves to, once it is ready (filled by the
     /// controller).
     pub bases: BTreeMap<BaseSource, PathBuf>,
+    /// Queued jobs by repository URL (lower case), each as its `runs-on` labels, for the
+    /// pools (filled by the controller from its last demand poll).
+    pub demand: BTreeMap<String, Vec<Vec<String>>>,
+    /// Runners online without a job, and since when (filled by the controller).
+    pub idle_since: BTreeMap<String, SystemTime>,
+    /// Runners whose log says a job runs, though no worker process shows yet.
+    pub busy: BTreeSet<String>,
+    /// When this was observed; pools' idle times are measured against it.
+    pub now: Option<SystemTime>,
 }
 
 /// Registrations GitHub listed, for the repositories that could be listed.
@@ -109,8 +119,8 @@ pub fn observe(layout: &StateLayout) -> Observed {
     Observed {
         runners,
         leftovers,
-        server: None,
-        bases: BTreeMap::new(),
+        now: Some(SystemTime::now()),
+        ..Observed::default()
     }
 }
 

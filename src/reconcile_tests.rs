@@ -46,6 +46,12 @@ fn desired(specs: Vec<RunnerSpec>) -> Desired {
         download_url: "http://127.0.0.1:1/{version}.tar.gz".into(),
         base_prune_after: Duration::from_secs(3600),
         runners: specs.into_iter().map(|s| (s.name.clone(), s)).collect(),
+        host_id: "test-host".into(),
+        elsewhere: Vec::new(),
+        max_runners: None,
+        capped: Vec::new(),
+        pools: Vec::new(),
+        demand_poll_interval: Duration::from_secs(15),
     }
 }
 
@@ -78,9 +84,7 @@ fn observed(runners: Vec<(&str, ObservedRunner)>) -> Observed {
             .into_iter()
             .map(|(n, r)| (n.to_string(), r))
             .collect(),
-        leftovers: Vec::new(),
-        server: None,
-        bases: BTreeMap::new(),
+        ..Observed::default()
     }
 }
 

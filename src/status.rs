@@ -19,6 +19,9 @@ pub struct Status {
     pub github: Option<GitHubStatus>,
     /// Every runner, by name.
     pub runners: Vec<RunnerStatus>,
+    /// Instances the file asks for that were not created because `max_runners` was reached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_created: Vec<String>,
 }
 
 /// What is left of corral's GitHub API budget.
@@ -212,6 +215,13 @@ pub fn write_table(status: &Status, out: &mut dyn Write) -> std::io::Result<()> 
             "{}: {}",
             r.name,
             r.last_error.as_deref().unwrap_or_default()
+        )?;
+    }
+    if !status.not_created.is_empty() {
+        writeln!(
+            out,
+            "not created (max_runners reached): {}",
+            status.not_created.join(", ")
         )?;
     }
     writeln!(out, "updated {}", status.updated_at)

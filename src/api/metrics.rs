@@ -68,6 +68,8 @@ pub struct Metrics {
     pub jobs: BTreeMap<(String, String), u64>,
     /// Edits of the config file that were refused.
     pub config_reload_failures: u64,
+    /// `POST /webhook` deliveries refused for their signature.
+    pub webhook_refused: u64,
     /// GitHub requests by endpoint template and status (0: no answer).
     pub github_requests: Vec<(String, u16, u64)>,
 }
@@ -191,6 +193,7 @@ pub fn render(p: &Published) -> String {
         "corral_config_reload_failures_total {}",
         p.metrics.config_reload_failures
     );
+    let _ = writeln!(out, "# HELP corral_webhook_refused_total Webhook deliveries refused for their signature.\n# TYPE corral_webhook_refused_total counter\ncorral_webhook_refused_total {}", p.metrics.webhook_refused);
     render_disk_and_github(&mut out, p);
     out
 }

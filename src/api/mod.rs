@@ -1,6 +1,8 @@
 //! The optional HTTP status API (`api:` in `runners.yaml`): `GET /runners` (the original
 //! project's `[{name, repo_url, status, pid}]`, extended), `GET /runners/{name}`,
-//! `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus text), `GET /openapi.json`.
+//! `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus text), `GET /openapi.json`,
+//! and with a webhook secret `POST /webhook` (GitHub `workflow_job` deliveries, checked by
+//! their signature, not the token: see `webhook`).
 //!
 //! It serves what the controller last published; it never acts. When a token is configured
 //! every route but `/healthz` requires `Authorization: Bearer <token>`, compared in constant
@@ -8,6 +10,7 @@
 
 mod metrics;
 mod openapi;
+mod webhook;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -19,6 +22,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 pub use metrics::{Histogram, Metrics};
+pub use webhook::{signature, Webhook};
 
 use crate::secret::Secret;
 use crate::status::Status;
@@ -49,11 +53,21 @@ impl Shared {
 struct AppState {
     shared: Shared,
     token: Option<Secret>,
+    webhook: Option<Webhook>,
 }
 
 /// The router for `shared`, requiring `token` when given.
 pub fn router(shared: Shared, token: Option<Secret>) -> Router {
-    let state = AppState { shared, token };
+    router_with(shared, token, None)
+}
+
+/// [`router`] with `POST /webhook` when `webhook` is given.
+pub fn router_with(shared: Shared, token: Option<Secret>, webhook: Option<Webhook>) -> Router {
+    let state = AppState {
+        shared,
+        token,
+        webhook,
+    };
     let guarded = Router::new()
         .route("/status", get(whole_status))
         .route("/runners", get(runners))
@@ -64,13 +78,19 @@ pub fn router(shared: Shared, token: Option<Secret>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/webhook", axum::routing::post(webhook::receive))
         .merge(guarded)
         .with_state(state)
 }
 
 /// Serves the API on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, shared: Shared, token: Option<Secret>) {
-    if let Err(err) = axum::serve(listener, router(shared, token)).await {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Shared,
+    token: Option<Secret>,
+    webhook: Option<Webhook>,
+) {
+    if let Err(err) = axum::serve(listener, router_with(shared, token, webhook)).await {
         tracing::error!(cause = %err, "status API stopped");
     }
 }

@@ -53,6 +53,13 @@ pub fn document() -> Value {
             "/healthz": {"get": {"summary": "The controller is alive", "security": [], "responses": {"200": text("ok")}}},
             "/readyz": {"get": {"summary": "Config loaded and the last pass went through", "responses": {"200": text("ready"), "503": text("not ready")}}},
             "/metrics": {"get": {"summary": "Prometheus text format", "responses": {"200": text("metrics")}}},
+            "/webhook": {"post": {"summary": "GitHub `workflow_job` deliveries (only with api.webhook_secret_*): a queued job makes corral poll demand now",
+                "security": [],
+                "parameters": [{"name": "X-Hub-Signature-256", "in": "header", "required": true, "schema": {"type": "string"}}],
+                "responses": {
+                    "202": {"description": "Signature valid; accepted"},
+                    "401": {"description": "Bad or missing signature; nothing changed"},
+                    "404": {"description": "No webhook secret configured"}}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI document", "content": {"application/json": {}}}}}}
         }
     })

@@ -35,8 +35,56 @@ pub struct Desired {
     pub download_url: String,
     /// How long an installed release no runner uses is kept.
     pub base_prune_after: Duration,
-    /// Every runner instance by its name.
+    /// Every runner instance by its name (entries with `scale` are in `pools` instead).
     pub runners: BTreeMap<String, RunnerSpec>,
+    /// The host id entries' `hosts` are matched against (`--host-id`, default the hostname).
+    pub host_id: String,
+    /// Entries (by name) whose `hosts` leave this host out: they are absent here.
+    pub elsewhere: Vec<String>,
+    /// The host-wide cap on runners, if set.
+    pub max_runners: Option<u32>,
+    /// Instances of the file not created because `max_runners` was reached, in file order.
+    pub capped: Vec<String>,
+    /// Entries with `scale`, one pool per repository, in file order.
+    pub pools: Vec<Pool>,
+    /// How often queued jobs are polled for the pools.
+    pub demand_poll_interval: Duration,
+}
+
+impl Desired {
+    /// The spec of `name`: a fixed runner, or a slot of a pool (active or not).
+    pub fn spec_for(&self, name: &str) -> Option<RunnerSpec> {
+        if let Some(spec) = self.runners.get(name) {
+            return Some(spec.clone());
+        }
+        self.pools.iter().find_map(|p| p.slot_spec(name))
+    }
+}
+
+/// An entry with `scale` for one repository: instances `slots[0]` … `slots[max-1]` exist while
+/// demand (queued jobs) or `min_idle` asks for them. Always ephemeral.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    /// Index of the `runners` entry it comes from.
+    pub entry: usize,
+    /// Every instance name it may use, slot 1 first; `max` is its length.
+    pub slots: Vec<String>,
+    /// What each instance is (its `name` is set per slot).
+    pub spec: RunnerSpec,
+    /// Idle runners kept waiting.
+    pub min_idle: u32,
+    /// How long a runner above `min_idle` may stay idle.
+    pub idle_timeout: Duration,
+}
+
+impl Pool {
+    /// The spec of slot `name`, if it is one of this pool's.
+    pub fn slot_spec(&self, name: &str) -> Option<RunnerSpec> {
+        self.slots.iter().any(|s| s == name).then(|| RunnerSpec {
+            name: name.to_string(),
+            ..self.spec.clone()
+        })
+    }
 }
 
 impl Desired {
@@ -57,7 +105,11 @@ impl Desired {
 
     /// Every base some runner runs on, each once.
     pub fn bases_in_use(&self) -> std::collections::BTreeSet<BaseSource> {
-        self.runners.values().map(|s| self.base_of(s)).collect()
+        self.runners
+            .values()
+            .chain(self.pools.iter().map(|p| &p.spec))
+            .map(|s| self.base_of(s))
+            .collect()
     }
 }
 
@@ -87,6 +139,8 @@ pub struct Api {
     pub listen: std::net::SocketAddr,
     /// Where its bearer token comes from, if it requires one.
     pub token: Option<TokenSource>,
+    /// Where the `POST /webhook` signing secret comes from; no webhook route without it.
+    pub webhook_secret: Option<TokenSource>,
 }
 
 /// Where a secret comes from (never the secret itself).
@@ -213,6 +267,22 @@ impl RunnerSpec {
                 labels.push(marker.clone());
             }
         }
+        labels
+    }
+
+    /// Every label the runner carries: the runner's defaults (`self-hosted`, `Linux`, its
+    /// architecture) unless turned off, then its custom labels.
+    pub fn all_labels(&self) -> Vec<String> {
+        let mut labels = Vec::new();
+        if !self.no_default_labels {
+            let arch = match std::env::consts::ARCH {
+                "aarch64" => "ARM64",
+                "arm" => "ARM",
+                _ => "X64",
+            };
+            labels.extend(["self-hosted", "Linux", arch].map(String::from));
+        }
+        labels.extend(self.registered_labels());
         labels
     }
 

@@ -3,9 +3,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use super::desired::{GitHub, GitHubAuth, Registration, Repo, RunnerSpec};
+use super::desired::{GitHub, GitHubAuth, Pool, Registration, Repo, RunnerSpec};
 use super::model::{Isolation, RunnerDefaults, RunnerEntry};
 use super::rules;
+use super::scale;
 use super::validate::{join_clean, Checker, DEFAULT_DRAIN};
 
 const DEFAULT_USER: &str = "runner";
@@ -65,6 +66,15 @@ fn pick<'a, T>(
     }
 }
 
+/// One entry resolved: every instance name it claims (for uniqueness, whatever the host),
+/// its fixed instances and its pools.
+#[derive(Default)]
+pub(super) struct Resolved {
+    pub names: Vec<String>,
+    pub specs: Vec<RunnerSpec>,
+    pub pools: Vec<Pool>,
+}
+
 pub(super) fn resolve_entry(
     c: &mut Checker<'_>,
     i: usize,
@@ -72,11 +82,12 @@ pub(super) fn resolve_entry(
     defaults: &RunnerDefaults,
     github: &GitHub,
     dir: &Path,
-) -> (Vec<String>, Vec<RunnerSpec>) {
+) -> Resolved {
     let errors_before = c.errors.len();
     let name_path = format!("runners[{i}].name");
     c.check(&name_path, rules::check_name(&entry.name));
-    let repo = resolve_repo(c, i, entry, defaults, github);
+    check_hosts(c, i, entry.hosts.as_deref());
+    let repos = resolve_repos(c, i, entry, defaults, github);
     let labels = resolve_labels(c, i, entry, defaults);
     let (no_default, no_default_path) = merged!(entry, defaults, i, no_default_labels);
     let no_default_labels = no_default.copied().unwrap_or(false);
@@ -97,28 +108,48 @@ pub(super) fn resolve_entry(
         .unwrap_or(false);
     let isolation = resolve_isolation(c, i, entry, defaults, user_set, allow_root);
     let registration = resolve_registration(c, i, entry, defaults, github, dir);
+    let (ephemeral, ephemeral_path) = merged!(entry, defaults, i, ephemeral);
+    let scale = entry.scale.as_ref().map(|s| {
+        scale::resolve(
+            c,
+            i,
+            entry,
+            s,
+            ephemeral.copied(),
+            &ephemeral_path,
+            &registration,
+        )
+    });
     let (count, count_path) = merged!(entry, defaults, i, count);
-    let count = count.copied();
-    let names = instance_names(c, &entry.name, count, &count_path);
+    // `scale` decides the instances; a `count` in `defaults` does not apply to it.
+    let count = if scale.is_some() {
+        None
+    } else {
+        count.copied()
+    };
+    let instances = scale.as_ref().map_or(count, |s| Some(s.max));
+    let names = set_names(c, i, entry, &repos, instances, &count_path);
     let (drain, drain_path) = merged!(entry, defaults, i, drain_timeout);
     let drain_timeout = c.duration(&drain_path, drain, DEFAULT_DRAIN);
-    let (version, version_path) = merged!(entry, defaults, i, version);
-    if let Some(version) = version {
-        c.check(&version_path, rules::check_version(version));
+    let version = resolve_version(c, i, entry, defaults);
+    let all_names = names.iter().flatten().cloned().collect();
+    if c.errors.len() > errors_before {
+        return Resolved {
+            names: all_names,
+            ..Resolved::default()
+        };
     }
-    let (Some(repo), false) = (repo, c.errors.len() > errors_before) else {
-        return (names, Vec::new());
-    };
-    let spec = RunnerSpec {
+    let template = RunnerSpec {
         name: String::new(),
         entry: i,
-        repo,
+        repo: Repo {
+            owner: String::new(),
+            name: String::new(),
+            url: String::new(),
+        },
         labels,
         no_default_labels,
-        ephemeral: merged!(entry, defaults, i, ephemeral)
-            .0
-            .copied()
-            .unwrap_or(false),
+        ephemeral: scale.is_some() || ephemeral.copied().unwrap_or(false),
         env,
         drain_timeout,
         user,
@@ -126,16 +157,14 @@ pub(super) fn resolve_entry(
         isolation,
         registration,
         marker: github.marker_label.clone(),
-        version: version.cloned(),
+        version,
     };
-    let specs = names
-        .iter()
-        .map(|name| RunnerSpec {
-            name: name.clone(),
-            ..spec.clone()
-        })
-        .collect();
-    (names, specs)
+    let mut out = Resolved {
+        names: all_names,
+        ..Resolved::default()
+    };
+    expand(&mut out, i, repos, names, &template, scale.as_ref());
+    out
 }
 
 /// `isolation`, refused together with what contradicts it: a user of its own is never root
@@ -167,28 +196,138 @@ fn resolve_isolation(
     isolation
 }
 
+/// The instance names of each repository's set, in the order of `repos`.
+fn set_names(
+    c: &mut Checker<'_>,
+    i: usize,
+    entry: &RunnerEntry,
+    repos: &[(Repo, String)],
+    instances: Option<u32>,
+    count_path: &str,
+) -> Vec<Vec<String>> {
+    let path = if entry.scale.is_some() {
+        format!("runners[{i}].scale.max")
+    } else {
+        count_path.to_string()
+    };
+    repos
+        .iter()
+        .enumerate()
+        .map(|(k, (_, base))| {
+            let base_path = if entry.repos.is_some() {
+                format!("runners[{i}].repos[{k}]")
+            } else {
+                format!("runners[{i}].name")
+            };
+            instance_names(c, &entry.name, base, &base_path, instances, &path)
+        })
+        .collect()
+}
+
+/// `version`, checked.
+fn resolve_version(
+    c: &mut Checker<'_>,
+    i: usize,
+    entry: &RunnerEntry,
+    defaults: &RunnerDefaults,
+) -> Option<String> {
+    let (version, path) = merged!(entry, defaults, i, version);
+    if let Some(version) = version {
+        c.check(&path, rules::check_version(version));
+    }
+    version.cloned()
+}
+
+/// Fills `out` with one set per repository: fixed instances, or a pool.
+fn expand(
+    out: &mut Resolved,
+    i: usize,
+    repos: Vec<(Repo, String)>,
+    names: Vec<Vec<String>>,
+    template: &RunnerSpec,
+    scale: Option<&scale::Scale>,
+) {
+    for ((repo, _), slots) in repos.into_iter().zip(names) {
+        let spec = RunnerSpec {
+            repo,
+            ..template.clone()
+        };
+        match scale {
+            Some(s) => out.pools.push(Pool {
+                entry: i,
+                slots,
+                spec,
+                min_idle: s.min_idle,
+                idle_timeout: s.idle_timeout,
+            }),
+            None => out.specs.extend(slots.into_iter().map(|name| RunnerSpec {
+                name,
+                ..spec.clone()
+            })),
+        }
+    }
+}
+
+/// `hosts`: a non-empty list of distinct host ids.
+fn check_hosts(c: &mut Checker<'_>, i: usize, hosts: Option<&[String]>) {
+    let Some(hosts) = hosts else { return };
+    if hosts.is_empty() {
+        c.error(
+            &format!("runners[{i}].hosts"),
+            "hosts may not be empty (remove it to run the entry on every host)".into(),
+        );
+    }
+    let mut seen = HashSet::new();
+    for (k, host) in hosts.iter().enumerate() {
+        let path = format!("runners[{i}].hosts[{k}]");
+        if let Err(message) = rules::check_host_id(host) {
+            c.error(&path, message);
+        } else if !seen.insert(host.to_ascii_lowercase()) {
+            c.error(&path, format!("host {host:?} is listed twice"));
+        }
+    }
+}
+
+/// The instance names of one repository's set: `base`, or `base-1` … `base-N`.
 fn instance_names(
     c: &mut Checker<'_>,
-    name: &str,
+    entry_name: &str,
+    base: &str,
+    base_path: &str,
     count: Option<u32>,
     count_path: &str,
 ) -> Vec<String> {
-    match count {
-        None => vec![name.to_string()],
-        Some(0) => {
+    if let Err(message) = rules::check_name(base) {
+        // A bad entry name is reported at `name`; a good one made too long by the repository
+        // it is joined with, at that repository.
+        if base_path.contains(".repos[") && rules::check_name(entry_name).is_ok() {
             c.error(
-                count_path,
-                "count must be at least 1 (remove the entry to have no runner)".into(),
+                base_path,
+                format!("runner names for this repository: {message}"),
             );
+        }
+        return Vec::new();
+    }
+    match count {
+        None => vec![base.to_string()],
+        Some(0) => {
+            // `scale.max: 0` is reported by the scale rules.
+            if !count_path.ends_with("scale.max") {
+                c.error(
+                    count_path,
+                    "count must be at least 1 (remove the entry to have no runner)".into(),
+                );
+            }
             Vec::new()
         }
         Some(n) if n > MAX_COUNT => {
-            c.error(count_path, format!("count {n} is more than {MAX_COUNT}"));
+            let field = count_path.rsplit('.').next().unwrap_or("count");
+            c.error(count_path, format!("{field} {n} is more than {MAX_COUNT}"));
             Vec::new()
         }
         Some(n) => {
-            let last = format!("{name}-{n}");
-            if rules::check_name(name).is_ok() && rules::check_name(&last).is_err() {
+            let last = format!("{base}-{n}");
+            if rules::check_name(&last).is_err() {
                 c.error(
                     count_path,
                     format!(
@@ -197,9 +336,72 @@ fn instance_names(
                     ),
                 );
             }
-            (1..=n).map(|k| format!("{name}-{k}")).collect()
+            (1..=n).map(|k| format!("{base}-{k}")).collect()
         }
     }
+}
+
+/// The entry's repositories, each with the base of its instance names: `repo` gives one
+/// (named `<name>`), `repos` one per item (named `<name>-<repo>`, or `<name>-<owner>-<repo>`
+/// for repositories of the entry that share a name).
+fn resolve_repos(
+    c: &mut Checker<'_>,
+    i: usize,
+    entry: &RunnerEntry,
+    defaults: &RunnerDefaults,
+    github: &GitHub,
+) -> Vec<(Repo, String)> {
+    let Some(list) = &entry.repos else {
+        return resolve_repo(c, i, entry, defaults, github)
+            .map(|repo| (repo, entry.name.clone()))
+            .into_iter()
+            .collect();
+    };
+    if entry.repo.is_some() {
+        c.error(
+            &format!("runners[{i}].repos"),
+            "set repo or repos, not both".into(),
+        );
+        return Vec::new();
+    }
+    if list.is_empty() {
+        c.error(
+            &format!("runners[{i}].repos"),
+            "repos may not be empty".into(),
+        );
+    }
+    let mut repos: Vec<Repo> = Vec::new();
+    for (k, text) in list.iter().enumerate() {
+        let path = format!("runners[{i}].repos[{k}]");
+        match rules::parse_repo(text, &github.web_url) {
+            Ok((owner, name, url)) => {
+                if repos.iter().any(|r| r.url.eq_ignore_ascii_case(&url)) {
+                    c.error(&path, format!("repository {text:?} is listed twice"));
+                } else {
+                    repos.push(Repo { owner, name, url });
+                }
+            }
+            Err(message) => c.error(&path, message),
+        }
+    }
+    let shared = |repo: &Repo| {
+        repos
+            .iter()
+            .filter(|r| r.name.eq_ignore_ascii_case(&repo.name))
+            .count()
+            > 1
+    };
+    repos
+        .iter()
+        .map(|repo| {
+            let part = if shared(repo) {
+                format!("{}-{}", repo.owner, repo.name)
+            } else {
+                repo.name.clone()
+            };
+            (repo.clone(), format!("{}-{part}", entry.name))
+        })
+        .collect()
 }
 
 fn resolve_repo(
@@ -213,7 +415,7 @@ fn resolve_repo(
     let Some(text) = repo else {
         c.error(
             &format!("runners[{i}]"),
-            format!("runner {:?} has no `repo`", entry.name),
+            format!("runner {:?} has no `repo` (or `repos`)", entry.name),
         );
         return None;
     };

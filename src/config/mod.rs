@@ -10,6 +10,7 @@ mod entry;
 mod error;
 mod model;
 mod rules;
+mod scale;
 mod tree;
 mod unknown;
 mod validate;
@@ -17,15 +18,16 @@ mod validate;
 use std::path::Path;
 
 pub use desired::{
-    Api, BaseSource, Desired, GitHub, GitHubAuth, Registration, Repo, RunnerSpec, TokenSource,
-    DEFAULT_DOWNLOAD_URL,
+    Api, BaseSource, Desired, GitHub, GitHubAuth, Pool, Registration, Repo, RunnerSpec,
+    TokenSource, DEFAULT_DOWNLOAD_URL,
 };
 pub use duration::Duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     ApiSpec, BaseSpec, GitHubAppSpec, GitHubSpec, Isolation, RunnerDefaults, RunnerEntry,
-    RunnersFile,
+    RunnersFile, ScaleSpec,
 };
+pub use rules::check_host_id;
 pub use tree::Position;
 
 /// The JSON Schema of `runners.yaml`, pretty-printed.
@@ -35,8 +37,21 @@ pub fn schema_json() -> String {
     serde_json::to_string_pretty(&schema).unwrap_or_default()
 }
 
-/// Reads, checks and resolves the config file at `path`.
+/// This host's id when `--host-id` is not given: its hostname.
+pub fn default_host_id() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Reads, checks and resolves the config file at `path` for this host (its hostname).
 pub fn load(path: &Path) -> Result<Desired, ConfigErrors> {
+    load_on(path, &default_host_id())
+}
+
+/// Reads, checks and resolves the config file at `path` for host `host_id`.
+pub fn load_on(path: &Path, host_id: &str) -> Result<Desired, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|err| {
         ConfigErrors(vec![ConfigError {
             file: path.to_path_buf(),
@@ -45,11 +60,17 @@ pub fn load(path: &Path) -> Result<Desired, ConfigErrors> {
             message: format!("cannot read the config file: {err}"),
         }])
     })?;
-    parse(&text, path)
+    parse_on(&text, path, host_id)
 }
 
-/// Checks and resolves `text` as if read from `path` (relative paths resolve against its directory).
+/// Checks and resolves `text` as if read from `path` (relative paths resolve against its
+/// directory), for this host.
 pub fn parse(text: &str, path: &Path) -> Result<Desired, ConfigErrors> {
+    parse_on(text, path, &default_host_id())
+}
+
+/// [`parse`] for host `host_id`.
+pub fn parse_on(text: &str, path: &Path, host_id: &str) -> Result<Desired, ConfigErrors> {
     let whole_file = |pos, message| ConfigError {
         file: path.to_path_buf(),
         pos,
@@ -90,7 +111,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Desired, ConfigErrors> {
         Err(_) => None,
     };
     if let (Some(file), true) = (&file, errors.is_empty()) {
-        return validate::resolve(file, path, &root.positions()).map_err(sorted);
+        return validate::resolve(file, path, &root.positions(), host_id).map_err(sorted);
     }
     Err(sorted(errors))
 }

@@ -32,6 +32,13 @@ pub struct RunnersFile {
     /// How many runners may be moved to a new base at the same time (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_unavailable: Option<u32>,
+    /// Most runners this host runs across every entry; past it, the last ones in file order
+    /// are not created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_runners: Option<u32>,
+    /// How often queued jobs are polled for entries with `scale` (default 15s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demand_poll_interval: Option<Duration>,
     /// The controller's HTTP status API and metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<ApiSpec>,
@@ -62,6 +69,26 @@ pub struct ApiSpec {
     /// File holding that token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// Environment variable holding the secret GitHub signs `POST /webhook` deliveries with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret_env: Option<String>,
+    /// File holding that secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret_file: Option<PathBuf>,
+}
+
+/// `scale`: elastic capacity for an entry of ephemeral runners.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleSpec {
+    /// Idle runners kept registered and waiting (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_idle: Option<u32>,
+    /// Most runners of the entry (per repository), busy and idle together.
+    pub max: u32,
+    /// How long a runner above `min_idle` may stay idle before it is retired (default 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<Duration>,
 }
 
 /// `base`: exactly one of `path` or `version`.
@@ -211,5 +238,14 @@ runner_struct! {
     RunnerEntry {
         /// Local identity and GitHub runner name (with `-<i>` per instance when `count` is set).
         pub name: String,
+        /// Several repositories: one set of runners each, named `<name>-<repo>[-<i>]`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub repos: Option<Vec<String>>,
+        /// Host ids that run this entry; every host when omitted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub hosts: Option<Vec<String>>,
+        /// Start runners for queued jobs between `min_idle` and `max` (instead of `count`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub scale: Option<ScaleSpec>,
     }
 }

@@ -21,6 +21,23 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// A host id as `hosts` and `--host-id` take it: a host name, so letters, digits, `.`, `_`
+/// and `-`, at most 253 characters.
+pub fn check_host_id(host: &str) -> Result<(), String> {
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid host id {host:?}: use 1 to 253 letters, digits, `.`, `_` or `-`"
+        ))
+    }
+}
+
 /// A label as `config.sh --labels` takes it.
 pub fn check_label(label: &str) -> Result<(), String> {
     if label.trim().is_empty() {

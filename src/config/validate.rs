@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::desired::{
-    Api, BaseSource, Desired, GitHub, GitHubAuth, TokenSource, DEFAULT_DOWNLOAD_URL,
+    Api, BaseSource, Desired, GitHub, GitHubAuth, Pool, RunnerSpec, TokenSource,
+    DEFAULT_DOWNLOAD_URL,
 };
 use super::entry::{check_defaults, resolve_entry};
 use super::error::ConfigError;
@@ -14,6 +15,7 @@ use super::tree::Position;
 
 const DEFAULT_RESYNC: std::time::Duration = std::time::Duration::from_secs(30);
 const DEFAULT_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+const DEFAULT_DEMAND_POLL: std::time::Duration = std::time::Duration::from_secs(15);
 pub(super) const DEFAULT_DRAIN: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// Collects errors with the position of the field each one is about.
@@ -73,11 +75,13 @@ impl Checker<'_> {
 /// How long an unused installed release is kept.
 const DEFAULT_BASE_PRUNE_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-/// Validates `file` and builds the desired state; `config_path` anchors relative paths.
+/// Validates `file` and builds the desired state of host `host_id`; `config_path` anchors
+/// relative paths.
 pub fn resolve(
     file: &RunnersFile,
     config_path: &Path,
     positions: &BTreeMap<String, Position>,
+    host_id: &str,
 ) -> Result<Desired, Vec<ConfigError>> {
     let mut c = Checker {
         file: config_path,
@@ -100,22 +104,23 @@ pub fn resolve(
     if file.state_dir.as_os_str().is_empty() {
         c.error("state_dir", "state_dir may not be empty".into());
     }
-    let mut runners = BTreeMap::new();
-    let mut seen: HashMap<String, String> = HashMap::new();
-    for (i, entry) in file.runners.iter().enumerate() {
-        let (names, specs) = resolve_entry(&mut c, i, entry, &file.defaults, &github, dir);
-        let path = format!("runners[{i}].name");
-        for name in names {
-            // Case-insensitive: GitHub compares runner names that way.
-            if let Some(first) = seen.insert(name.to_lowercase(), path.clone()) {
-                c.error(
-                    &path,
-                    format!("runner name {name:?} is used twice (also by {first})"),
-                );
-            }
-        }
-        runners.extend(specs.into_iter().map(|spec| (spec.name.clone(), spec)));
+    let (fixed, pools, elsewhere) = resolve_entries(&mut c, file, &github, dir, host_id);
+    if file.max_runners == Some(0) {
+        c.error("max_runners", "max_runners must be at least 1".into());
     }
+    // Past the cap, the last instances in file order are the ones not created.
+    let cap = file.max_runners.map_or(usize::MAX, |n| n as usize);
+    let capped: Vec<String> = fixed.iter().skip(cap).map(|s| s.name.clone()).collect();
+    let runners: BTreeMap<String, _> = fixed
+        .into_iter()
+        .take(cap)
+        .map(|spec| (spec.name.clone(), spec))
+        .collect();
+    let demand_poll_interval = c.duration(
+        "demand_poll_interval",
+        file.demand_poll_interval.as_ref(),
+        DEFAULT_DEMAND_POLL,
+    );
     check_defaults(&mut c, &file.defaults);
     let update_check_interval = c.duration(
         "update_check_interval",
@@ -158,7 +163,53 @@ pub fn resolve(
         base_prune_after,
         update_check_interval,
         runners,
+        host_id: host_id.to_string(),
+        elsewhere,
+        max_runners: file.max_runners,
+        capped,
+        pools,
+        demand_poll_interval,
     })
+}
+
+/// Every entry: the fixed instances and pools this host runs, and the entries it leaves to
+/// other hosts.
+fn resolve_entries(
+    c: &mut Checker<'_>,
+    file: &RunnersFile,
+    github: &GitHub,
+    dir: &Path,
+    host_id: &str,
+) -> (Vec<RunnerSpec>, Vec<Pool>, Vec<String>) {
+    let mut fixed = Vec::new();
+    let mut pools = Vec::new();
+    let mut elsewhere = Vec::new();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for (i, entry) in file.runners.iter().enumerate() {
+        let resolved = resolve_entry(c, i, entry, &file.defaults, github, dir);
+        let path = format!("runners[{i}].name");
+        // Unique across every host's entries: hosts share repositories, and GitHub names.
+        for name in resolved.names {
+            // Case-insensitive: GitHub compares runner names that way.
+            if let Some(first) = seen.insert(name.to_lowercase(), path.clone()) {
+                c.error(
+                    &path,
+                    format!("runner name {name:?} is used twice (also by {first})"),
+                );
+            }
+        }
+        let here = entry
+            .hosts
+            .as_ref()
+            .is_none_or(|hosts| hosts.iter().any(|h| h.eq_ignore_ascii_case(host_id)));
+        if here {
+            fixed.extend(resolved.specs);
+            pools.extend(resolved.pools);
+        } else {
+            elsewhere.push(entry.name.clone());
+        }
+    }
+    (fixed, pools, elsewhere)
 }
 
 fn resolve_base(c: &mut Checker<'_>, base: &BaseSpec, dir: &Path) -> BaseSource {
@@ -333,6 +384,21 @@ fn resolve_api(c: &mut Checker<'_>, spec: &ApiSpec, dir: &Path) -> Option<Api> {
         (None, Some(file)) => Some(TokenSource::File(join_clean(dir, file))),
         (None, None) => None,
     };
+    let webhook_secret = match (&spec.webhook_secret_env, &spec.webhook_secret_file) {
+        (Some(_), Some(_)) => {
+            c.error(
+                "api",
+                "set api.webhook_secret_env or api.webhook_secret_file, not both".into(),
+            );
+            None
+        }
+        (Some(var), None) => {
+            c.check("api.webhook_secret_env", rules::check_env_name(var));
+            Some(TokenSource::Env(var.clone()))
+        }
+        (None, Some(file)) => Some(TokenSource::File(join_clean(dir, file))),
+        (None, None) => None,
+    };
     let Ok(listen) = spec.listen.parse::<std::net::SocketAddr>() else {
         c.error(
             "api.listen",
@@ -350,5 +416,9 @@ fn resolve_api(c: &mut Checker<'_>, spec: &ApiSpec, dir: &Path) -> Option<Api> {
         );
         return None;
     }
-    Some(Api { listen, token })
+    Some(Api {
+        listen,
+        token,
+        webhook_secret,
+    })
 }

@@ -74,17 +74,7 @@ async fn delete_on_github(gh: &GitHubClient, spec: &RunnerSpec) -> Result<bool, 
 /// The labels a JIT runner is created with: the runner's defaults unless turned off, then
 /// its custom labels (the `generate-jitconfig` call takes the whole set).
 pub fn jit_labels(spec: &RunnerSpec) -> Vec<String> {
-    let mut labels = Vec::new();
-    if !spec.no_default_labels {
-        let arch = match std::env::consts::ARCH {
-            "aarch64" => "ARM64",
-            "arm" => "ARM",
-            _ => "X64",
-        };
-        labels.extend(["self-hosted", "Linux", arch].map(String::from));
-    }
-    labels.extend(spec.registered_labels());
-    labels
+    spec.all_labels()
 }
 
 /// Creates a just-in-time registration for an ephemeral runner; the listener gets it in

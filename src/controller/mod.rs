@@ -40,6 +40,8 @@ pub enum Trigger {
         /// Exit code; `None` when killed by a signal or not known (an adopted process).
         code: Option<i32>,
     },
+    /// A valid webhook delivery said a job was queued: poll the demand now.
+    JobQueued,
     /// A background install of `base.version` ended.
     ReleaseInstalled {
         /// The version as configured (`latest` included).
@@ -67,6 +69,9 @@ pub enum RunError {
     /// The status API's token could not be read.
     #[error("cannot read the status API token")]
     ApiToken(#[source] crate::secret::SecretError),
+    /// The webhook secret could not be read.
+    #[error("cannot read the webhook secret")]
+    WebhookSecret(#[source] crate::secret::SecretError),
     /// The status API's address could not be bound.
     #[error("cannot listen on {addr} for the status API")]
     ApiBind {
@@ -178,14 +183,30 @@ impl Sources {
     }
 }
 
-/// Binds the status API and serves it in the background.
-async fn start_api(api: &crate::config::Api) -> Result<crate::api::Shared, RunError> {
+/// Binds the status API and serves it in the background; a valid webhook delivery of a
+/// queued job becomes a `JobQueued` trigger.
+async fn start_api(
+    api: &crate::config::Api,
+    triggers: mpsc::UnboundedSender<Trigger>,
+) -> Result<crate::api::Shared, RunError> {
     let token = api
         .token
         .as_ref()
         .map(crate::secret::read)
         .transpose()
         .map_err(RunError::ApiToken)?;
+    let webhook = api
+        .webhook_secret
+        .as_ref()
+        .map(crate::secret::read)
+        .transpose()
+        .map_err(RunError::WebhookSecret)?
+        .map(|secret| crate::api::Webhook {
+            secret,
+            on_queued: std::sync::Arc::new(move || {
+                let _ = triggers.send(Trigger::JobQueued);
+            }),
+        });
     let listener = tokio::net::TcpListener::bind(api.listen)
         .await
         .map_err(|source| RunError::ApiBind {
@@ -193,19 +214,19 @@ async fn start_api(api: &crate::config::Api) -> Result<crate::api::Shared, RunEr
             source,
         })?;
     let shared = crate::api::Shared::default();
-    tracing::info!(listen = %api.listen, token = token.is_some(), "status API listening");
-    tokio::spawn(crate::api::serve(listener, shared.clone(), token));
+    tracing::info!(listen = %api.listen, token = token.is_some(), webhook = webhook.is_some(), "status API listening");
+    tokio::spawn(crate::api::serve(listener, shared.clone(), token, webhook));
     Ok(shared)
 }
 
-/// Runs the controller until SIGTERM or SIGINT.
-pub async fn run(config_path: &Path) -> Result<(), RunError> {
+/// Runs the controller for host `host_id` until SIGTERM or SIGINT.
+pub async fn run(config_path: &Path, host_id: &str) -> Result<(), RunError> {
     let config_path =
         std::path::absolute(config_path).unwrap_or_else(|_| config_path.to_path_buf());
     // The bytes are read before they are parsed: a save in between then shows as a change at
     // the first pass instead of being taken for the config already in force.
     let digest = std::fs::read(&config_path).unwrap_or_default();
-    let desired = config::load(&config_path).map_err(RunError::Config)?;
+    let desired = config::load_on(&config_path, host_id).map_err(RunError::Config)?;
     let records = desired.state_dir.join("records");
     for dir in [desired.state_dir.join("runners"), records.clone()] {
         std::fs::create_dir_all(&dir).map_err(|source| RunError::StateDir {
@@ -216,14 +237,15 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut sources = Sources::new(&config_path, &records, rx)?;
     let api = match &desired.api {
-        Some(api) => Some(start_api(api).await?),
+        Some(api) => Some(start_api(api, tx.clone()).await?),
         None => None,
     };
     let mut ctl = passes::Controller::new(config_path, digest, desired, tx);
     if let Some(shared) = api {
         ctl.publish_to(shared);
     }
-    tracing::info!(config = %ctl.config_path().display(), runners = ctl.desired().runners.len(), "corral started");
+    tracing::info!(config = %ctl.config_path().display(), host_id, runners = ctl.desired().runners.len(),
+        elsewhere = ?ctl.desired().elsewhere, capped = ?ctl.desired().capped, "corral started");
     let mut next = Instant::now();
     loop {
         let config_event = match sources.next(next).await {
@@ -241,7 +263,7 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
         // Every pass re-reads the file, so the resync catches a save the watch missed; an
         // event in the config's directory that left the file as it was runs no pass.
         let changed = ctl.reload();
-        if config_event && !changed {
+        if config_event && !changed && !ctl.demand_due_now() {
             continue;
         }
         let requeue = ctl.pass().await;

@@ -24,6 +24,8 @@ use crate::status::{self, GitHubStatus};
 
 #[path = "base_source.rs"]
 mod base_source;
+#[path = "demand.rs"]
+mod demand;
 #[path = "refresh.rs"]
 mod refresh;
 
@@ -60,6 +62,10 @@ pub struct Controller {
     /// When `latest` was last looked up, and whether a listener asked for it sooner.
     latest_checked: Option<Instant>,
     recheck_latest: bool,
+    /// Queued jobs and idle times for the pools.
+    demand: demand::Demand,
+    /// The desired state of the last pass, pools expanded (for status and exits).
+    effective: Option<Desired>,
 }
 
 impl Controller {
@@ -89,7 +95,19 @@ impl Controller {
             unused_since: BTreeMap::new(),
             latest_checked: None,
             recheck_latest: false,
+            demand: demand::Demand::default(),
+            effective: None,
         }
+    }
+
+    /// Polls demand at the next pass, whatever the interval (a webhook reported a queued job).
+    pub fn demand_changed(&mut self) {
+        self.demand.due_now = true;
+    }
+
+    /// True when the next pass must poll demand (so it must not be skipped).
+    pub fn demand_due_now(&self) -> bool {
+        self.demand.due_now
     }
 
     /// Publishes status and metrics to the HTTP API from now on.
@@ -120,7 +138,7 @@ impl Controller {
             return false;
         }
         self.config_digest = bytes;
-        match config::load(&self.config_path) {
+        match config::load_on(&self.config_path, &self.desired.host_id) {
             Ok(desired) => {
                 info!(runners = desired.runners.len(), "config reloaded");
                 self.desired = desired;
@@ -141,12 +159,18 @@ impl Controller {
     pub fn on_trigger(&mut self, trigger: Trigger) {
         let (name, pid, code) = match trigger {
             Trigger::Exited { name, pid, code } => (name, pid, code),
+            Trigger::JobQueued => {
+                tracing::debug!("a webhook reported a queued job: polling demand now");
+                self.demand_changed();
+                return;
+            }
             Trigger::ReleaseInstalled { version, result } => {
                 self.release_installed(version, result);
                 return;
             }
         };
-        if !self.desired.runners.contains_key(&name) && !self.runtimes.contains_key(&name) {
+        let spec = self.desired.spec_for(&name);
+        if spec.is_none() && !self.runtimes.contains_key(&name) {
             // A runner corral removed: its listener's exit is the end of the story.
             return;
         }
@@ -154,7 +178,7 @@ impl Controller {
             // The runner version is deprecated: look for a newer release now.
             self.recheck_latest = true;
         }
-        let ephemeral = self.desired.runners.get(&name).is_some_and(|s| s.ephemeral);
+        let ephemeral = spec.is_some_and(|s| s.ephemeral);
         let layout = self.layout();
         let runtime = self.runtimes.entry(name.clone()).or_default();
         if let Some(tail) = runtime.tail.as_mut() {
@@ -193,15 +217,22 @@ impl Controller {
             .iter()
             .filter_map(|(source, base)| Some((source.clone(), base.as_ref().ok()?.path().into())))
             .collect();
-        let actions = reconcile::plan(&self.desired, &observed);
+        self.observe_demand(&mut observed).await;
+        let desired = crate::scale::effective(&self.desired, &observed);
+        let actions = reconcile::plan(&desired, &observed);
         let mut requeue = self.desired.resync_interval;
+        if !desired.pools.is_empty() {
+            // Demand is polled, and idle runners retired, on this beat.
+            requeue = requeue.min(self.desired.demand_poll_interval);
+        }
         if actions.iter().any(|a| matches!(a, Action::Rebase { .. })) {
             // A rolling upgrade goes on as soon as these runners are back.
             requeue = requeue.min(Duration::from_secs(1));
         }
         if !actions.is_empty() {
-            requeue = requeue.min(self.apply(&layout, actions, &bases).await);
+            requeue = requeue.min(self.apply(&layout, actions, &desired, &bases).await);
         }
+        self.effective = Some(desired);
         // What changed during apply shows in the status of the next pass; observe again so
         // status.json reflects this one.
         let observed = tokio::task::spawn_blocking({
@@ -271,6 +302,7 @@ impl Controller {
         &mut self,
         layout: &StateLayout,
         actions: Vec<Action>,
+        desired: &Desired,
         bases: &Bases,
     ) -> Duration {
         let ctx = Arc::new(ApplyCtx {
@@ -296,10 +328,10 @@ impl Controller {
                 // Its records go, the log with them: the next log is read from its start.
                 runtime.tail = None;
             }
-            let spec = self.desired.runners.get(&name).cloned();
+            let spec = desired.runners.get(&name).cloned();
             let source = spec
                 .as_ref()
-                .map_or_else(|| self.desired.base.clone(), |s| self.desired.base_of(s));
+                .map_or_else(|| desired.base.clone(), |s| desired.base_of(s));
             let job = Job {
                 base: bases
                     .get(&source)
@@ -403,7 +435,7 @@ impl Controller {
                 .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
         });
         let status = build_status(
-            &self.desired,
+            self.effective.as_ref().unwrap_or(&self.desired),
             observed,
             &self.runtimes,
             self.config_error.clone(),

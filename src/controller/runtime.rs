@@ -119,6 +119,7 @@ pub fn build_status(
         config_error,
         github,
         runners,
+        not_created: desired.capped.clone(),
     }
 }
 

@@ -7,6 +7,7 @@
 //!   [`GitHubError::RateLimited`] without sending, for every clone of the client.
 //! - `auth`: a PAT re-read on every use, or GitHub App installation tokens (cached, renewed early).
 //! - `runners`: the endpoints, `Link` pagination, JIT ghost-registration repair.
+//! - `runs`: queued jobs (demand for `scale` pools), polled with `If-None-Match`.
 //! - `types`, `error`: what comes back.
 //!
 //! No token ever appears in an error, a log line or `Debug` output: tokens live in [`Secret`](crate::secret::Secret).
@@ -14,6 +15,7 @@
 mod auth;
 mod error;
 mod runners;
+mod runs;
 mod transport;
 mod types;
 
@@ -24,6 +26,7 @@ use std::time::{Duration, SystemTime};
 use tracing::warn;
 
 pub use error::{AppKeyError, GitHubError};
+pub use runs::{Polled, QueuedJob};
 pub use types::{JitConfig, RateBudget, RunnerLabel, RunnerRegistration};
 
 use crate::config::{GitHub, GitHubAuth, Repo};
@@ -100,17 +103,27 @@ impl GitHubClient {
     /// Sends `call` about `repo` with its credential; an App token GitHub calls bad credentials
     /// (expired early, revoked) is dropped and the call made once more with a fresh one.
     async fn send(&self, repo: &Repo, call: &Call<'_>) -> Result<Reply, GitHubError> {
+        self.send_if(repo, call, None).await
+    }
+
+    /// [`send`](Self::send), conditional on `etag` when given (a 304 is then `Ok`).
+    async fn send_if(
+        &self,
+        repo: &Repo,
+        call: &Call<'_>,
+        etag: Option<&str>,
+    ) -> Result<Reply, GitHubError> {
         let Inner {
             transport, auth, ..
         } = &*self.inner;
         let credential = auth.credential(transport, repo).await?;
-        let result = transport.send(call, &credential.token).await;
+        let result = transport.send_if(call, &credential.token, etag).await;
         match (result, credential.installation) {
             (Err(err), Some(installation)) if err.status() == Some(401) => {
                 warn!(installation, cause = %err, "installation token refused; minting a new one");
                 auth.invalidate(installation).await;
                 let credential = auth.credential(transport, repo).await?;
-                transport.send(call, &credential.token).await
+                transport.send_if(call, &credential.token, etag).await
             }
             (result, _) => result,
         }

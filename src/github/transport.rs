@@ -62,7 +62,8 @@ impl Reply {
         })
     }
 
-    fn header(&self, name: &str) -> Option<&str> {
+    /// A response header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
@@ -205,12 +206,23 @@ impl Transport {
 
     /// Sends `call` with `token`; a 2xx is `Ok`, anything else a typed error.
     pub async fn send(&self, call: &Call<'_>, token: &Secret) -> Result<Reply, GitHubError> {
+        self.send_if(call, token, None).await
+    }
+
+    /// [`send`](Self::send) with `If-None-Match: etag` when given; then `304 Not Modified`
+    /// is `Ok` too (GitHub does not charge it to the rate limit, `reference/github-api.md` §1.5).
+    pub async fn send_if(
+        &self,
+        call: &Call<'_>,
+        token: &Secret,
+        etag: Option<&str>,
+    ) -> Result<Reply, GitHubError> {
         let mut attempt = 0;
         loop {
             self.gate()?;
-            let reply = self.send_once(call, token).await?;
+            let reply = self.send_once(call, token, etag).await?;
             self.observe(&reply);
-            if (200..300).contains(&reply.status) {
+            if (200..300).contains(&reply.status) || (reply.status == 304 && etag.is_some()) {
                 return Ok(reply);
             }
             if let Some(limited) = self.rate_limited(&reply) {
@@ -226,7 +238,12 @@ impl Transport {
         }
     }
 
-    async fn send_once(&self, call: &Call<'_>, token: &Secret) -> Result<Reply, GitHubError> {
+    async fn send_once(
+        &self,
+        call: &Call<'_>,
+        token: &Secret,
+        etag: Option<&str>,
+    ) -> Result<Reply, GitHubError> {
         let path = call.url.strip_prefix(&self.api_url).unwrap_or(&call.url);
         let endpoint = format!("{} {}", call.method, path.split('?').next().unwrap_or(path));
         let mut request = self
@@ -237,6 +254,9 @@ impl Transport {
             .bearer_auth(token.expose());
         if let Some(body) = call.body {
             request = request.json(body);
+        }
+        if let Some(etag) = etag {
+            request = request.header("If-None-Match", etag);
         }
         let transport = |source: reqwest::Error| {
             if source.is_timeout() {

@@ -84,6 +84,17 @@ impl StateView<'_> {
     pub fn request_count(&self) -> usize {
         self.0.requests.len()
     }
+
+    /// `GET …/actions/runs` requests for `owner/repo` so far, and how many got `304`.
+    pub fn run_polls(&self, repo: &str) -> (u64, u64) {
+        run_polls_of(self.0, repo)
+    }
+}
+
+fn run_polls_of(s: &State, repo: &str) -> (u64, u64) {
+    let key = repo.to_ascii_lowercase();
+    let get = |m: &std::collections::BTreeMap<String, u64>| m.get(&key).copied().unwrap_or(0);
+    (get(&s.run_polls), get(&s.not_modified))
 }
 
 fn runners_of(s: &State, repo: &str) -> Vec<Runner> {
@@ -252,6 +263,12 @@ impl FakeGitHub {
     /// Runners of `owner/repo`, by id.
     pub fn runners(&self, repo: &str) -> Vec<Runner> {
         self.shared.quiet(|s| runners_of(s, repo))
+    }
+
+    /// `GET …/actions/runs` requests for `owner/repo` so far, and how many got `304 Not
+    /// Modified` (an `If-None-Match` naming the listing as it still is; not charged).
+    pub fn run_polls(&self, repo: &str) -> (u64, u64) {
+        self.shared.quiet(|s| run_polls_of(s, repo))
     }
 
     /// A runner snapshot.

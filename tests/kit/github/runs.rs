@@ -6,10 +6,10 @@ use serde_json::{json, Value};
 use super::server::Ctx;
 use super::state::State;
 use super::types::Route;
-use super::util::{json_response, not_found, paginate, query_param, set_header};
+use super::util::{empty, json_response, not_found, paginate, query_param, set_header};
 
 /// Dispatches the runs/jobs routes.
-pub fn handle(s: &State, ctx: &Ctx, repo: &str) -> Response {
+pub fn handle(s: &mut State, ctx: &Ctx, repo: &str) -> Response {
     match ctx.target.route {
         Route::ListRuns => {
             let status = query_param(ctx.query.as_deref(), "status");
@@ -32,7 +32,8 @@ pub fn handle(s: &State, ctx: &Ctx, repo: &str) -> Response {
             } else {
                 runs
             };
-            listing(s, ctx, "workflow_runs", runs)
+            let resp = listing(s, ctx, "workflow_runs", runs);
+            conditional(s, ctx, repo, resp)
         }
         Route::ListRunJobs => {
             let Some(run) = s.runs.get(&ctx.target.id).filter(|r| r.repo == repo) else {
@@ -57,10 +58,41 @@ pub fn handle(s: &State, ctx: &Ctx, repo: &str) -> Response {
     }
 }
 
+/// `ETag` on the run listing, and `304 Not Modified` (no body, not charged to the rate limit)
+/// when `If-None-Match` names the listing as it still is (github-api.md §1.5).
+fn conditional(s: &mut State, ctx: &Ctx, repo: &str, mut resp: Response) -> Response {
+    let Some(etag) = resp
+        .extensions()
+        .get::<ListingDigest>()
+        .map(|d| d.0.clone())
+    else {
+        return resp;
+    };
+    *s.run_polls.entry(repo.to_string()).or_default() += 1;
+    if ctx.header("if-none-match") == Some(etag.as_str()) {
+        s.rate.used = s.rate.used.saturating_sub(1);
+        *s.not_modified.entry(repo.to_string()).or_default() += 1;
+        let mut resp = empty(304);
+        set_header(&mut resp, "etag", &etag);
+        return resp;
+    }
+    set_header(&mut resp, "etag", &etag);
+    resp
+}
+
+/// The digest of a listing's body, for its `ETag`.
+#[derive(Clone)]
+struct ListingDigest(String);
+
 fn listing(s: &State, ctx: &Ctx, key: &str, all: Vec<Value>) -> Response {
     let total = all.len();
     let page = paginate(all, &ctx.url(&s.base), ctx.query.as_deref());
-    let mut resp = json_response(200, &json!({"total_count": total, key: page.items}));
+    let body = json!({"total_count": total, key: page.items});
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(&body.to_string(), &mut hasher);
+    let digest = format!("W/\"{:016x}\"", std::hash::Hasher::finish(&hasher));
+    let mut resp = json_response(200, &body);
+    resp.extensions_mut().insert(ListingDigest(digest));
     if let Some(link) = page.link {
         set_header(&mut resp, "link", &link);
     }

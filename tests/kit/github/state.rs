@@ -157,6 +157,10 @@ pub struct State {
     pub session_timeout: Duration,
     /// GitHub Apps, their installations and minted tokens.
     pub apps: Apps,
+    /// Run listings asked for, by repo key.
+    pub run_polls: BTreeMap<String, u64>,
+    /// Run listings answered `304 Not Modified`, by repo key.
+    pub not_modified: BTreeMap<String, u64>,
 }
 
 impl State {
@@ -187,6 +191,8 @@ impl State {
             },
             strict: false,
             apps: Apps::default(),
+            run_polls: BTreeMap::new(),
+            not_modified: BTreeMap::new(),
         }
     }
 

@@ -1,0 +1,162 @@
+//! `POST /webhook`: GitHub's `workflow_job` deliveries (`reference/github-api.md` §3.4), so a
+//! host GitHub can reach reacts to a queued job at once instead of at the next demand poll.
+//!
+//! Every delivery must carry `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body with
+//! the secret>`, compared in constant time; anything else is `401` and changes nothing. A
+//! valid delivery carries no payload the controller trusts: a queued job only makes the next
+//! pass poll the demand now.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use sha2::{Digest, Sha256};
+
+use super::{constant_time_eq, AppState};
+use crate::secret::Secret;
+
+/// The webhook receiver's secret and what a queued job sets off.
+#[derive(Clone)]
+pub struct Webhook {
+    /// The secret GitHub signs deliveries with.
+    pub secret: Secret,
+    /// Called for every valid `workflow_job` delivery with `action: queued`.
+    pub on_queued: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("secret", &self.secret)
+            .finish_non_exhaustive()
+    }
+}
+
+/// HMAC-SHA256 (RFC 2104) of `message` under `key`.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    const BLOCK: usize = 64;
+    let mut block = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let inner = Sha256::new()
+        .chain_update(block.map(|b| b ^ 0x36))
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(block.map(|b| b ^ 0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+/// The `X-Hub-Signature-256` value GitHub sends for `body` under `secret`: `sha256=<hex>`.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    hmac_sha256(secret, body)
+        .iter()
+        .fold(String::from("sha256="), |mut out, b| {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
+/// True when `header` is the signature of `body` under `secret`.
+fn signature_ok(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
+    let given = header.unwrap_or_default().to_ascii_lowercase();
+    constant_time_eq(given.as_bytes(), signature(secret, body).as_bytes())
+}
+
+fn message(status: StatusCode, text: &str) -> Response {
+    (status, Json(serde_json::json!({ "message": text }))).into_response()
+}
+
+/// The `POST /webhook` handler.
+pub(super) async fn receive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(hook) = &state.webhook else {
+        return message(StatusCode::NOT_FOUND, "no webhook secret is configured");
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let delivery = header("x-github-delivery").unwrap_or("-").to_string();
+    if !signature_ok(
+        hook.secret.expose().as_bytes(),
+        &body,
+        header("x-hub-signature-256"),
+    ) {
+        tracing::warn!(
+            delivery,
+            "webhook delivery refused: bad or missing signature"
+        );
+        state.shared.with(|p| p.metrics.webhook_refused += 1);
+        return message(
+            StatusCode::UNAUTHORIZED,
+            "bad or missing X-Hub-Signature-256",
+        );
+    }
+    let event = header("x-github-event").unwrap_or_default();
+    let action = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["action"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    tracing::info!(delivery, event, action, "webhook delivery");
+    if event == "workflow_job" && action == "queued" {
+        (hook.on_queued)();
+    }
+    message(StatusCode::ACCEPTED, "accepted")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().fold(String::new(), |mut out, b| {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+    }
+
+    #[test]
+    fn hmac_matches_known_vectors() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            hex(&hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // GitHub's documented example delivery.
+        assert!(signature_ok(
+            b"It's a Secret to Everybody",
+            b"Hello, World!",
+            Some("sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17")
+        ));
+        // A key longer than the block is hashed first (RFC 4231 test case 6).
+        assert_eq!(
+            hex(&hmac_sha256(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    #[test]
+    fn bad_signatures_are_refused() {
+        let ok = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        let secret = b"It's a Secret to Everybody";
+        assert!(!signature_ok(secret, b"Hello, World?", Some(ok)));
+        assert!(!signature_ok(b"other", b"Hello, World!", Some(ok)));
+        assert!(!signature_ok(secret, b"Hello, World!", None));
+        assert!(!signature_ok(secret, b"Hello, World!", Some(&ok[7..])));
+        assert!(!signature_ok(secret, b"Hello, World!", Some("sha256=")));
+    }
+}

@@ -1,0 +1,71 @@
+//! `scale` on an entry: checked and resolved into the numbers a pool needs.
+
+use super::desired::Registration;
+use super::model::{RunnerEntry, ScaleSpec};
+use super::validate::Checker;
+
+/// How long a runner above `min_idle` may stay idle by default.
+const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+/// `scale` after checks.
+pub(super) struct Scale {
+    pub min_idle: u32,
+    pub max: u32,
+    pub idle_timeout: std::time::Duration,
+}
+
+/// Checks `scale` of entry `i`: exclusive with `count`, ephemeral runners only (a persistent
+/// runner could be handed a job while it is being retired), `min_idle ≤ max`, and a GitHub
+/// credential (demand is read from the API, runners registered just in time).
+pub(super) fn resolve(
+    c: &mut Checker<'_>,
+    i: usize,
+    entry: &RunnerEntry,
+    spec: &ScaleSpec,
+    ephemeral: Option<bool>,
+    ephemeral_path: &str,
+    registration: &Registration,
+) -> Scale {
+    let path = format!("runners[{i}].scale");
+    if entry.count.is_some() {
+        c.error(
+            &format!("runners[{i}].count"),
+            "set count or scale, not both".into(),
+        );
+    }
+    if ephemeral == Some(false) {
+        c.error(
+            ephemeral_path,
+            format!(
+                "runner {:?} has `scale`, which needs ephemeral runners: remove ephemeral: false",
+                entry.name
+            ),
+        );
+    }
+    if *registration != Registration::GitHub {
+        c.error(
+            &path,
+            "scale needs github.token_env, github.token_file or github.app (demand is read from the API), not a registration token".into(),
+        );
+    }
+    if spec.max == 0 {
+        c.error(&format!("{path}.max"), "max must be at least 1".into());
+    }
+    let min_idle = spec.min_idle.unwrap_or(0);
+    if min_idle > spec.max {
+        c.error(
+            &format!("{path}.min_idle"),
+            format!("min_idle {min_idle} is more than max {}", spec.max),
+        );
+    }
+    let idle_timeout = c.duration(
+        &format!("{path}.idle_timeout"),
+        spec.idle_timeout.as_ref(),
+        DEFAULT_IDLE_TIMEOUT,
+    );
+    Scale {
+        min_idle,
+        max: spec.max,
+        idle_timeout,
+    }
+}
