@@ -4,22 +4,6 @@
 use corral::status::State;
 
 use crate::kit::daemon::{runner, World, REPO};
-use crate::kit::install::FakeRunnerInstall;
-use crate::kit::tarball::{sha256_hex, tar_gz_of_dir};
-
-/// Publishes a fake runner release `version` on the fake GitHub, with its digest.
-fn publish(world: &World, version: &str) {
-    let tree = world.dir.path().join(format!("release-{version}"));
-    FakeRunnerInstall::new()
-        .version(version)
-        .poll_wait_secs(1)
-        .session_conflict_retry_secs(1)
-        .build(&tree)
-        .expect("fake release tree");
-    let bytes = tar_gz_of_dir(&tree).expect("tarball");
-    let digest = format!("sha256:{}", sha256_hex(&bytes));
-    world.gh.add_runner_release(version, bytes, Some(digest));
-}
 
 fn config_with_version(world: &World, version: &str, runners: &str) -> String {
     world.config_text(runners).replace(
@@ -34,7 +18,7 @@ fn config_with_version(world: &World, version: &str, runners: &str) -> String {
 #[test]
 fn base_version_is_installed_then_used() {
     let mut world = World::new();
-    publish(&world, "2.336.0");
+    world.publish_release("2.336.0");
     std::fs::write(
         world.config(),
         config_with_version(&world, "2.336.0", "  - name: r\n    repo: owner/repo\n"),
@@ -54,8 +38,8 @@ fn base_version_is_installed_then_used() {
 #[test]
 fn latest_resolves_through_the_releases_api() {
     let mut world = World::new();
-    publish(&world, "2.336.0");
-    publish(&world, "2.337.0");
+    world.publish_release("2.336.0");
+    world.publish_release("2.337.0");
     world.gh.set_latest("2.337.0");
     std::fs::write(
         world.config(),
@@ -75,7 +59,7 @@ fn latest_resolves_through_the_releases_api() {
 #[test]
 fn a_release_that_fails_verification_is_a_runner_error_and_installs_nothing() {
     let mut world = World::new();
-    publish(&world, "2.336.0");
+    world.publish_release("2.336.0");
     let text = config_with_version(&world, "2.336.0", "  - name: r\n    repo: owner/repo\n")
         .replace(
             "  version: 2.336.0\n",
@@ -100,8 +84,8 @@ fn a_release_that_fails_verification_is_a_runner_error_and_installs_nothing() {
 #[test]
 fn a_new_version_rolls_over_every_runner_and_waits_for_the_busy_one() {
     let mut world = World::new();
-    publish(&world, "2.336.0");
-    publish(&world, "2.337.0");
+    world.publish_release("2.336.0");
+    world.publish_release("2.337.0");
     let runners = "  - name: w\n    repo: owner/repo\n    count: 3\n";
     std::fs::write(
         world.config(),
@@ -188,7 +172,7 @@ fn a_new_version_rolls_over_every_runner_and_waits_for_the_busy_one() {
 #[test]
 fn a_newer_latest_is_found_and_rolled_out() {
     let mut world = World::new();
-    publish(&world, "2.336.0");
+    world.publish_release("2.336.0");
     world.gh.set_latest("2.336.0");
     let text = config_with_version(
         &world,
@@ -208,7 +192,7 @@ fn a_newer_latest_is_found_and_rolled_out() {
                 .all(|r| r.state == State::Idle && r.version.as_deref() == Some("2.336.0"))
     });
     let ids: Vec<u64> = world.gh.runners(REPO).into_iter().map(|r| r.id).collect();
-    publish(&world, "2.337.0");
+    world.publish_release("2.337.0");
     world.gh.set_latest("2.337.0");
     world.wait_status("both on 2.337.0", |s| {
         s.runners.len() == 2
@@ -231,8 +215,8 @@ fn inode(path: &std::path::Path) -> u64 {
 #[test]
 fn two_pinned_versions_run_side_by_side_and_an_unused_one_is_pruned_after_its_grace() {
     let mut world = World::new();
-    publish(&world, "2.336.0");
-    publish(&world, "2.337.0");
+    world.publish_release("2.336.0");
+    world.publish_release("2.337.0");
     let pinned = "  - name: a\n    repo: owner/repo\n  - name: b\n    repo: owner/repo\n    version: 2.337.0\n";
     let with_grace = |world: &World, runners: &str| {
         config_with_version(world, "2.336.0", runners).replace(
@@ -327,7 +311,7 @@ fn two_pinned_versions_run_side_by_side_and_an_unused_one_is_pruned_after_its_gr
 #[test]
 fn a_listener_too_old_for_github_makes_corral_look_for_a_newer_latest_at_once() {
     let mut world = World::new();
-    publish(&world, "2.336.0");
+    world.publish_release("2.336.0");
     world.gh.set_latest("2.336.0");
     // The periodic look-up is hours away: only the exit can make corral look sooner.
     let text = config_with_version(&world, "latest", "  - name: r\n    repo: owner/repo\n")
@@ -342,7 +326,7 @@ fn a_listener_too_old_for_github_makes_corral_look_for_a_newer_latest_at_once() 
             .is_some_and(|r| r.state == State::Idle && r.version.as_deref() == Some("2.336.0"))
     });
     let id = world.gh.runners(REPO)[0].id;
-    publish(&world, "2.337.0");
+    world.publish_release("2.337.0");
     world.gh.set_latest("2.337.0");
     // GitHub refuses the old version: the listener exits 7 (corral asked it to).
     world.gh.send_exit(id, 7);

@@ -16,9 +16,7 @@ use nix::sys::signal::Signal;
 
 use crate::kit::cmd;
 use crate::kit::daemon::{listeners_under, runner, World, PAT};
-use crate::kit::install::FakeRunnerInstall;
 use crate::kit::proc::{wait_until, Proc};
-use crate::kit::tarball::{sha256_hex, tar_gz_of_dir};
 use crate::ship::container_config;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -28,20 +26,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
-}
-
-/// Publishes the container's configured release on the fake GitHub.
-fn publish(world: &World, version: &str) {
-    let tree = world.dir.path().join("release");
-    FakeRunnerInstall::new()
-        .version(version)
-        .poll_wait_secs(1)
-        .session_conflict_retry_secs(1)
-        .build(&tree)
-        .expect("fake release tree");
-    let bytes = tar_gz_of_dir(&tree).expect("tarball");
-    let digest = format!("sha256:{}", sha256_hex(&bytes));
-    world.gh.add_runner_release(version, bytes, Some(digest));
 }
 
 /// `docker/bake-runner.sh`, as the Dockerfile runs it, into `state`.
@@ -98,7 +82,7 @@ fn container_config_runs_from_a_seeded_volume_and_stops_on_sigterm() {
     let world = World::new();
     let config = container_config();
     let version = config["base"]["version"].as_str().expect("base.version");
-    publish(&world, version);
+    world.publish_release(version);
     let bake_state = world.dir.path().join("build-stage/state");
     bake(&world, version, &bake_state);
     assert_eq!(world.gh.download_count(), 1);

@@ -12,18 +12,18 @@
 //! cannot trick corral into giving it a file from elsewhere on the host.
 
 use std::ffi::OsStr;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use nix::dir::Dir;
-use nix::fcntl::{AtFlags, OFlag};
+use nix::fcntl::AtFlags;
 use nix::sys::stat::{fchmod, fstat, Mode};
 use nix::unistd::{fchown, fchownat, Gid, Uid};
 
-use super::walk::{walk, Node};
+use super::walk::{dir_flags, open_no_follow, walk, Node};
 
 /// What the runner writes to identify itself (runner-contract §2.4, §7).
 pub(crate) const CREDENTIALS: [&str; 5] = [
@@ -116,24 +116,10 @@ fn hand_over(root: &Path, uid: Uid, gid: Gid) -> io::Result<()> {
     })
 }
 
-fn dir_flags() -> OFlag {
-    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
-}
-
 /// `path` opened without following a final link; `None` when absent, a link, or not a
 /// regular file with a single link.
 fn open_own_file(path: &Path) -> io::Result<Option<File>> {
-    let file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if matches!(e.raw_os_error(), Some(nix::libc::ELOOP | nix::libc::ENOENT)) => {
-            return Ok(None)
-        }
-        Err(e) => return Err(e),
-    };
-    let meta = file.metadata()?;
-    Ok((meta.is_file() && meta.nlink() == 1).then_some(file))
+    Ok(open_no_follow(path)?
+        .filter(|(_, meta)| meta.is_file() && meta.nlink() == 1)
+        .map(|(file, _)| file))
 }

@@ -42,7 +42,7 @@ pub(crate) fn walk(
     walk_dir(dir, root, visit)
 }
 
-fn dir_flags() -> OFlag {
+pub(crate) fn dir_flags() -> OFlag {
     OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
 }
 
@@ -102,6 +102,14 @@ fn open_file(dir: RawFd, name: &CStr) -> io::Result<Option<File>> {
     let path = Path::new("/proc/self/fd")
         .join(dir.to_string())
         .join(OsStr::from_bytes(name.to_bytes()));
+    Ok(open_no_follow(&path)?
+        .filter(|(_, meta)| meta.is_file())
+        .map(|(f, _)| f))
+}
+
+/// `path` opened for reading without following a final link, with its metadata; `None`
+/// when it is absent or a link.
+pub(crate) fn open_no_follow(path: &Path) -> io::Result<Option<(File, std::fs::Metadata)>> {
     let file = match OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
@@ -113,5 +121,6 @@ fn open_file(dir: RawFd, name: &CStr) -> io::Result<Option<File>> {
         }
         Err(e) => return Err(e),
     };
-    Ok(file.metadata()?.is_file().then_some(file))
+    let meta = file.metadata()?;
+    Ok(Some((file, meta)))
 }

@@ -143,6 +143,20 @@ impl World {
             .collect()
     }
 
+    /// Publishes a fake runner release `version` on the fake GitHub, with its digest.
+    pub fn publish_release(&self, version: &str) {
+        let tree = self.dir.path().join(format!("release-{version}"));
+        FakeRunnerInstall::new()
+            .version(version)
+            .poll_wait_secs(1)
+            .session_conflict_retry_secs(1)
+            .build(&tree)
+            .expect("fake release tree");
+        let bytes = super::tarball::tar_gz_of_dir(&tree).expect("tarball");
+        let digest = format!("sha256:{}", super::tarball::sha256_hex(&bytes));
+        self.gh.add_runner_release(version, bytes, Some(digest));
+    }
+
     /// The runner directory of `name`.
     pub fn runner_dir(&self, name: &str) -> PathBuf {
         self.state().join("runners").join(name)
