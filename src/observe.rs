@@ -192,13 +192,20 @@ impl ProcTable {
         let Ok(dir) = std::fs::read_dir("/proc") else {
             return table;
         };
+        // A `stat` line is well under 1 KiB, and procfs hands it over in one read: open,
+        // read, close, without the size probes of `read_to_string`.
+        let mut buf = [0_u8; 4096];
         for entry in dir.filter_map(Result::ok) {
             let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
                 continue;
             };
-            let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) else {
+            let Ok(len) = std::fs::File::open(entry.path().join("stat"))
+                .and_then(|mut f| std::io::Read::read(&mut f, &mut buf))
+            else {
                 continue;
             };
+            // A command name may be any bytes; it is compared with an ASCII name only.
+            let text = String::from_utf8_lossy(&buf[..len]);
             let Some(stat) = parse_stat(&text) else {
                 continue;
             };
