@@ -7,7 +7,7 @@
 //! resync for 1 repository × 200 runners, 10 × 20 and 200 × 1. Each figure with a target
 //! gets PASS or FAIL.
 //!
-//! `cargo bench --bench scale` (about six minutes on 2 cores);
+//! `cargo bench --bench scale` (about four minutes on 2 cores);
 //! `cargo bench --bench scale -- --quick`: 20 runners, 10 s idle, 5 s resync (CI-sized).
 //! Options: `--runners N` (200), `--idle SECS` (60), `--resync SECS` (30, corral's default),
 //! `--pass-only` (only start to online and the observe + plan rows, about a minute).
