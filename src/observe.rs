@@ -1,7 +1,7 @@
 //! Reads what is on the host into [`Observed`]: runner directories, corral's records and live
 //! listener processes. It only reads; the planner decides.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -82,7 +82,8 @@ pub struct LiveProcess {
     pub busy: bool,
 }
 
-/// Observes everything under `layout`. Unreadable parts count as absent.
+/// Observes everything under `layout`. Unreadable parts count as absent. Live processes
+/// come from one scan of `/proc` ([`ProcTable`]), whatever the number of runners.
 pub fn observe(layout: &StateLayout) -> Observed {
     let mut names = BTreeSet::new();
     let mut leftovers = Vec::new();
@@ -94,10 +95,22 @@ pub fn observe(layout: &StateLayout) -> Observed {
         }
     }
     names.extend(list_dir(&layout.records_dir()));
-    let mut runners: BTreeMap<String, ObservedRunner> = names
+    let records: Vec<(String, Option<ProcessRecord>)> = names
         .into_iter()
         .map(|name| {
-            let runner = observe_runner(layout, &name);
+            let record = read_record::<ProcessRecord>(&layout.process_record(&name));
+            (name, record)
+        })
+        .collect();
+    let procs = if records.iter().any(|(_, r)| r.is_some()) {
+        ProcTable::scan()
+    } else {
+        ProcTable::default()
+    };
+    let mut runners: BTreeMap<String, ObservedRunner> = records
+        .into_iter()
+        .map(|(name, record)| {
+            let runner = observe_runner(layout, &name, record, &procs);
             (name, runner)
         })
         .collect();
@@ -124,13 +137,18 @@ pub fn observe(layout: &StateLayout) -> Observed {
     }
 }
 
-fn observe_runner(layout: &StateLayout, name: &str) -> ObservedRunner {
+fn observe_runner(
+    layout: &StateLayout,
+    name: &str,
+    record: Option<ProcessRecord>,
+    procs: &ProcTable,
+) -> ObservedRunner {
     let dir = layout.runner_dir(name);
-    let process = read_record::<ProcessRecord>(&layout.process_record(name))
-        .filter(|rec| is_listener(rec, &dir))
+    let process = record
+        .filter(|rec| is_listener(rec, &dir, procs))
         .map(|rec| LiveProcess {
             pid: rec.pid,
-            busy: has_worker_child(rec.pid),
+            busy: procs.has_worker_child(rec.pid),
         });
     ObservedRunner {
         used: std::fs::read_dir(dir.join("_diag")).is_ok_and(|mut d| d.next().is_some()),
@@ -180,35 +198,111 @@ fn list_dir(dir: &Path) -> Vec<String> {
     names
 }
 
+/// One process as `/proc/<pid>/stat` shows it.
+struct ProcStat<'a> {
+    comm: &'a str,
+    ppid: i32,
+    start_time: u64,
+}
+
+/// Parses the fields corral needs from the text of `/proc/<pid>/stat`.
+fn parse_stat(stat: &str) -> Option<ProcStat<'_>> {
+    // The command name may contain spaces and parentheses: fields start after the last `)`.
+    let close = stat.rfind(')')?;
+    let comm = &stat[stat.find('(')? + 1..close];
+    // After the name: field 3 (state) is index 0, field 4 (ppid) index 1 and field 22
+    // (starttime) index 19.
+    let mut fields = stat[close + 1..].split_whitespace();
+    let ppid = fields.nth(1)?.parse().ok()?;
+    let start_time = fields.nth(17)?.parse().ok()?;
+    Some(ProcStat {
+        comm,
+        ppid,
+        start_time,
+    })
+}
+
 /// The process start time in clock ticks since boot, from `/proc/<pid>/stat`.
 pub fn process_start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: fields start after the last `)`.
-    let after = &stat[stat.rfind(')')? + 1..];
-    // After the name: field 3 (state) is index 0, so field 22 (starttime) is index 19.
-    after.split_whitespace().nth(19)?.parse().ok()
+    Some(parse_stat(&stat)?.start_time)
+}
+
+/// Every process on the host, read once: start times, and which processes have a
+/// `Runner.Worker` child (`reference/runner-contract.md` §5). One read of
+/// `/proc/<pid>/stat` per process replaces a walk of every listener's threads' `children`.
+#[derive(Debug, Default)]
+pub struct ProcTable {
+    start_times: HashMap<i32, u64>,
+    worker_parents: HashSet<i32>,
+}
+
+impl ProcTable {
+    /// Scans `/proc`; processes that end meanwhile are simply missing.
+    pub fn scan() -> Self {
+        let mut table = ProcTable::default();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return table;
+        };
+        // A `stat` line is well under 1 KiB, and procfs hands it over in one read: open,
+        // read, close, without the size probes of `read_to_string`.
+        let mut buf = [0_u8; 4096];
+        for entry in dir.filter_map(Result::ok) {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            let Ok(len) = std::fs::File::open(entry.path().join("stat"))
+                .and_then(|mut f| std::io::Read::read(&mut f, &mut buf))
+            else {
+                continue;
+            };
+            // A command name may be any bytes; it is compared with an ASCII name only.
+            let text = String::from_utf8_lossy(&buf[..len]);
+            let Some(stat) = parse_stat(&text) else {
+                continue;
+            };
+            if stat.comm == "Runner.Worker" {
+                table.worker_parents.insert(stat.ppid);
+            }
+            table.start_times.insert(pid, stat.start_time);
+        }
+        table
+    }
+
+    /// The start time of `pid`, if it was alive at the scan.
+    pub fn start_time(&self, pid: i32) -> Option<u64> {
+        self.start_times.get(&pid).copied()
+    }
+
+    /// True when `pid` had a `Runner.Worker` child at the scan.
+    pub fn has_worker_child(&self, pid: i32) -> bool {
+        self.worker_parents.contains(&pid)
+    }
 }
 
 /// When `pid` started, from its start time in ticks after boot and the boot time.
 pub fn process_started_at(pid: i32) -> Option<std::time::SystemTime> {
     // Clock ticks per second: 100 on every Linux this runs on (USER_HZ).
     const TICKS: u64 = 100;
+    // The boot time never changes; `/proc/stat` is long and costly to format.
+    static BOOT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
     let ticks = process_start_time(pid)?;
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let boot: u64 = stat
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
+    let boot = (*BOOT.get_or_init(|| {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        stat.lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()
+    }))?;
     let millis = boot * 1000 + ticks * 1000 / TICKS;
     Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis))
 }
 
 /// True when `rec` names a live process that started when recorded and, when its
 /// executable can be read, runs from this runner's `bin/`.
-fn is_listener(rec: &ProcessRecord, runner_dir: &Path) -> bool {
-    if process_start_time(rec.pid) != Some(rec.start_time) {
+fn is_listener(rec: &ProcessRecord, runner_dir: &Path, procs: &ProcTable) -> bool {
+    if procs.start_time(rec.pid) != Some(rec.start_time) {
         return false;
     }
     match std::fs::read_link(format!("/proc/{}/exe", rec.pid)) {
@@ -244,5 +338,54 @@ mod tests {
         let pid = std::process::id() as i32;
         assert!(process_start_time(pid).is_some());
         assert_eq!(process_start_time(-1), None);
+    }
+
+    #[test]
+    fn stat_fields_survive_odd_command_names() {
+        let stat = "42 (a) b (c)) S 7 42 42 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 12345 0 0";
+        let parsed = parse_stat(stat).expect("parses");
+        assert_eq!(parsed.comm, "a) b (c)");
+        assert_eq!(parsed.ppid, 7);
+        assert_eq!(parsed.start_time, 12345);
+    }
+
+    #[test]
+    fn one_scan_finds_start_times_and_worker_children() {
+        // A child whose command name is `Runner.Worker`: a copy of `sleep` under that name.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let worker = dir.path().join("Runner.Worker");
+        let sleep = ["/bin/sleep", "/usr/bin/sleep"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("sleep");
+        std::fs::copy(sleep, &worker).expect("copy sleep");
+        // A test forking meanwhile may briefly hold the copy open for writing (ETXTBSY).
+        let mut child = (0..50)
+            .find_map(|_| {
+                let spawned = std::process::Command::new(&worker).arg("30").spawn();
+                if spawned.is_err() {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                spawned.ok()
+            })
+            .expect("start the fake worker");
+        let me = std::process::id() as i32;
+        let child_pid = child.id() as i32;
+        let found = (0..100).any(|_| {
+            let table = ProcTable::scan();
+            let ok = table.has_worker_child(me)
+                && table.start_time(child_pid) == process_start_time(child_pid);
+            if !ok {
+                // exec may not have renamed the child yet.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            ok
+        });
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found, "the scan sees our Runner.Worker child");
+        let table = ProcTable::scan();
+        assert_eq!(table.start_time(me), process_start_time(me));
+        assert!(!table.has_worker_child(child_pid));
     }
 }

@@ -94,6 +94,39 @@ pub fn is_same_process(pid: i32, start_time: u64) -> bool {
     process_start_time(pid) == Some(start_time)
 }
 
+/// How often an adopted process is checked where pidfds are missing (Linux < 5.3).
+const GONE_POLL: Duration = Duration::from_secs(1);
+
+/// Resolves once the process `pid` that started at `start_time` is gone. For a process that
+/// is not corral's child (a listener adopted after a restart), which cannot be waited for:
+/// a pidfd becomes readable when the process exits, so nothing runs meanwhile. Without
+/// pidfds (old kernels, no file descriptor left) its `/proc` entry is checked every second.
+pub async fn wait_gone(pid: i32, start_time: u64) {
+    if let Some(pidfd) = rustix::process::Pid::from_raw(pid)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::NONBLOCK).ok())
+    {
+        // Checked after opening: the pidfd then names the recorded process, not a reuse.
+        if !is_same_process(pid, start_time) {
+            return;
+        }
+        // Deprecated because a generic `AsRawFd` could close or swap its fd; an `OwnedFd`
+        // owns it until the `AsyncFd` drops it, which is the condition it asks for.
+        #[allow(
+            deprecated,
+            reason = "the safe constructor is sound for an OwnedFd; the new one is unsafe"
+        )]
+        let readable =
+            tokio::io::unix::AsyncFd::with_interest(pidfd, tokio::io::Interest::READABLE);
+        if let Ok(exit) = readable {
+            let _ = exit.readable().await;
+            return;
+        }
+    }
+    while is_same_process(pid, start_time) {
+        tokio::time::sleep(GONE_POLL).await;
+    }
+}
+
 /// Stops the process group led by `pid` (started at `start_time`): SIGINT, which lets the
 /// runner finish cleanly (and cancel a job), then SIGKILL to the group after `grace`.
 /// Returns true when it ended within the grace period.
@@ -127,4 +160,32 @@ pub fn cap_log(path: &Path, max: u64) -> std::io::Result<()> {
     // Truncate in place rather than rename: the listener holds the file open with O_APPEND
     // and goes on writing at the new end.
     OpenOptions::new().write(true).open(path)?.set_len(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn wait_gone_wakes_on_exit() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("start sleep");
+        let pid = child.id() as i32;
+        let start = process_start_time(pid).expect("start time");
+        let waiting = tokio::spawn(wait_gone(pid, start));
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "sleep is still alive");
+        child.kill().expect("kill sleep");
+        child.wait().expect("reap sleep");
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("woken by the exit")
+            .expect("task");
+        // A recorded start time that does not match is a process long gone.
+        tokio::time::timeout(Duration::from_secs(10), wait_gone(pid, start + 1))
+            .await
+            .expect("at once");
+    }
 }

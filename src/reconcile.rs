@@ -4,6 +4,7 @@
 //! with plain tables. Apply steps are idempotent; a pass that stops half-way is finished by
 //! the next one, because the next plan starts again from what is observed.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
 
@@ -150,6 +151,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Action> {
         .collect();
     let ctx = Ctx {
         server: observed.server.as_ref(),
+        listed: listed_by_name(observed.server.as_ref()),
         labels_in_place: desired
             .github
             .as_ref()
@@ -172,6 +174,9 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Action> {
 struct Ctx<'a> {
     /// Registrations GitHub listed this pass, where it could.
     server: Option<&'a ServerView>,
+    /// The same by repository URL and name, both lower case: one look-up per runner, not a
+    /// walk of its repository's list (which made a pass quadratic in runners per repository).
+    listed: HashMap<(String, String), &'a ServerRunner>,
     /// Labels can be changed on GitHub without registering again (corral has a credential).
     labels_in_place: bool,
     /// Runners moved to the new base in this pass.
@@ -214,17 +219,27 @@ enum OnGitHub<'a> {
 
 impl Ctx<'_> {
     fn registration(&self, spec: &RunnerSpec) -> OnGitHub<'_> {
-        let Some(listed) = self
-            .server
-            .and_then(|s| s.repos.get(&spec.repo.url.to_lowercase()))
-        else {
+        let repo = spec.repo.url.to_lowercase();
+        if !self.server.is_some_and(|s| s.repos.contains_key(&repo)) {
             return OnGitHub::Unknown;
-        };
-        listed
-            .iter()
-            .find(|r| r.name.eq_ignore_ascii_case(&spec.name))
-            .map_or(OnGitHub::Absent, OnGitHub::Present)
+        }
+        self.listed
+            .get(&(repo, spec.name.to_ascii_lowercase()))
+            .map_or(OnGitHub::Absent, |r| OnGitHub::Present(r))
     }
+}
+
+/// Every listed registration by (repository URL, name), lower case; the first of a name wins.
+fn listed_by_name(server: Option<&ServerView>) -> HashMap<(String, String), &ServerRunner> {
+    let mut listed = HashMap::new();
+    for (repo, registrations) in server.iter().flat_map(|s| &s.repos) {
+        for r in registrations {
+            listed
+                .entry((repo.clone(), r.name.to_ascii_lowercase()))
+                .or_insert(r);
+        }
+    }
+    listed
 }
 
 /// Every runner that is desired or found, sorted, each once.
@@ -362,20 +377,20 @@ fn plan_orphans(desired: &Desired, observed: &Observed, out: &mut Vec<Action>) {
     let (Some(marker), Some(server)) = (&github.marker_label, &observed.server) else {
         return;
     };
-    let known = |name: &str| {
-        desired
-            .runners
-            .keys()
-            .chain(observed.runners.keys())
-            .any(|n| n.eq_ignore_ascii_case(name))
-    };
+    // A set, not a walk of every runner for each registration.
+    let known: HashSet<String> = desired
+        .runners
+        .keys()
+        .chain(observed.runners.keys())
+        .map(|n| n.to_ascii_lowercase())
+        .collect();
     for registration in server.repos.values().flatten() {
         let carries_marker = registration
             .custom_labels
             .iter()
             .any(|l| l.eq_ignore_ascii_case(marker));
         if carries_marker
-            && !known(&registration.name)
+            && !known.contains(&registration.name.to_ascii_lowercase())
             && !registration.online
             && !registration.busy
         {

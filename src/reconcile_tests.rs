@@ -463,3 +463,41 @@ fn a_runner_pinned_to_its_own_version_moves_to_that_base_alone() {
     seen.runners.insert("b".into(), on(&b, "/bases/2.300.0"));
     assert!(plan(&d, &seen).is_empty(), "each on its own base: {seen:?}");
 }
+
+#[test]
+fn registrations_are_found_by_name_in_any_case_among_many() {
+    // Stopped runners whose registration is missing would be registered again; found ones
+    // are only started. Names on GitHub differ in case from the file's.
+    let specs: Vec<RunnerSpec> = (0..300).map(|i| spec(&format!("r{i}"))).collect();
+    let mut seen = observed(
+        specs
+            .iter()
+            .map(|s| {
+                let stopped = ObservedRunner {
+                    process: None,
+                    ..healthy(s)
+                };
+                (s.name.as_str(), stopped)
+            })
+            .collect(),
+    );
+    let listed = specs
+        .iter()
+        .filter(|s| s.name != "r7")
+        .map(|s| registration(&s.name.to_uppercase(), &["docker"], false, false))
+        .collect();
+    set_listed(&mut seen, listed);
+    let plan = plan(&with_auth(desired(specs), true), &seen);
+    let forgotten: Vec<&str> = plan
+        .iter()
+        .filter(|a| matches!(a, Action::Forget { .. }))
+        .filter_map(Action::runner)
+        .collect();
+    assert_eq!(forgotten, ["r7"]);
+    assert_eq!(
+        plan.iter()
+            .filter(|a| matches!(a, Action::Start { .. }))
+            .count(),
+        300
+    );
+}

@@ -17,7 +17,7 @@ use crate::github::GitHubClient;
 use crate::layout::StateLayout;
 use crate::markers::LogTail;
 use crate::observe::{self, Observed};
-use crate::process::{cap_log, is_same_process};
+use crate::process::cap_log;
 use crate::provision::Base;
 use crate::reconcile::{self, Action};
 use crate::status::{self, GitHubStatus};
@@ -35,8 +35,6 @@ use base_source::{Bases, ReleaseOutcome};
 const CONCURRENCY: usize = 8;
 /// Largest listener log before it is rotated.
 const LOG_CAP: u64 = 10 * 1024 * 1024;
-/// How often an adopted listener (not corral's child) is checked for exit.
-const ADOPTED_POLL: Duration = Duration::from_secs(1);
 
 /// The controller's state between passes.
 pub struct Controller {
@@ -275,7 +273,7 @@ impl Controller {
             if runtime.watched_pid == Some(process.pid) {
                 continue;
             }
-            // Not our child (corral restarted): poll its /proc entry for the exit.
+            // Not our child (corral restarted): its pidfd tells of the exit.
             runtime.watched_pid = Some(process.pid);
             let record = crate::layout::read_record::<crate::layout::ProcessRecord>(
                 &layout.process_record(name),
@@ -286,9 +284,7 @@ impl Controller {
             info!(runner = %name, pid = record.pid, "adopted a running listener");
             let (name, triggers) = (name.clone(), self.triggers.clone());
             tokio::spawn(async move {
-                while is_same_process(record.pid, record.start_time) {
-                    tokio::time::sleep(ADOPTED_POLL).await;
-                }
+                crate::process::wait_gone(record.pid, record.start_time).await;
                 let _ = triggers.send(Trigger::Exited {
                     name,
                     pid: record.pid,

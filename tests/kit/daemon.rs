@@ -29,6 +29,16 @@ pub struct World {
 impl World {
     /// A fake GitHub with `owner/repo` and a PAT, and a fake runner base at `base/`.
     pub fn new() -> Self {
+        Self::with_base(
+            &FakeRunnerInstall::new()
+                .poll_wait_secs(1)
+                .session_conflict_retry_secs(1),
+        )
+    }
+
+    /// Like [`World::new`], with the fake runner base built by `install` (e.g. a longer
+    /// poll wait, as the real listener's, for a quiet host in a benchmark).
+    pub fn with_base(install: &FakeRunnerInstall) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let gh = FakeGitHub::start();
         gh.add_repo(REPO);
@@ -38,9 +48,7 @@ impl World {
                 scopes: vec!["repo".into()],
             },
         );
-        FakeRunnerInstall::new()
-            .poll_wait_secs(1)
-            .session_conflict_retry_secs(1)
+        install
             .build(&dir.path().join("base"))
             .expect("build the fake runner base");
         World {

@@ -325,6 +325,18 @@ impl FakeGitHub {
         self.shared.quiet(|s| s.requests.clone())
     }
 
+    /// How many requests arrived so far (without copying the log, which grows by one per
+    /// listener poll).
+    pub fn request_count(&self) -> usize {
+        self.shared.quiet(|s| s.requests.len())
+    }
+
+    /// The requests after the first `start`, oldest first.
+    pub fn requests_since(&self, start: usize) -> Vec<RecordedRequest> {
+        self.shared
+            .quiet(|s| s.requests.get(start..).unwrap_or_default().to_vec())
+    }
+
     /// Scripts `fault` for the next `count` requests matching `route` (FIFO per route).
     pub fn push_fault(&self, route: Route, fault: Fault, count: u32) {
         self.shared
