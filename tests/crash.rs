@@ -14,33 +14,11 @@ use corral::status::State;
 use crate::kit::daemon::{listeners_under, World, REPO};
 use crate::kit::install::FakeRunnerInstall;
 use crate::kit::proc::wait_until;
+use crate::kit::rng::Rng;
 
 /// The default seed: CI runs the same points every time; change it to explore others.
 const DEFAULT_SEED: u64 = 0x00c0_77a1_5eed;
 const DEFAULT_TRIALS: u64 = 5;
-
-/// A tiny xorshift64: deterministic, no crate for it.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// Uniform enough in `1..=max`.
-    fn upto(&mut self, max: u64) -> u64 {
-        self.next() % max + 1
-    }
-}
 
 /// What is changed to get corral into a phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,27 +7,11 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use crate::kit::rng::Rng;
+
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fuzz-corpus");
 const DEFAULT_SEED: u64 = 0x5eed_f022;
 const CONFIG_ITERATIONS: u64 = 3000;
-
-/// A tiny xorshift64: deterministic, no crate for it.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -188,7 +172,7 @@ fn mutated_configs_never_panic() {
     let iterations = env_u64("CORRAL_FUZZ_ITERATIONS", CONFIG_ITERATIONS);
     let seeds: Vec<Vec<u8>> = corpus("config").into_iter().map(|(_, b)| b).collect();
     let alphabet = b":-[]{}&*!|>'\"#%@`,?\n \t0123456789abcxyz.\\/\xd0\xb0";
-    let mut rng = Rng(seed.max(1));
+    let mut rng = Rng::new(seed);
     for i in 0..iterations {
         let mut data = seeds[rng.below(seeds.len())].clone();
         for _ in 0..=rng.below(4) {
@@ -227,7 +211,7 @@ fn mutated_archives_stay_inside_the_destination() {
         .filter_map(|(_, b)| gunzip(&b))
         .collect();
     let alphabet = b"./\0\x30\x31\x32\x35\x36 ustar..etcbin";
-    let mut rng = Rng(seed.max(1) ^ 0xa5a5);
+    let mut rng = Rng::new(seed.max(1) ^ 0xa5a5);
     for i in 0..iterations {
         let mut data = tars[rng.below(tars.len())].clone();
         for _ in 0..=rng.below(3) {

@@ -20,16 +20,6 @@ const REST: [Route; 7] = [
     Route::SetLabels,
 ];
 
-/// REST requests the fake has seen so far (the runner service's are not corral's).
-fn rest_requests(world: &World) -> usize {
-    world
-        .gh
-        .requests()
-        .iter()
-        .filter(|r| r.path.contains("/repos/"))
-        .count()
-}
-
 /// Keeps watching for `window` that the runners' listeners stay the same processes.
 fn hold_for(world: &World, window: Duration, pids: &[i32]) {
     let until = Instant::now() + window;
@@ -128,13 +118,13 @@ fn a_github_outage_keeps_runners_running_and_requests_bounded() {
             .gh
             .push_fault(route, faults[i % faults.len()].clone(), 1_000_000);
     }
-    let before = rest_requests(&world);
+    let before = world.gh.rest_request_count();
     // A runner added during the outage cannot register; the others must not notice.
     world.write_config(THREE);
     // 20 s at a 2 s resync is ten resync intervals: five minutes at the default 30 s.
     let window = Duration::from_secs(20);
     hold_for(&world, window, &pids);
-    let during = rest_requests(&world) - before;
+    let during = world.gh.rest_request_count() - before;
     let bound = outage_bound(window);
     assert!(
         during <= bound,
@@ -183,9 +173,9 @@ fn a_long_rate_limit_sends_nothing_until_its_reset() {
     let status = world.wait_status("the limit shows", |s| {
         s.github.as_ref().is_some_and(|g| g.blocked_until.is_some())
     });
-    let after_limit = rest_requests(&world);
+    let after_limit = world.gh.rest_request_count();
     hold_for(&world, Duration::from_secs(10), &pids);
-    let sent = rest_requests(&world) - after_limit;
+    let sent = world.gh.rest_request_count() - after_limit;
     assert_eq!(sent, 0, "REST requests while blocked");
     let c = runner(&status, "c");
     assert!(
@@ -377,11 +367,11 @@ fn a_hung_github_api_times_out_without_touching_runners() {
             .gh
             .push_fault(route, Fault::Delay(Duration::from_secs(31)), 1_000);
     }
-    let before = rest_requests(&world);
+    let before = world.gh.rest_request_count();
     world.write_config(THREE);
     let window = Duration::from_secs(32);
     hold_for(&world, window, &pids);
-    let during = rest_requests(&world) - before;
+    let during = world.gh.rest_request_count() - before;
     // A timed-out request is not retried; corral waits for it before the next, so at most
     // one listing and one registration token are in flight per timeout.
     let bound = 2 * (window.as_secs() as usize / 30 + 1);

@@ -182,21 +182,13 @@ fn steady_state_costs_requests_per_repository_not_per_runner() {
     );
     world.start();
     world.wait_idle(&["a-1", "a-2", "a-3", "a-4", "b-1", "b-2", "b-3", "b-4"]);
-    let rest = |world: &World| {
-        world
-            .gh
-            .requests()
-            .iter()
-            .filter(|r| r.path.contains("/repos/"))
-            .count()
-    };
-    let start = rest(&world);
+    let start = world.gh.rest_request_count();
     let began = Instant::now();
     // Three resync intervals (2 s each in these tests).
     wait_until("three resyncs", || {
         began.elapsed() >= Duration::from_secs(6)
     });
-    let spent = rest(&world) - start;
+    let spent = world.gh.rest_request_count() - start;
     // At most one listing per repository per resync (+1 for the interval boundary); a
     // per-runner cost would be at least 8 per resync.
     assert!(

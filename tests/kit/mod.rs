@@ -6,4 +6,5 @@ pub mod daemon;
 pub mod github;
 pub mod install;
 pub mod proc;
+pub mod rng;
 pub mod tarball;

@@ -331,6 +331,17 @@ impl FakeGitHub {
         self.shared.quiet(|s| s.requests.len())
     }
 
+    /// How many REST API requests (`…/repos/…`: corral's, not the runner service's) arrived
+    /// so far.
+    pub fn rest_request_count(&self) -> usize {
+        self.shared.quiet(|s| {
+            s.requests
+                .iter()
+                .filter(|r| r.path.contains("/repos/"))
+                .count()
+        })
+    }
+
     /// The requests after the first `start`, oldest first.
     pub fn requests_since(&self, start: usize) -> Vec<RecordedRequest> {
         self.shared
