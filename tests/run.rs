@@ -270,12 +270,7 @@ fn session_conflict_and_deleted_registration_are_handled() {
     world.write_config("  - name: a\n    repo: owner/repo\n  - name: b\n    repo: owner/repo\n");
     world.start();
     world.wait_idle(&["a", "b"]);
-    let ids: Vec<(String, u64)> = world
-        .gh
-        .runners(REPO)
-        .into_iter()
-        .map(|r| (r.name, r.id))
-        .collect();
+    let ids: Vec<(String, u64)> = world.gh.runner_ids(REPO);
     let id_of = |n: &str| {
         ids.iter()
             .find(|(name, _)| name == n)

@@ -132,12 +132,7 @@ fn a_github_outage_keeps_runners_running_and_requests_bounded() {
     );
     let status = world.status().expect("status");
     let c = runner(&status, "c").expect("c is listed");
-    assert!(
-        c.last_error
-            .as_deref()
-            .is_some_and(|e| e.contains("HTTP 50")),
-        "{c:?}"
-    );
+    assert!(has_error(c, "HTTP 50"), "{c:?}");
     eprintln!("outage: {during} REST requests in {window:?} (bound {bound})");
     world.gh.clear_faults();
     world.wait_idle(&["c"]);
@@ -184,12 +179,7 @@ fn a_long_rate_limit_sends_nothing_until_its_reset() {
     );
     let status = world.status().expect("status");
     let c = runner(&status, "c").expect("c listed");
-    assert!(
-        c.last_error
-            .as_deref()
-            .is_some_and(|e| e.contains("rate limit")),
-        "{c:?}"
-    );
+    assert!(has_error(c, "rate limit"), "{c:?}");
 }
 
 /// Writes the fake runner knobs of the world's base (read by every listener at its start).
@@ -277,13 +267,12 @@ fn a_crash_looping_runner_backs_off_instead_of_spinning() {
         })
     });
     let crashy = runner(&status, "crashy").expect("crashy");
-    assert!(
-        crashy
-            .last_error
-            .as_deref()
-            .is_some_and(|e| e.contains("exited with 1")),
-        "{crashy:?}"
-    );
+    assert!(has_error(crashy, "exited with 1"), "{crashy:?}");
+}
+
+/// True when `r`'s last error mentions `text`.
+fn has_error(r: &corral::status::RunnerStatus, text: &str) -> bool {
+    r.last_error.as_deref().is_some_and(|e| e.contains(text))
 }
 
 /// A tmpfs mounted for one test; lazily unmounted when dropped.
@@ -335,11 +324,7 @@ fn a_full_disk_fails_provisioning_cleanly_and_recovers() {
     world.write_config("  - name: a\n    repo: owner/repo\n");
     world.start();
     let status = world.wait_status("the full disk shows", |s| {
-        runner(s, "a").is_some_and(|r| {
-            r.last_error
-                .as_deref()
-                .is_some_and(|e| e.contains("No space left on device"))
-        })
+        runner(s, "a").is_some_and(|r| has_error(r, "No space left on device"))
     });
     let a = runner(&status, "a").expect("a");
     assert!(a.pid.is_none(), "{a:?}");

@@ -94,12 +94,7 @@ fn a_new_version_rolls_over_every_runner_and_waits_for_the_busy_one() {
     .expect("write");
     world.start();
     world.wait_idle(&["w-1", "w-2", "w-3"]);
-    let ids: Vec<(String, u64)> = world
-        .gh
-        .runners(REPO)
-        .into_iter()
-        .map(|r| (r.name, r.id))
-        .collect();
+    let ids: Vec<(String, u64)> = world.gh.runner_ids(REPO);
     let job = world.gh.queue_job(
         REPO,
         &["self-hosted"],
@@ -138,12 +133,7 @@ fn a_new_version_rolls_over_every_runner_and_waits_for_the_busy_one() {
         Some("success"),
         "the busy runner's job completed: {done:?}"
     );
-    let now: Vec<(String, u64)> = world
-        .gh
-        .runners(REPO)
-        .into_iter()
-        .map(|r| (r.name, r.id))
-        .collect();
+    let now: Vec<(String, u64)> = world.gh.runner_ids(REPO);
     assert_eq!(now, ids, "every runner kept its registration");
     let base = world.state().join("bases/2.337.0");
     for n in ["w-1", "w-2", "w-3"] {

@@ -331,6 +331,14 @@ impl FakeGitHub {
         self.shared.quiet(|s| s.requests.len())
     }
 
+    /// Every registration of `repo` as (name, id), in the fake's order.
+    pub fn runner_ids(&self, repo: &str) -> Vec<(String, u64)> {
+        self.runners(repo)
+            .into_iter()
+            .map(|r| (r.name, r.id))
+            .collect()
+    }
+
     /// How many REST API requests (`…/repos/…`: corral's, not the runner service's) arrived
     /// so far.
     pub fn rest_request_count(&self) -> usize {
