@@ -111,7 +111,7 @@ fn list(desired: &Desired, out: &mut dyn Write) -> Result<u8, Failure> {
             store.root().display()
         )?;
     }
-    let users = store.in_use(&StateLayout::new(&desired.state_dir).runners_dir());
+    let users = store.in_use(&StateLayout::new(&desired.state_dir));
     for base in installed {
         let (mib, tenths) = (base.bytes >> 20, ((base.bytes % (1 << 20)) * 10) >> 20);
         let used_by = users
@@ -152,7 +152,7 @@ fn verify(desired: &Desired, version: Option<&str>, out: &mut dyn Write) -> Resu
 fn prune(desired: &Desired, out: &mut dyn Write) -> Result<u8, Failure> {
     let store = BaseStore::new(&desired.state_dir)?;
     let mut keep: Vec<String> = store
-        .in_use(&StateLayout::new(&desired.state_dir).runners_dir())
+        .in_use(&StateLayout::new(&desired.state_dir))
         .into_keys()
         .collect();
     keep.extend(

@@ -64,10 +64,39 @@ impl StateLayout {
         self.record_dir(name).join("listener.log")
     }
 
+    /// `<state_dir>/records/<name>/dir.json`.
+    pub fn dir_record(&self, name: &str) -> PathBuf {
+        self.record_dir(name).join("dir.json")
+    }
+
+    /// `<state_dir>/registrations`: where `config.sh` runs, root's alone.
+    pub fn registrations_dir(&self) -> PathBuf {
+        self.root.join("registrations")
+    }
+
+    /// `<state_dir>/registrations/<name>`: a private install `config.sh` registers runner
+    /// `name` in, away from anything its user can reach.
+    pub fn registration_dir(&self, name: &str) -> PathBuf {
+        self.registrations_dir().join(name)
+    }
+
     /// `<state_dir>/status.json`.
     pub fn status_file(&self) -> PathBuf {
         self.root.join("status.json")
     }
+}
+
+/// What corral built a runner's directory from, and whether a listener has run in it: the
+/// planner's truth about the directory, which the runner's own files (an `externals` link, a
+/// `_diag` a job can empty) are not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirRecord {
+    /// The base (canonical path) the directory was built from.
+    pub base: PathBuf,
+    /// corral started a listener in it since it was built: an ephemeral runner's directory
+    /// is then used up, whatever is in it now.
+    #[serde(default)]
+    pub started: bool,
 }
 
 /// What a runner was registered with: written after a successful registration.
@@ -80,6 +109,10 @@ pub struct SpecRecord {
     /// The spec it was registered with, to drain and deregister it after it left the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<crate::config::RunnerSpec>,
+    /// The id GitHub gave the registration corral made: the one corral deletes, never one
+    /// found by a name or in a file of the runner's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_id: Option<u64>,
 }
 
 /// The listener corral started: enough to recognise it again after a restart of corral.
@@ -93,13 +126,34 @@ pub struct ProcessRecord {
 }
 
 /// Writes a JSON record atomically (temporary file, then rename), creating its directory.
+/// Records are corral's alone: the file is 0600 and its directory 0700.
 pub fn write_record<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)?;
-    std::fs::rename(&tmp, path)
+    let bytes = serde_json::to_vec_pretty(value)?;
+    write_private(path, &path.with_extension("tmp"), &bytes, false)
+}
+
+/// Replaces `path` with `bytes` atomically through the temporary file `tmp`, which is made
+/// anew with mode 0600 (never the umask's) and, with `sync`, synced before the rename.
+pub fn write_private(path: &Path, tmp: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let _ = std::fs::remove_file(tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)?;
+    file.write_all(bytes)?;
+    if sync {
+        file.sync_all()?;
+    }
+    drop(file);
+    std::fs::rename(tmp, path)
 }
 
 /// Reads a JSON record; a missing or unreadable one is `None` (the planner then acts as if

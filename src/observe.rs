@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::config::BaseSource;
-use crate::layout::{read_record, ProcessRecord, SpecRecord, StateLayout, TMP_PREFIX};
+use crate::layout::{read_record, DirRecord, ProcessRecord, SpecRecord, StateLayout, TMP_PREFIX};
 
 /// What corral sees on the host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -60,15 +60,17 @@ pub struct ServerRunner {
 pub struct ObservedRunner {
     /// `runners/<name>` exists.
     pub provisioned: bool,
-    /// `runners/<name>/.runner` exists: `config.sh` (or a JIT config) registered it.
+    /// `runners/<name>/.runner` exists: the runner has an identity to run with.
     pub configured: bool,
     /// What it was registered and started with, per corral's record.
     pub spec: Option<SpecRecord>,
     /// Its listener, when one is alive.
     pub process: Option<LiveProcess>,
-    /// A listener has run in it (its `_diag` holds a log).
+    /// corral started a listener in it since it was built (corral's record; an ephemeral
+    /// runner's directory is then rebuilt before the next one).
     pub used: bool,
-    /// The base it is built from (where its `externals` link points, one level up).
+    /// The base it is built from, by corral's record (`None`: no record, e.g. built by an
+    /// older corral).
     pub base: Option<PathBuf>,
 }
 
@@ -150,13 +152,17 @@ fn observe_runner(
             pid: rec.pid,
             busy: procs.has_worker_child(rec.pid),
         });
+    // corral's records, never the runner's directory, say what the directory is: a job
+    // writes that directory (it can empty `_diag` or repoint a link).
+    let built = read_record::<DirRecord>(&layout.dir_record(name));
     ObservedRunner {
-        used: std::fs::read_dir(dir.join("_diag")).is_ok_and(|mut d| d.next().is_some()),
-        base: std::fs::read_link(dir.join("externals"))
-            .ok()
-            .and_then(|t| t.parent().map(Path::to_path_buf)),
-        provisioned: dir.is_dir(),
-        configured: dir.join(".runner").is_file(),
+        used: built.as_ref().is_some_and(|r| r.started),
+        base: built.map(|r| r.base),
+        provisioned: dir.symlink_metadata().is_ok_and(|m| m.is_dir()),
+        configured: dir
+            .join(".runner")
+            .symlink_metadata()
+            .is_ok_and(|m| m.is_file()),
         spec: read_record(&layout.spec_record(name)),
         process,
     }

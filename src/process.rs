@@ -81,7 +81,14 @@ pub fn runner_command(
 /// stop reaches the listener, its Worker and the job's processes, and so that it outlives
 /// corral (a restarted corral adopts it).
 pub fn detach_to_log(cmd: &mut tokio::process::Command, log: &Path) -> std::io::Result<()> {
-    let file = OpenOptions::new().create(true).append(true).open(log)?;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    // corral's alone, like every record: it names the runner's jobs.
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(log)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     cmd.stdout(file.try_clone()?)
         .stderr(file)
         .process_group(0)

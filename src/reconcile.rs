@@ -183,9 +183,10 @@ struct Ctx<'a> {
     rebase: Vec<String>,
 }
 
-/// The runners to move to another base now: registered ones whose base is not the one their
-/// version resolves to (once that one is ready), idle ones only (a busy one moves after its
-/// job), at most `max_unavailable`, by name.
+/// The runners to move to another base now: registered ones whose base, by corral's record,
+/// is not the one their version resolves to (once that one is ready; no record counts as
+/// another base), idle ones only (a busy one moves after its job), at most
+/// `max_unavailable`, by name.
 fn rebase_now(desired: &Desired, observed: &Observed) -> Vec<String> {
     desired
         .runners
@@ -197,7 +198,7 @@ fn rebase_now(desired: &Desired, observed: &Observed) -> Vec<String> {
             observed.runners.get(&spec.name).is_some_and(|r| {
                 r.provisioned
                     && r.configured
-                    && r.base.as_ref().is_some_and(|b| b != target)
+                    && r.base.as_ref() != Some(target)
                     && !r.process.is_some_and(|p| p.busy)
             })
         })
@@ -272,6 +273,15 @@ fn plan_desired(ctx: &Ctx<'_>, spec: &RunnerSpec, seen: &ObservedRunner, out: &m
         register_afresh(spec, seen, out);
         return;
     }
+    if seen.process.is_none()
+        && (spec.ephemeral && seen.used || !seen.configured && seen.base.is_none())
+    {
+        // An ephemeral runner's directory after its listener (a job ran, or may have: its
+        // leftovers are not the next job's), or one corral has no record of building: rebuilt,
+        // whatever is in it.
+        out.extend(fresh(runner()));
+        return;
+    }
     if !seen.configured {
         plan_unconfigured(spec, seen, out);
         return;
@@ -292,6 +302,12 @@ fn plan_desired(ctx: &Ctx<'_>, spec: &RunnerSpec, seen: &ObservedRunner, out: &m
             return;
         }
         out.push(Action::SyncLabels { runner: runner() });
+    }
+    if ctx.rebase.contains(&spec.name) && spec.ephemeral {
+        // An ephemeral runner is never moved: it gets a fresh directory on the new base.
+        out.push(Action::Stop { runner: runner() });
+        out.extend(fresh(runner()));
+        return;
     }
     if ctx.rebase.contains(&spec.name) {
         out.push(Action::Rebase { runner: runner() });
@@ -317,20 +333,15 @@ fn register_afresh(spec: &RunnerSpec, seen: &ObservedRunner, out: &mut Vec<Actio
 fn plan_unconfigured(spec: &RunnerSpec, seen: &ObservedRunner, out: &mut Vec<Action>) {
     let runner = || spec.name.clone();
     if seen.process.is_some() {
-        // A JIT listener writing its configuration, or one that lost its registration and is
-        // exiting: its exit (or its log) brings the next pass.
+        // One that lost its registration and is exiting (an ephemeral one after its job):
+        // its exit (or its log) brings the next pass.
         return;
     }
-    // An ephemeral runner that has had its job comes back with a clean directory.
-    if spec.ephemeral && seen.used {
-        out.extend(fresh(runner()));
-    } else {
-        out.push(Action::Register { runner: runner() });
-        out.push(Action::Start {
-            runner: runner(),
-            reason: StartReason::New,
-        });
-    }
+    out.push(Action::Register { runner: runner() });
+    out.push(Action::Start {
+        runner: runner(),
+        reason: StartReason::New,
+    });
 }
 
 /// True when the labels on GitHub (when listed) or in corral's record differ from the file.
@@ -361,7 +372,13 @@ fn plan_process(spec: &RunnerSpec, seen: &ObservedRunner, out: &mut Vec<Action>)
                 .as_ref()
                 .is_some_and(|r| r.runtime_hash != spec.runtime_hash()) =>
         {
-            out.push(Action::Restart { runner: runner() });
+            if spec.ephemeral {
+                // Its directory is used: the new listener gets a fresh one.
+                out.push(Action::Stop { runner: runner() });
+                out.extend(fresh(runner()));
+            } else {
+                out.push(Action::Restart { runner: runner() });
+            }
         }
         Some(_) => {}
     }

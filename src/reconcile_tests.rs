@@ -60,6 +60,7 @@ fn record(spec: &RunnerSpec) -> SpecRecord {
         registration_hash: spec.registration_hash(),
         runtime_hash: spec.runtime_hash(),
         spec: Some(spec.clone()),
+        runner_id: None,
     }
 }
 
@@ -74,7 +75,7 @@ fn healthy(spec: &RunnerSpec) -> ObservedRunner {
             busy: false,
         }),
         used: true,
-        base: None,
+        base: Some(PathBuf::from("/bases/in-force")),
     }
 }
 
@@ -177,6 +178,7 @@ fn half_provisioned_leftovers_are_removed_and_registration_finished() {
         "web",
         ObservedRunner {
             provisioned: true,
+            base: Some(PathBuf::from("/bases/in-force")),
             ..ObservedRunner::default()
         },
     )]);
@@ -500,4 +502,107 @@ fn registrations_are_found_by_name_in_any_case_among_many() {
             .count(),
         300
     );
+}
+
+const FRESH: [&str; 4] = [
+    "eph deprovision",
+    "eph provision",
+    "eph register",
+    "eph start",
+];
+
+fn ephemeral(name: &str) -> RunnerSpec {
+    let mut eph = spec(name);
+    eph.ephemeral = true;
+    eph
+}
+
+#[test]
+fn an_ephemeral_dir_is_rebuilt_after_its_listener_whatever_it_holds() {
+    let eph = ephemeral("eph");
+    // (configured, used by corral's record, a live listener) -> the plan.
+    let table: [(bool, bool, bool, &[&str]); 6] = [
+        // Its job done, or a job kept `.runner` and planted a wrapper, emptied `_diag`,
+        // killed its listener: corral's record says a listener ran there.
+        (false, true, false, &FRESH),
+        (true, true, false, &FRESH),
+        // Built and registered, no listener started yet: started there.
+        (false, false, false, &["eph register", "eph start"]),
+        (true, false, false, &["eph start (listener not running)"]),
+        // A listener is running: nothing until it exits.
+        (true, true, true, &[]),
+        (false, true, true, &[]),
+    ];
+    for (configured, used, live, want) in table {
+        let seen = ObservedRunner {
+            configured,
+            used,
+            process: live.then_some(LiveProcess {
+                pid: 7,
+                busy: false,
+            }),
+            ..healthy(&eph)
+        };
+        let got = plan(&desired(vec![eph.clone()]), &observed(vec![("eph", seen)]));
+        assert_eq!(
+            steps(&got),
+            want,
+            "configured {configured}, used {used}, live {live}"
+        );
+    }
+}
+
+#[test]
+fn a_dir_corral_has_no_record_of_is_never_trusted() {
+    let web = spec("web");
+    let mut seen = observed(vec![(
+        "web",
+        ObservedRunner {
+            base: None,
+            process: None,
+            ..healthy(&web)
+        },
+    )]);
+    seen.bases = on_base("/bases/in-force");
+    // Registered: moved onto the base in force, which writes the record.
+    assert_eq!(
+        steps(&plan(&desired(vec![web.clone()]), &seen)),
+        [
+            "web move to the new base (keeps its registration)",
+            "web start"
+        ]
+    );
+    // Not registered: nothing in it is worth keeping.
+    if let Some(r) = seen.runners.get_mut("web") {
+        r.configured = false;
+    }
+    assert_eq!(
+        steps(&plan(&desired(vec![web]), &seen)),
+        [
+            "web deprovision",
+            "web provision",
+            "web register",
+            "web start"
+        ]
+    );
+}
+
+#[test]
+fn an_ephemeral_runner_is_never_moved_or_restarted_in_place() {
+    let eph = ephemeral("eph");
+    let mut seen = observed(vec![(
+        "eph",
+        ObservedRunner {
+            base: Some(PathBuf::from("/bases/old")),
+            ..healthy(&eph)
+        },
+    )]);
+    seen.bases = on_base("/bases/new");
+    let mut want = vec!["eph stop"];
+    want.extend(FRESH);
+    assert_eq!(steps(&plan(&desired(vec![eph.clone()]), &seen)), want);
+    let mut changed = eph.clone();
+    changed.env.insert("TZ".into(), "UTC".into());
+    seen.bases = on_base("/bases/old");
+    assert_eq!(steps(&plan(&desired(vec![changed]), &seen)), want);
 }

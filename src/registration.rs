@@ -1,14 +1,27 @@
-//! Registers and removes a runner with the runner's own `config.sh`
-//! (`reference/runner-contract.md` §3). The token goes in `ACTIONS_RUNNER_INPUT_TOKEN`,
-//! which the runner reads and removes from its environment: never in argv.
+//! Registers a runner with the runner's own `config.sh` (`reference/runner-contract.md` §3),
+//! and turns a JIT configuration into the same identity files.
+//!
+//! `config.sh` runs in a private install of its own (`registrations/<name>`, root's alone) as
+//! corral's user, never in the runner's directory as the runner's user: the token goes in
+//! `ACTIONS_RUNNER_INPUT_TOKEN`, and a process's environment (`/proc/<pid>/environ`) is
+//! readable by its own user, so only a process of another user keeps it from the runner's
+//! jobs. The runner's directory gets the identity files `config.sh` wrote there, from corral.
+//! Deregistration needs no token at all: corral deletes the registration through the API by
+//! the id it recorded (`controller::github_steps`).
 
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use base64::Engine as _;
+
 use crate::config::RunnerSpec;
 use crate::process::{runner_command, RunAs};
+use crate::provision::Beneath;
 use crate::secret::Secret;
+
+/// The files a registration leaves (`reference/runner-contract.md` §2.4, §7).
+const IDENTITY_FILES: [&str; 3] = [".runner", ".credentials", ".credentials_rsaparams"];
 
 /// How long `config.sh` may take before corral gives up on it.
 const CONFIG_TIMEOUT: Duration = Duration::from_secs(300);
@@ -31,20 +44,111 @@ pub enum RegistrationError {
     /// It failed; `output` is the runner's own error text.
     #[error("config.sh {command} exited with {code}: {output}")]
     Failed {
-        /// `configure` or `remove`.
+        /// `configure`.
         command: &'static str,
         /// Exit code (-1 when killed by a signal).
         code: i32,
         /// The last lines the runner printed.
         output: String,
     },
+    /// It succeeded but left no usable identity files.
+    #[error("config.sh configure left no usable `{file}`: {why}")]
+    NoIdentity {
+        /// The missing or unreadable file.
+        file: &'static str,
+        /// Why.
+        why: String,
+    },
+    /// A JIT configuration that is not what GitHub hands out.
+    #[error("the JIT configuration cannot be used: {0}")]
+    BadJit(String),
 }
 
-impl RegistrationError {
-    /// True when GitHub refused to remove the runner because it runs a job.
-    pub fn is_busy(&self) -> bool {
-        matches!(self, RegistrationError::Failed { output, .. } if output.contains("still running a job"))
+/// A runner's identity as its registration left it: the files it runs with and the id
+/// GitHub gave the registration. The file contents are credentials, never printed.
+pub struct Identity {
+    /// `(file name, bytes)`: `.runner`, `.credentials`, `.credentials_rsaparams`.
+    pub files: Vec<(String, Vec<u8>)>,
+    /// The registration's id on GitHub (`agentId` of `.runner`), when it says.
+    pub runner_id: Option<u64>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.files.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Identity")
+            .field("files", &names)
+            .field("runner_id", &self.runner_id)
+            .finish_non_exhaustive()
     }
+}
+
+impl Identity {
+    /// The files of a JIT configuration (base64 of a JSON map from file name to base64
+    /// content, runner-contract §7), as the listener would write them; only the three
+    /// identity files are accepted.
+    pub fn from_jit(encoded: &Secret) -> Result<Identity, RegistrationError> {
+        let engine = base64::engine::general_purpose::STANDARD;
+        let bad = |why: &str| RegistrationError::BadJit(why.to_owned());
+        let json = engine
+            .decode(encoded.expose().trim())
+            .map_err(|_| bad("not base64"))?;
+        let map: std::collections::BTreeMap<String, String> =
+            serde_json::from_slice(&json).map_err(|_| bad("not a JSON map of files"))?;
+        let mut files = Vec::new();
+        for (name, content) in map {
+            if !IDENTITY_FILES.contains(&name.as_str()) {
+                return Err(RegistrationError::BadJit(format!(
+                    "it names a file `{}` that is no identity file",
+                    name.escape_debug()
+                )));
+            }
+            let bytes = engine
+                .decode(content.trim())
+                .map_err(|_| bad("a file is not base64"))?;
+            files.push((name, bytes));
+        }
+        if !files.iter().any(|(n, _)| n == ".runner") {
+            return Err(bad("it has no `.runner`"));
+        }
+        let runner_id = files
+            .iter()
+            .find(|(n, _)| n == ".runner")
+            .and_then(|(_, b)| agent_id(b));
+        Ok(Identity { files, runner_id })
+    }
+
+    /// The identity files `config.sh` left in the private install `staging`.
+    fn read_from(staging: &Path) -> Result<Identity, RegistrationError> {
+        let dir = Beneath::open(staging).map_err(|e| RegistrationError::NoIdentity {
+            file: ".runner",
+            why: e.to_string(),
+        })?;
+        let mut files = Vec::new();
+        for file in IDENTITY_FILES {
+            let bytes = dir
+                .read(file)
+                .map_err(|e| e.to_string())
+                .and_then(|b| b.ok_or_else(|| "missing".to_owned()))
+                .map_err(|why| RegistrationError::NoIdentity { file, why })?;
+            files.push((file.to_owned(), bytes));
+        }
+        let runner_id = agent_id(&files[0].1);
+        Ok(Identity { files, runner_id })
+    }
+}
+
+/// `agentId` of a `.runner` file (JSON, maybe with a BOM; keys read case-insensitively as
+/// the runner does).
+fn agent_id(runner: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(runner).ok()?;
+    let value: serde_json::Value =
+        serde_json::from_str(text.trim_start_matches('\u{feff}')).ok()?;
+    let (_, id) = value
+        .as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("agentId"))?;
+    id.as_u64().or_else(|| id.as_str()?.parse().ok())
 }
 
 /// The `config.sh` arguments for `spec`; nothing secret.
@@ -77,45 +181,28 @@ pub fn configure_args(spec: &RunnerSpec) -> Vec<String> {
     args
 }
 
-/// Runs `config.sh` (configure) in `root` with `token`.
+/// Runs `config.sh` (configure) with `token` in the private install `staging` (built by
+/// `Provisioner::stage_registration`), as corral's own user; returns the identity it wrote.
 pub async fn configure(
     spec: &RunnerSpec,
-    root: &Path,
+    staging: &Path,
     token: &Secret,
-    run_as: RunAs,
-) -> Result<(), RegistrationError> {
-    run_config_sh(
-        spec,
-        root,
-        token,
-        run_as,
-        "configure",
-        &configure_args(spec),
-    )
-    .await
-}
-
-/// Runs `config.sh remove` in `root` with a removal `token`. Deletes the registration on
-/// GitHub (refused while a job runs) and the runner's local identity files.
-pub async fn remove(
-    spec: &RunnerSpec,
-    root: &Path,
-    token: &Secret,
-    run_as: RunAs,
-) -> Result<(), RegistrationError> {
-    run_config_sh(spec, root, token, run_as, "remove", &["remove".to_string()]).await
+) -> Result<Identity, RegistrationError> {
+    run_config_sh(spec, staging, token, "configure", &configure_args(spec)).await?;
+    Identity::read_from(staging)
 }
 
 async fn run_config_sh(
     spec: &RunnerSpec,
     root: &Path,
     token: &Secret,
-    run_as: RunAs,
     command: &'static str,
     args: &[String],
 ) -> Result<(), RegistrationError> {
     let script = root.join("config.sh");
-    let mut cmd = runner_command(&script, root, &spec.env, run_as, spec.allow_root, root);
+    // As root, `config.sh` needs to be told that is fine (runner-contract §3, §8).
+    let as_root = nix::unistd::geteuid().is_root();
+    let mut cmd = runner_command(&script, root, &spec.env, RunAs::Inherit, as_root, root);
     cmd.args(args)
         .env("ACTIONS_RUNNER_INPUT_TOKEN", token.expose())
         .stdout(Stdio::piped())

@@ -120,11 +120,19 @@ fn cli_installs_lists_verifies_and_prunes() {
         out.status.success() && stdout.contains(&format!("{V}: ok")),
         "{stdout}"
     );
-    // A runner built from 2.337.0 keeps it; the configured one is always kept.
+    // A runner built from 2.337.0 (by corral's record) keeps it; the configured one is
+    // always kept.
     let runner = dir.join("state/runners/web");
     fs::create_dir_all(&runner).expect("runner dir");
-    let externals = fs::canonicalize(dir.join("state/bases/2.337.0/externals")).expect("externals");
-    std::os::unix::fs::symlink(externals, runner.join("externals")).expect("link");
+    let tree = fs::canonicalize(dir.join("state/bases/2.337.0")).expect("tree");
+    corral::layout::write_record(
+        &dir.join("state/records/web/dir.json"),
+        &corral::layout::DirRecord {
+            base: tree,
+            started: false,
+        },
+    )
+    .expect("record");
     let out = corral(dir, &["base", "prune"]);
     let (stdout, _) = cmd::texts(&out);
     assert!(

@@ -55,12 +55,13 @@ impl Phase {
                 ("deprovision.renamed", 2),
                 ("deprovision.done", 2),
             ],
+            // `a` and `b` are moved; the ephemeral `c` gets a fresh directory on the new base.
             Phase::Rebasing => &[
-                ("rebase.stopped", 3),
+                ("rebase.stopped", 2),
                 ("provision.file", 12),
-                ("rebase.built", 3),
-                ("rebase.swapped", 3),
-                ("rebase.done", 3),
+                ("rebase.built", 2),
+                ("rebase.swapped", 2),
+                ("rebase.done", 2),
             ],
         }
     }

@@ -241,10 +241,17 @@ fn provision_gives_root_work_and_diag_to_the_owner() {
     let p = Provisioner::new(StateLayout::new(&s.state), base, Some(owner));
     p.provision("r1").expect("provision");
     let root = s.root("r1");
-    for own in [root.clone(), root.join("_work"), root.join("_diag")] {
+    for own in [root.join("_work"), root.join("_diag")] {
         let meta = fs::metadata(&own).expect("stat");
         assert_eq!((meta.uid(), meta.gid()), (4242, 4243), "{}", own.display());
     }
+    // The root stays root's, with the runner's group and the sticky bit: the runner adds
+    // its own files but cannot rename `bin/`, `config.sh` or `externals`.
+    let meta = fs::metadata(&root).expect("stat");
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (0, 4243, 0o1770)
+    );
     assert_eq!(fs::metadata(root.join("bin")).expect("stat").uid(), 0);
 }
 

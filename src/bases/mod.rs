@@ -22,7 +22,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub use error::BasesError;
-pub use extract::extract as extract_archive;
+pub use extract::{
+    extract as extract_archive, extract_within as extract_archive_within, Limits as ExtractLimits,
+};
 pub use manifest::{Difference, Manifest};
 pub use release::{is_version, resolve, runner_arch, Release};
 
@@ -177,19 +179,24 @@ impl BaseStore {
         Ok(manifest::compare(&manifest.entries, &actual))
     }
 
-    /// Installed versions that runners' `externals` links (under `runners`) point into, with
-    /// the runners using each, sorted.
-    pub fn in_use(&self, runners: &Path) -> BTreeMap<String, Vec<String>> {
+    /// Installed versions that runners are built from, by corral's records (never a link in
+    /// a runner's directory, which a job may have changed), with the runners using each,
+    /// sorted.
+    pub fn in_use(&self, layout: &crate::layout::StateLayout) -> BTreeMap<String, Vec<String>> {
         let bases = fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
         let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let Ok(entries) = fs::read_dir(runners) else {
+        let Ok(entries) = fs::read_dir(layout.runners_dir()) else {
             return users;
         };
         for entry in entries.flatten() {
-            let Ok(target) = fs::read_link(entry.path().join("externals")) else {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(record) =
+                crate::layout::read_record::<crate::layout::DirRecord>(&layout.dir_record(&name))
+            else {
                 continue;
             };
-            let Some(version) = target
+            let Some(version) = record
+                .base
                 .strip_prefix(&bases)
                 .ok()
                 .and_then(|rest| rest.components().next())
@@ -199,7 +206,7 @@ impl BaseStore {
             users
                 .entry(version.as_os_str().to_string_lossy().into_owned())
                 .or_default()
-                .push(entry.file_name().to_string_lossy().into_owned());
+                .push(name);
         }
         for names in users.values_mut() {
             names.sort();

@@ -152,8 +152,7 @@ async fn step(
             blocking(ctx, job, owner, move |p| p.provision(&name).map(drop)).await?;
         }
         Action::Register { .. } => {
-            register(ctx, desired(job)?, out).await?;
-            // config.sh wrote the identity files with the runner's umask.
+            register(ctx, job, desired(job)?, out).await?;
             secure(ctx, job).await?;
         }
         Action::Start { .. } => {
@@ -281,27 +280,36 @@ async fn registration_token(ctx: &ApplyCtx, spec: &RunnerSpec) -> Result<Secret,
     }
 }
 
-async fn register(ctx: &ApplyCtx, spec: &RunnerSpec, out: &mut Outcome) -> Result<(), String> {
-    let root = ctx.layout.runner_dir(&spec.name);
-    let user = runner_user(ctx, spec)?;
-    if let (Some(gh), true) = (&ctx.github, spec.ephemeral) {
-        // One job per registration: a JIT config, no config.sh, no token in between.
-        if out.jit.is_none() {
-            out.jit = Some(github_steps::register_jit(gh, spec).await?.encoded);
+async fn register(
+    ctx: &Arc<ApplyCtx>,
+    job: &Job,
+    spec: &RunnerSpec,
+    out: &mut Outcome,
+) -> Result<(), String> {
+    let recorded_id =
+        read_record::<SpecRecord>(&ctx.layout.spec_record(&spec.name)).and_then(|r| r.runner_id);
+    let runner_id = if let (Some(gh), true) = (&ctx.github, spec.ephemeral) {
+        // One job per registration: a JIT config, no config.sh, no token in between. Its
+        // files are written at the start (see `start`).
+        if out.jit.is_some() {
+            recorded_id
+        } else {
+            let jit = github_steps::register_jit(gh, spec).await?;
+            out.jit = Some(jit.encoded);
+            Some(jit.runner_id)
         }
     } else {
         let token = registration_token(ctx, spec)
             .await
             .map_err(|message| format!("registration token: {message}"))?;
-        registration::configure(spec, &root, &token, user.run_as)
-            .await
-            .map_err(|err| chain(&err))?;
-    }
+        configure_in_private(ctx, job, spec, &token).await?
+    };
     crate::crashpoint::reached("register.configured");
     let record = SpecRecord {
         registration_hash: spec.registration_hash(),
         runtime_hash: spec.runtime_hash(),
         spec: Some(spec.clone()),
+        runner_id,
     };
     write_record(&ctx.layout.spec_record(&spec.name), &record)
         .map_err(|e| format!("write record: {e}"))?;
@@ -312,6 +320,51 @@ async fn register(ctx: &ApplyCtx, spec: &RunnerSpec, out: &mut Outcome) -> Resul
     Ok(())
 }
 
+/// `config.sh` in a private install of the base (root's alone), then its identity files
+/// handed to the runner's directory; the install goes, whatever happened. Returns the
+/// registration's id.
+async fn configure_in_private(
+    ctx: &Arc<ApplyCtx>,
+    job: &Job,
+    spec: &RunnerSpec,
+    token: &Secret,
+) -> Result<Option<u64>, String> {
+    let owner = owner_of(ctx, spec).await?;
+    let name = spec.name.clone();
+    let staged = {
+        let name = name.clone();
+        let (layout, base) = (ctx.layout.clone(), job.base.clone());
+        tokio::task::spawn_blocking(move || {
+            let base = base?;
+            Provisioner::new(layout, base, None)
+                .stage_registration(&name)
+                .map_err(|e| chain(&e))
+        })
+        .await
+        .map_err(|e| format!("provisioning task failed: {e}"))??
+    };
+    let configured = registration::configure(spec, &staged, token)
+        .await
+        .map_err(|err| chain(&err));
+    let result = match configured {
+        Ok(identity) => {
+            let id = identity.runner_id;
+            let name = name.clone();
+            blocking(ctx, job, owner, move |p| {
+                p.install_identity(&name, &identity.files)
+            })
+            .await
+            .map(|()| id)
+        }
+        Err(message) => Err(message),
+    };
+    let unstaged = blocking(ctx, job, None, move |p| p.unstage_registration(&name)).await;
+    if let Err(message) = unstaged {
+        warn!(error = %message, "cannot remove the private registration install; the next one replaces it");
+    }
+    result
+}
+
 fn start(ctx: &ApplyCtx, job: &Job, out: &mut Outcome) -> Result<bool, String> {
     if !job.backoff_wait.is_zero() {
         out.requeue = Some(job.backoff_wait);
@@ -320,6 +373,7 @@ fn start(ctx: &ApplyCtx, job: &Job, out: &mut Outcome) -> Result<bool, String> {
     let spec = desired(job)?;
     let root = ctx.layout.runner_dir(&spec.name);
     let user = runner_user(ctx, spec)?;
+    prepare_start(ctx, job, spec, &user, out)?;
     let log = ctx.layout.listener_log(&spec.name);
     std::fs::create_dir_all(ctx.layout.record_dir(&spec.name))
         .map_err(|e| format!("create records: {e}"))?;
@@ -344,10 +398,6 @@ fn start(ctx: &ApplyCtx, job: &Job, out: &mut Outcome) -> Result<bool, String> {
     {
         cmd.env("ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE", "true");
     }
-    if let Some(jit) = out.jit.take() {
-        // The runner reads it and removes it from its environment (runner-contract §3.1).
-        cmd.env("ACTIONS_RUNNER_INPUT_JITCONFIG", jit.expose());
-    }
     detach_to_log(&mut cmd, &log).map_err(|e| format!("open `{}`: {e}", log.display()))?;
     let mut child = cmd
         .spawn()
@@ -370,6 +420,41 @@ fn start(ctx: &ApplyCtx, job: &Job, out: &mut Outcome) -> Result<bool, String> {
     info!(pid, "listener started");
     out.started = Some(pid);
     Ok(true)
+}
+
+/// Before a listener starts: a pending JIT configuration becomes the runner's identity files
+/// (written by corral, 0600, as the listener would write them from `--jitconfig`; so no
+/// listener ever holds it in its environment, which its jobs could read), and corral's
+/// record notes that the directory is now used.
+fn prepare_start(
+    ctx: &ApplyCtx,
+    job: &Job,
+    spec: &RunnerSpec,
+    user: &users::RunnerUser,
+    out: &mut Outcome,
+) -> Result<(), String> {
+    let base = job.base.clone()?;
+    let owner = match user.run_as {
+        RunAs::User { uid, gid } => Some((uid, gid)),
+        RunAs::Inherit => None,
+    };
+    let provisioner = Provisioner::new(ctx.layout.clone(), base, owner);
+    if let Some(jit) = out.jit.take() {
+        let written = registration::Identity::from_jit(&jit)
+            .map_err(|e| chain(&e))
+            .and_then(|identity| {
+                provisioner
+                    .install_identity(&spec.name, &identity.files)
+                    .map_err(|e| chain(&e))
+            });
+        if let Err(message) = written {
+            out.jit = Some(jit);
+            return Err(message);
+        }
+    }
+    provisioner
+        .record_started(&spec.name)
+        .map_err(|e| chain(&e))
 }
 
 fn update_runtime_hash(layout: &StateLayout, spec: &RunnerSpec) {

@@ -180,10 +180,7 @@ impl Controller {
             return;
         };
         let Ok(installed) = store.list() else { return };
-        let mut wanted: Vec<String> = store
-            .in_use(&self.layout().runners_dir())
-            .into_keys()
-            .collect();
+        let mut wanted: Vec<String> = store.in_use(&self.layout()).into_keys().collect();
         wanted.extend(
             bases
                 .values()

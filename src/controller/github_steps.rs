@@ -7,12 +7,12 @@ use tracing::{info, warn};
 
 use super::apply::{chain, stop, ApplyCtx, Job, Outcome, DRAIN_RETRY};
 use crate::config::RunnerSpec;
-use crate::github::{GitHubClient, JitConfig};
+use crate::github::{GitHubClient, GitHubError, JitConfig};
 use crate::layout::{read_record, write_record, SpecRecord};
-use crate::registration;
 
-/// Removes the registration (GitHub refuses while a job runs: that is the drain), falling
-/// back to deleting it through the API once the drain time is up.
+/// Deletes the registration through the API, by the id corral recorded when it registered
+/// (no removal token is ever minted, so none can reach a runner's user). GitHub refuses while
+/// a job runs: that is the drain; once the drain time is up the job is stopped first.
 pub(super) async fn deregister(
     ctx: &ApplyCtx,
     job: &Job,
@@ -29,17 +29,30 @@ pub(super) async fn deregister(
         out.local_only = true;
         return Ok(true);
     };
-    let root = ctx.layout.runner_dir(&job.name);
-    let user = super::apply::runner_user(ctx, spec)?;
-    let token = gh.remove_token(&spec.repo).await.map_err(|e| chain(&e))?;
+    let recorded_id =
+        read_record::<SpecRecord>(&ctx.layout.spec_record(&job.name)).and_then(|r| r.runner_id);
+    let id = match recorded_id {
+        Some(id) => Some(id),
+        // A record from before corral kept ids: its registration by name.
+        None => gh
+            .find_runner(&spec.repo, &spec.name)
+            .await
+            .map_err(|e| chain(&e))?
+            .map(|r| r.id),
+    };
     crate::crashpoint::reached("deregister.token");
-    match registration::remove(spec, &root, &token, user.run_as).await {
+    let deleted = match id {
+        None => Ok(()),
+        Some(id) => gh.delete_runner(&spec.repo, id).await,
+    };
+    match deleted {
         Ok(()) => {
             crate::crashpoint::reached("deregister.removed");
-            info!("deregistered");
+            super::apply::forget_identity(&ctx.layout.runner_dir(&job.name));
+            info!(runner_id = ?id, "deregistered");
             Ok(true)
         }
-        Err(err) if err.is_busy() => {
+        Err(GitHubError::Busy { .. }) => {
             let started = job.drain_started.unwrap_or_else(Instant::now);
             if started.elapsed() < spec.drain_timeout {
                 info!("busy: draining before removal");
@@ -49,26 +62,16 @@ pub(super) async fn deregister(
             }
             warn!(drain_timeout = ?spec.drain_timeout, "drain time is up: stopping the running job");
             stop(ctx, &job.name, out).await;
-            delete_on_github(gh, spec).await
+            if let Some(id) = id {
+                gh.delete_runner(&spec.repo, id)
+                    .await
+                    .map_err(|e| chain(&e))?;
+            }
+            super::apply::forget_identity(&ctx.layout.runner_dir(&job.name));
+            Ok(true)
         }
-        Err(err) => {
-            warn!(error = %chain(&err), "config.sh remove failed; deleting through the API");
-            delete_on_github(gh, spec).await
-        }
+        Err(err) => Err(chain(&err)),
     }
-}
-
-async fn delete_on_github(gh: &GitHubClient, spec: &RunnerSpec) -> Result<bool, String> {
-    if let Some(found) = gh
-        .find_runner(&spec.repo, &spec.name)
-        .await
-        .map_err(|e| chain(&e))?
-    {
-        gh.delete_runner(&spec.repo, found.id)
-            .await
-            .map_err(|e| chain(&e))?;
-    }
-    Ok(true)
 }
 
 /// The labels a JIT runner is created with: the runner's defaults unless turned off, then
@@ -77,8 +80,8 @@ pub fn jit_labels(spec: &RunnerSpec) -> Vec<String> {
     spec.all_labels()
 }
 
-/// Creates a just-in-time registration for an ephemeral runner; the listener gets it in
-/// `ACTIONS_RUNNER_INPUT_JITCONFIG` when it starts.
+/// Creates a just-in-time registration for an ephemeral runner; corral writes its files into
+/// the runner's directory when the listener starts.
 pub async fn register_jit(gh: &GitHubClient, spec: &RunnerSpec) -> Result<JitConfig, String> {
     let labels = jit_labels(spec);
     let jit = match gh

@@ -160,7 +160,9 @@ impl Base {
     }
 }
 
-/// Root-owned, `a-w`, through the open descriptor (never a path that could be swapped).
+/// Root-owned, `a-w`, no set-id bits, through the open descriptor (never a path that could
+/// be swapped). A runner install needs no set-id file, and one in the base would be in every
+/// runner's `bin/`, runnable by every job.
 fn protect_node(node: &Node<'_>) -> io::Result<bool> {
     let root = (Some(Uid::from_raw(0)), Some(Gid::from_raw(0)));
     match node {
@@ -176,12 +178,11 @@ fn protect_node(node: &Node<'_>) -> io::Result<bool> {
         Node::File(file) => {
             let meta = file.metadata()?;
             let mode = meta.mode() & 0o7777;
-            if meta.uid() == 0 && meta.gid() == 0 && mode & 0o222 == 0 {
+            if meta.uid() == 0 && meta.gid() == 0 && mode & 0o6222 == 0 {
                 return Ok(false);
             }
-            // chown first: it clears set-id bits, which the chmod then restores.
             fchown(file.as_raw_fd(), root.0, root.1)?;
-            file.set_permissions(fs::Permissions::from_mode(mode & !0o222))?;
+            file.set_permissions(fs::Permissions::from_mode(mode & !0o6222))?;
         }
         Node::Symlink { parent, name, stat } => {
             if stat.st_uid == 0 && stat.st_gid == 0 {

@@ -24,15 +24,15 @@ pub enum ProvisionError {
         name: String,
     },
     /// The runner dir exists but was built from another base; re-base it instead.
-    #[error("runner dir `{path}` is built from another base (`externals` -> `{found}`)")]
+    #[error("runner dir `{path}` is built from another base (`{found}`, by corral's record)")]
     OtherBase {
         /// The runner's root.
         path: PathBuf,
-        /// Where its `externals` link points.
+        /// The base corral's record names.
         found: PathBuf,
     },
-    /// Something that is not a runner dir sits where the runner dir belongs.
-    #[error("`{path}` exists but is not a runner dir (no `externals` link)")]
+    /// Something corral has no record of building sits where the runner dir belongs.
+    #[error("`{path}` exists but corral has no record of building it")]
     NotARunner {
         /// The path.
         path: PathBuf,

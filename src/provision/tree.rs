@@ -68,7 +68,8 @@ pub(crate) fn mirror(
     Ok(())
 }
 
-/// Hard link; on `EXDEV`/`EPERM`/`EMLINK` a reflink, and when that fails too, a copy.
+/// Hard link; on `EXDEV`/`EPERM`/`EMLINK` a reflink, and when that fails too, a copy. A
+/// reflink or copy never has set-id or sticky bits: corral makes it, as root.
 pub(crate) fn place_file(
     ops: &dyn FileOps,
     from: &Path,
@@ -76,6 +77,7 @@ pub(crate) fn place_file(
     mode: u32,
     stats: &mut LinkStats,
 ) -> Result<(), ProvisionError> {
+    let mode = mode & 0o777;
     let refused = match ops.hard_link(from, to) {
         Ok(()) => {
             stats.linked += 1;
