@@ -460,3 +460,17 @@ fn the_example_file_passes() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stdout.contains("runners.yaml: ok, 4 runners"), "{stdout}");
 }
+
+#[test]
+fn a_repository_on_another_host_than_github_url_is_refused() {
+    // corral would mint a token for owner/repo on github.com and config.sh would send it to
+    // the repository's own host.
+    refused(
+        &with_head("runners:\n  - name: a\n    repo: ⟨https://evil.example/owner/repo\n"),
+        "runners[0].repo: repo \"https://evil.example/owner/repo\" is not on github.url \"https://github.com\": corral's tokens go only to the configured GitHub host",
+    );
+    refused(
+        &with_head("runners:\n  - name: a\n    repos: [owner/ok, ⟨https://evil.example/owner/b]\n"),
+        "runners[0].repos[1]: repo \"https://evil.example/owner/b\" is not on github.url",
+    );
+}

@@ -373,7 +373,7 @@ fn resolve_repos(
     let mut repos: Vec<Repo> = Vec::new();
     for (k, text) in list.iter().enumerate() {
         let path = format!("runners[{i}].repos[{k}]");
-        match rules::parse_repo(text, &github.web_url) {
+        match rules::parse_repo(text, &github.web_url).and_then(|r| on_github_host(r, github)) {
             Ok((owner, name, url)) => {
                 if repos.iter().any(|r| r.url.eq_ignore_ascii_case(&url)) {
                     c.error(&path, format!("repository {text:?} is listed twice"));
@@ -419,13 +419,24 @@ fn resolve_repo(
         );
         return None;
     };
-    match rules::parse_repo(text, &github.web_url) {
+    match rules::parse_repo(text, &github.web_url).and_then(|r| on_github_host(r, github)) {
         Ok((owner, name, url)) => Some(Repo { owner, name, url }),
         Err(message) => {
             c.error(&path, message);
             None
         }
     }
+}
+
+/// A parsed repository, refused when corral has a credential and it is on another host.
+fn on_github_host(
+    repo: (String, String, String),
+    github: &GitHub,
+) -> Result<(String, String, String), String> {
+    if github.auth != GitHubAuth::None {
+        rules::check_repo_host(&repo.2, &github.web_url)?;
+    }
+    Ok(repo)
 }
 
 fn resolve_labels(

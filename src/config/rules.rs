@@ -148,6 +148,27 @@ pub fn api_url_for(web_url: &str) -> String {
     }
 }
 
+/// Refuses a repository URL on another host than `github.url` when corral holds a GitHub
+/// credential: corral mints tokens for the repository on `github.url`'s API, and `config.sh`
+/// hands them to the host of the repository's URL.
+pub fn check_repo_host(url: &str, web_url: &str) -> Result<(), String> {
+    let origin = |u: &str| {
+        let (scheme, rest) = u.split_once("://").unwrap_or(("", u));
+        let host = rest.split('/').next().unwrap_or_default();
+        format!(
+            "{}://{}",
+            scheme.to_ascii_lowercase(),
+            host.to_ascii_lowercase()
+        )
+    };
+    if origin(url) == origin(web_url) {
+        return Ok(());
+    }
+    Err(format!(
+        "repo {url:?} is not on github.url {web_url:?}: corral's tokens go only to the configured GitHub host"
+    ))
+}
+
 /// Splits a repository given as `owner/repo` or as its URL into owner, name and web URL.
 /// `web_url` is the GitHub web URL used for the `owner/repo` form.
 pub fn parse_repo(text: &str, web_url: &str) -> Result<(String, String, String), String> {
