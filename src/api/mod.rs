@@ -8,6 +8,7 @@
 //! every route but `/healthz` requires `Authorization: Bearer <token>`, compared in constant
 //! time; the token is never logged.
 
+pub mod limits;
 mod metrics;
 mod openapi;
 mod webhook;
@@ -80,16 +81,20 @@ pub fn router_with(shared: Shared, token: Option<Secret>, webhook: Option<Webhoo
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/webhook", axum::routing::post(webhook::receive))
         .merge(guarded)
+        .layer(axum::extract::DefaultBodyLimit::max(limits::BODY_LIMIT))
         .with_state(state)
 }
 
-/// Serves the API on `listener` until the task is dropped.
+/// Serves the API on `listener` until the task is dropped, within the bounds of [`limits`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     shared: Shared,
     token: Option<Secret>,
     webhook: Option<Webhook>,
 ) {
+    let connections = limits::connection_limit();
+    tracing::debug!(connections, "status API connection limit");
+    let listener = limits::Bounded::new(listener, connections);
     if let Err(err) = axum::serve(listener, router_with(shared, token, webhook)).await {
         tracing::error!(cause = %err, "status API stopped");
     }
