@@ -91,7 +91,20 @@ impl World {
 
     /// Starts `corral run` with the PAT and `extra` variables in its environment.
     pub fn start_with_env(&mut self, extra: &[(&str, &str)]) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_corral"));
+        self.start_command(Command::new(env!("CARGO_BIN_EXE_corral")), extra);
+    }
+
+    /// Starts `corral run` with at most `nofile` open descriptors (`RLIMIT_NOFILE`, soft and
+    /// hard), as a unit's `LimitNOFILE` would set it.
+    pub fn start_with_nofile(&mut self, nofile: u64) {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_corral"));
+        self.start_command(cmd, &[]);
+    }
+
+    fn start_command(&mut self, mut cmd: Command, extra: &[(&str, &str)]) {
         cmd.args(["run", "-c"])
             .arg(self.config())
             .current_dir(self.dir.path())

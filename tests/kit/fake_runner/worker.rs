@@ -103,7 +103,7 @@ fn run_job(ctx: &Ctx, job: &Value, rx: &mpsc::Receiver<Event>) -> &'static str {
     if !run_node(ctx) {
         return "Failed";
     }
-    if !run_steps(job) {
+    if !run_steps(job, &work.join(repo_name).join(repo_name)) {
         return "Failed";
     }
     let duration = Duration::from_millis(job["duration_ms"].as_u64().unwrap_or(0));
@@ -127,10 +127,13 @@ fn run_job(ctx: &Ctx, job: &Value, rx: &mpsc::Receiver<Event>) -> &'static str {
 
 /// The job's `steps` (tests/kit/README.md, "Job steps"), as the job's user; each outcome is
 /// a `step …: ok` or `step …: error: …` line in the Worker log. False if any step failed.
-fn run_steps(job: &Value) -> bool {
+fn run_steps(job: &Value, workspace: &std::path::Path) -> bool {
     let mut all_ok = true;
     for step in job["steps"].as_array().into_iter().flatten() {
-        let (what, outcome) = if let Some(path) = step["read"].as_str() {
+        let (what, outcome) = if let Some(script) = step["run"].as_str() {
+            let name = step["name"].as_str().unwrap_or("script");
+            (format!("run {name}"), run_shell(name, script, workspace))
+        } else if let Some(path) = step["read"].as_str() {
             let outcome = if std::path::Path::new(path).is_dir() {
                 std::fs::read_dir(path).map(drop)
             } else {
@@ -171,6 +174,28 @@ fn run_steps(job: &Value) -> bool {
         }
     }
     all_ok
+}
+
+/// A `run` step: `/bin/sh -c <script>` in the job's workspace, as a real job's `run:` step;
+/// each line it prints is logged as `out <name>: <line>`; a non-zero exit fails the step.
+fn run_shell(name: &str, script: &str, workspace: &std::path::Path) -> std::io::Result<()> {
+    let out = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(workspace)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    for line in String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stderr).lines())
+    {
+        diag::info("Step", &format!("out {name}: {line}"));
+    }
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("exited with {}", out.status)))
+    }
 }
 
 /// Every job runs `<Root>/externals/node20/bin/node --version`, as the real Worker runs node
