@@ -292,10 +292,10 @@ fn two_pinned_versions_run_side_by_side_and_an_unused_one_is_pruned_after_its_gr
     assert_eq!(id_of_b(), before, "b kept its registration");
     crate::kit::proc::wait_until("2.337.0 pruned", || !bases.join("2.337.0").exists());
     assert!(bases.join("2.336.0").join(listener).is_file());
-    assert!(world
+    // The line follows the removal: waited for, not read at once.
+    world
         .corral()
-        .output()
-        .contains("pruned a runner release no runner uses"));
+        .wait_for("pruned a runner release no runner uses");
 }
 
 #[test]
