@@ -221,8 +221,12 @@ fn a_listener_ignoring_sigint_is_killed_after_the_grace_period() {
         took >= Duration::from_secs(29),
         "killed only after the grace period, not at once: {took:?}"
     );
-    let new = world.wait_idle(&["b"]);
-    assert_ne!(new, [pid], "b runs a new listener");
+    // The status of the pass that killed it may not be written yet: wait for the new pid.
+    world.wait_status("b runs a new listener", |s| {
+        runner(s, "b").is_some_and(|r| {
+            r.state == corral::status::State::Idle && r.pid.is_some_and(|p| p != pid)
+        })
+    });
     let out = world.corral().output();
     assert!(
         out.contains(&format!("listener stopped pid={pid} clean=false")),
