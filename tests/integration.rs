@@ -12,6 +12,7 @@ mod fleet;
 mod fuzz_corpus;
 mod github_client;
 mod github_client_app;
+mod openapi;
 mod plan;
 mod provision;
 mod provision_e2e;
