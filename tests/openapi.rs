@@ -1,4 +1,4 @@
-//! The OpenAPI document lists every status each route answers: every route is called with
+//! The `OpenAPI` document lists every status each route answers: every route is called with
 //! and without the token, before the first pass and after it, and each answer's status must
 //! be documented for that route, and each documented status must be seen.
 

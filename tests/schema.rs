@@ -122,7 +122,7 @@ fn the_schema_accepts_what_check_accepts() {
     ];
     for case in cases {
         let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("runners.yaml"), &case).expect("write");
+        std::fs::write(dir.path().join("runners.yaml"), case).expect("write");
         let out = cmd::run(dir.path(), &["check", "runners.yaml"]);
         let (_, stderr) = cmd::texts(&out);
         assert_eq!(
@@ -131,7 +131,7 @@ fn the_schema_accepts_what_check_accepts() {
             "corral refuses:\n{case}\n{stderr}"
         );
         assert!(
-            accepts(&case),
+            accepts(case),
             "the schema refuses what corral accepts:\n{case}"
         );
     }
