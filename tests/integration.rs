@@ -29,4 +29,5 @@ mod security;
 mod ship;
 mod ship_container;
 mod ship_demo;
+mod ship_unit;
 mod webhook;
