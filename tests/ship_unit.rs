@@ -168,11 +168,10 @@ fn user_per_runner_works_under_the_units_settings() {
         "full" => &["/usr", "/boot", "/etc"],
         other => panic!("ProtectSystem={other} is not reproduced by this test"),
     };
-    let mounts: String = read_only
-        .iter()
-        .filter(|dir| Path::new(dir).is_dir())
-        .map(|dir| format!("mount --bind {dir} {dir} && mount -o remount,bind,ro {dir} && "))
-        .collect();
+    let mut mounts = String::new();
+    for dir in read_only.iter().filter(|dir| Path::new(dir).is_dir()) {
+        mounts += &format!("mount --bind {dir} {dir} && mount -o remount,bind,ro {dir} && ");
+    }
     let script =
         format!("{mounts}exec setpriv --no-new-privs prlimit --nofile={nofile}:{nofile} -- \"$@\"");
     world.start_under(&[
