@@ -170,7 +170,17 @@ fn user_per_runner_works_under_the_units_settings() {
     };
     let mut mounts = String::new();
     for dir in read_only.iter().filter(|dir| Path::new(dir).is_dir()) {
-        mounts += &format!("mount --bind {dir} {dir} && mount -o remount,bind,ro {dir} && ");
+        for part in [
+            "mount --bind ",
+            dir,
+            " ",
+            dir,
+            " && mount -o remount,bind,ro ",
+            dir,
+            " && ",
+        ] {
+            mounts.push_str(part);
+        }
     }
     let script =
         format!("{mounts}exec setpriv --no-new-privs prlimit --nofile={nofile}:{nofile} -- \"$@\"");
