@@ -29,5 +29,6 @@ mod security;
 mod ship;
 mod ship_container;
 mod ship_demo;
+mod ship_lint;
 mod ship_unit;
 mod webhook;
