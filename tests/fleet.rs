@@ -33,8 +33,8 @@ fn corral(rest: &str, args: &[&str]) -> (Option<i32>, String) {
 fn planned(stdout: &str) -> Vec<String> {
     stdout
         .lines()
-        .filter(|l| !l.starts_with(' ') && l.ends_with(':'))
-        .map(|l| l.trim_end_matches(':').to_string())
+        .filter_map(|l| l.strip_prefix("+ "))
+        .map(|l| l.split(':').next().unwrap_or_default().to_string())
         .collect()
 }
 
@@ -233,12 +233,14 @@ fn runners_of_an_entry_moved_to_another_host_drain_here() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(
         stdout,
-        "web:\n  deregister (waits for a running job)\n  deprovision\nleft alone on host build-1 (not in their hosts): web\n"
+        "- web: deregister, deprovision (out of the file: draining until its job ends)\nPlan: 0 to add, 0 to change, 1 to drain, 0 to remove.\nleft alone on host build-1 (not in their hosts): web\n"
     );
     let out = cmd::run(dir.path(), &["plan", "--host-id", "build-2"]);
     let (stdout, _) = cmd::texts(&out);
     assert!(
-        stdout.ends_with("  start\n") && !stdout.contains("left alone"),
+        stdout.starts_with("~ web: ")
+            && stdout.contains(", start")
+            && !stdout.contains("left alone"),
         "its own host keeps it: {stdout}"
     );
     assert!(runner.join(".runner").is_file(), "plan changes nothing");
