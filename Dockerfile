@@ -34,6 +34,9 @@ RUN RUNNER_VERSION="$RUNNER_VERSION" RUNNER_SHA256="$RUNNER_SHA256" \
 # ICU, Kerberos, zlib, LTTng, OpenSSL; ldd/ldconfig for config.sh's own checks), CA
 # certificates, git and curl for jobs (curl also runs the HEALTHCHECK), and tini.
 FROM debian:bookworm-slim
+# Not pinned (DL3008): bookworm's point and security releases replace these versions, so a
+# pin would break the build at the next update; the image takes what bookworm ships then.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         ca-certificates curl git libc-bin libicu72 libkrb5-3 liblttng-ust1 libssl3 zlib1g tini \
@@ -68,8 +71,9 @@ VOLUME ["/var/lib/corral"]
 # The status API that docker/config/runners.yaml enables on loopback (`api.listen`); /healthz
 # answers while the controller runs. Keep `api.listen` in a mounted config, or override this.
 ENV CORRAL_HEALTH_URL=http://127.0.0.1:9180/healthz
+# Exec form (hadolint DL3025); `sh -c` expands CORRAL_HEALTH_URL at each check.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD curl -fsS "$CORRAL_HEALTH_URL" || exit 1
+    CMD ["sh", "-c", "curl -fsS \"$CORRAL_HEALTH_URL\" || exit 1"]
 
 # tini reaps the zombies a job leaves behind and forwards SIGTERM to corral, which lets busy
 # runners finish (`shutdown_timeout`) and stops the rest; give `docker stop` at least that long

@@ -1,6 +1,6 @@
 //! The command line (DESIGN.md §2): argument types and the commands that need no daemon.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -8,7 +8,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::config;
 use crate::layout::StateLayout;
 use crate::observe;
-use crate::reconcile::{self, Action};
+use crate::plan_view::{Fetch, PlanView};
+use crate::reconcile;
 
 /// corral keeps a host's GitHub Actions runners equal to runners.yaml.
 #[derive(Debug, Parser)]
@@ -69,6 +70,8 @@ pub enum Command {
     Plan {
         #[command(flatten)]
         config: ConfigArg,
+        #[command(flatten)]
+        options: PlanOptions,
     },
     /// Run the controller in the foreground until SIGTERM or SIGINT.
     Run {
@@ -224,11 +227,24 @@ fn load_or_report_on(
     }
 }
 
-/// `corral plan`: the planner's steps against what is on disk, grouped by runner, for host
-/// `host`; then what the file has that this host leaves out.
+/// `corral plan`'s options.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct PlanOptions {
+    /// Print the plan as JSON (the schema is in the README).
+    #[arg(long)]
+    pub json: bool,
+    /// Exit 0 when nothing would change, 2 when something would (1 is an error).
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+/// `corral plan`: one line per runner of host `host` with what would change and why, the
+/// releases to fetch first and a summary; then what the file has that this host leaves out.
+/// Coloured when stdout is a terminal and `NO_COLOR` is not set.
 pub fn plan(
     path: &Path,
     host: &str,
+    options: PlanOptions,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> std::io::Result<ExitStatus> {
@@ -239,30 +255,43 @@ pub fn plan(
     // Pools as they would be without queued jobs: `plan` does not ask GitHub.
     let desired = crate::scale::effective(&desired, &observed);
     let actions = reconcile::plan(&desired, &observed);
-    write_plan(&actions, out)?;
-    write_left_out(&desired, out)?;
-    Ok(0)
+    let wanted = desired.runners.keys().cloned().collect();
+    let view = PlanView::new(&actions, &wanted, releases_to_fetch(&desired));
+    if options.json {
+        serde_json::to_writer_pretty(&mut *out, &view)?;
+        writeln!(out)?;
+    } else {
+        let colour = std::io::stdout().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        out.write_all(view.text(colour).as_bytes())?;
+        write_left_out(&desired, out)?;
+    }
+    Ok(if options.detailed_exitcode && view.changes() {
+        2
+    } else {
+        0
+    })
 }
 
-/// Prints actions one per line, each runner's under its name.
-pub fn write_plan(actions: &[Action], out: &mut dyn Write) -> std::io::Result<()> {
-    if actions.is_empty() {
-        return writeln!(out, "nothing to do");
+/// The pinned releases the file names that are not installed under `<state_dir>/bases`.
+fn releases_to_fetch(desired: &config::Desired) -> Vec<Fetch> {
+    let mut versions = std::collections::BTreeSet::new();
+    if let config::BaseSource::Version { version, .. } = &desired.base {
+        versions.insert(version.clone());
     }
-    let mut current: Option<&str> = None;
-    for action in actions {
-        match action.runner() {
-            None => writeln!(out, "{action}")?,
-            Some(runner) => {
-                if current != Some(runner) {
-                    writeln!(out, "{runner}:")?;
-                    current = Some(runner);
-                }
-                writeln!(out, "  {action}")?;
-            }
-        }
-    }
-    Ok(())
+    versions.extend(desired.runners.values().filter_map(|r| r.version.clone()));
+    let bases = desired.state_dir.join("bases");
+    versions
+        .into_iter()
+        .filter(|v| v != "latest" && !bases.join(v).is_dir())
+        .map(|version| Fetch {
+            url: desired
+                .download_url
+                .replace("{version}", &version)
+                .replace("{arch}", crate::bases::runner_arch().unwrap_or("{arch}")),
+            version,
+        })
+        .collect()
 }
 
 /// `corral status`: the controller's last `status.json`, as a table or JSON.

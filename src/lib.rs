@@ -37,6 +37,7 @@ pub mod github;
 pub mod layout;
 pub mod markers;
 pub mod observe;
+pub mod plan_view;
 pub mod process;
 pub mod provision;
 pub mod reconcile;

@@ -26,9 +26,13 @@ fn run(command: Command) -> anyhow::Result<u8> {
             let path = file.as_ref().unwrap_or(&config.config);
             cli::check(path, &config.host_id(), &mut out, &mut err)?
         }
-        Command::Plan { config } => {
-            cli::plan(&config.config, &config.host_id(), &mut out, &mut err)?
-        }
+        Command::Plan { config, options } => cli::plan(
+            &config.config,
+            &config.host_id(),
+            options,
+            &mut out,
+            &mut err,
+        )?,
         Command::Status { config, json } => cli::status(&config.config, json, &mut out, &mut err)?,
         Command::Schema => cli::schema(&mut out)?,
         Command::Logs {

@@ -2,13 +2,35 @@
 //! and value, and a good file passes.
 
 use crate::kit::cmd;
+use crate::schema::{self, Beyond};
 
 /// A base section every case shares unless it is about `base`.
 const HEAD: &str = "base:\n  path: ./base\ngithub:\n  token_env: GITHUB_TOKEN\n";
 
 /// Writes `yaml` (with `⟨` marking where the error must point) and checks `corral check`
-/// exits 1 with `runners.yaml:LINE:COL: <expected>` on stderr.
+/// exits 1 with `runners.yaml:LINE:COL: <expected>` on stderr, and that the JSON Schema
+/// refuses the file too (an editor must not show as valid what corral refuses).
 pub fn refused(yaml: &str, expected: &str) {
+    refused_by_corral(yaml, expected);
+    let text = yaml.replace('⟨', "");
+    assert!(
+        !schema::accepts(&text),
+        "corral refuses this file but the schema accepts it: make the schema express the rule, or call `refused_beyond_schema` with the reason it cannot:\n{text}"
+    );
+}
+
+/// [`refused`] for a rule JSON Schema cannot express: the schema must accept the file (so
+/// that `why` stays true), and `why` is one of the reasons the README lists.
+pub fn refused_beyond_schema(yaml: &str, expected: &str, why: schema::Beyond) {
+    refused_by_corral(yaml, expected);
+    let text = yaml.replace('⟨', "");
+    assert!(
+        schema::accepts(&text),
+        "the schema now refuses this file: call `refused` instead of giving {why:?}:\n{text}"
+    );
+}
+
+fn refused_by_corral(yaml: &str, expected: &str) {
     let (line, column) = marker_position(yaml);
     let text = yaml.replace('⟨', "");
     let dir = tempfile::tempdir().expect("temp dir");
@@ -181,9 +203,10 @@ fn dot_dot_name_is_refused() {
 
 #[test]
 fn duplicate_name_after_count_expansion_is_refused() {
-    refused(
+    refused_beyond_schema(
         &with_head("runners:\n  - name: web\n    repo: o/r\n    count: 2\n  - name: ⟨web-2\n    repo: o/r\n"),
         "runners[1].name: runner name \"web-2\" is used twice (also by runners[0].name)",
+        Beyond::UniqueNames,
     );
 }
 
@@ -229,9 +252,10 @@ fn label_with_a_comma_is_refused() {
 
 #[test]
 fn duplicate_label_ignoring_case_is_refused() {
-    refused(
+    refused_beyond_schema(
         &with_head("runners:\n  - name: a\n    repo: o/r\n    labels: [GPU, ⟨gpu]\n"),
         "runners[0].labels[1]: label \"gpu\" is listed twice",
+        Beyond::IgnoringCase,
     );
 }
 
@@ -308,13 +332,34 @@ fn bad_duration_is_refused() {
         &with_head("defaults:\n  drain_timeout: ⟨soon\n"),
         "defaults.drain_timeout: invalid duration `soon`",
     );
+    refused(
+        &with_head("resync_interval: ⟨30 parsecs\n"),
+        "resync_interval: invalid duration `30 parsecs`",
+    );
+}
+
+#[test]
+fn zero_max_unavailable_is_refused() {
+    refused(
+        &with_head("max_unavailable: ⟨0\n"),
+        "max_unavailable: max_unavailable must be at least 1",
+    );
+}
+
+#[test]
+fn name_starting_with_a_dash_is_refused() {
+    refused(
+        &with_head("runners:\n  - name: ⟨-bad name!\n    repo: o/r\n"),
+        "runners[0].name: invalid runner name \"-bad name!\"",
+    );
 }
 
 #[test]
 fn no_default_labels_without_labels_is_refused() {
-    refused(
+    refused_beyond_schema(
         &with_head("runners:\n  - name: a\n    repo: o/r\n    no_default_labels: ⟨true\n"),
         "runners[0].no_default_labels: no_default_labels: true needs at least one label",
+        Beyond::MergedWithDefaults,
     );
 }
 
@@ -465,12 +510,14 @@ fn the_example_file_passes() {
 fn a_repository_on_another_host_than_github_url_is_refused() {
     // corral would mint a token for owner/repo on github.com and config.sh would send it to
     // the repository's own host.
-    refused(
+    refused_beyond_schema(
         &with_head("runners:\n  - name: a\n    repo: ⟨https://evil.example/owner/repo\n"),
         "runners[0].repo: repo \"https://evil.example/owner/repo\" is not on github.url \"https://github.com\": corral's tokens go only to the configured GitHub host",
+        schema::Beyond::OtherFieldsValue,
     );
-    refused(
+    refused_beyond_schema(
         &with_head("runners:\n  - name: a\n    repos: [owner/ok, ⟨https://evil.example/owner/b]\n"),
         "runners[0].repos[1]: repo \"https://evil.example/owner/b\" is not on github.url",
+        schema::Beyond::OtherFieldsValue,
     );
 }

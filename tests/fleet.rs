@@ -4,8 +4,9 @@
 use std::fs;
 use std::path::Path;
 
-use crate::check::refused;
+use crate::check::{refused, refused_beyond_schema};
 use crate::kit::cmd;
+use crate::schema::Beyond;
 
 const HEAD: &str =
     "base:\n  path: ./base\nstate_dir: ./state\ngithub:\n  token_env: GITHUB_TOKEN\n";
@@ -32,8 +33,8 @@ fn corral(rest: &str, args: &[&str]) -> (Option<i32>, String) {
 fn planned(stdout: &str) -> Vec<String> {
     stdout
         .lines()
-        .filter(|l| !l.starts_with(' ') && l.ends_with(':'))
-        .map(|l| l.trim_end_matches(':').to_string())
+        .filter_map(|l| l.strip_prefix("+ "))
+        .map(|l| l.split(':').next().unwrap_or_default().to_string())
         .collect()
 }
 
@@ -88,26 +89,29 @@ fn a_bad_repository_in_repos_is_refused_where_it_is() {
 
 #[test]
 fn a_repository_listed_twice_is_refused() {
-    refused(
+    refused_beyond_schema(
         "base:\n  path: ./b\ngithub:\n  token_env: T\nrunners:\n  - name: ci\n    repos:\n      - a/b\n      - ⟨A/B\n",
         "runners[0].repos[1]: repository \"A/B\" is listed twice",
+        Beyond::IgnoringCase,
     );
 }
 
 #[test]
 fn fan_out_names_still_unique_across_entries() {
-    refused(
+    refused_beyond_schema(
         "base:\n  path: ./b\ngithub:\n  token_env: T\nrunners:\n  - name: ci\n    repos: [a/web]\n  - name: ⟨ci-web\n    repo: a/other\n",
         "runners[1].name: runner name \"ci-web\" is used twice (also by runners[0].name)",
+        Beyond::UniqueNames,
     );
 }
 
 #[test]
 fn fan_out_name_too_long_is_refused_at_its_repository() {
     let long = "r".repeat(62);
-    refused(
+    refused_beyond_schema(
         &format!("base:\n  path: ./b\ngithub:\n  token_env: T\nrunners:\n  - name: ci\n    repos: [a/b, ⟨a/{long}]\n"),
         "runners[0].repos[1]: runner names for this repository: invalid runner name",
+        Beyond::JoinedName,
     );
 }
 
@@ -164,17 +168,19 @@ fn empty_or_repeated_hosts_are_refused() {
         "base:\n  path: ./b\ngithub:\n  token_env: T\nrunners:\n  - name: ci\n    repo: a/b\n    hosts: ⟨[]\n",
         "runners[0].hosts: hosts may not be empty",
     );
-    refused(
+    refused_beyond_schema(
         "base:\n  path: ./b\ngithub:\n  token_env: T\nrunners:\n  - name: ci\n    repo: a/b\n    hosts: [h1, ⟨H1]\n",
         "runners[0].hosts[1]: host \"H1\" is listed twice",
+        Beyond::IgnoringCase,
     );
 }
 
 #[test]
 fn names_are_unique_across_hosts() {
-    refused(
+    refused_beyond_schema(
         "base:\n  path: ./b\ngithub:\n  token_env: T\nrunners:\n  - name: web\n    repo: a/b\n    hosts: [h1]\n  - name: ⟨web\n    repo: a/b\n    hosts: [h2]\n",
         "runners[1].name: runner name \"web\" is used twice (also by runners[0].name)",
+        Beyond::UniqueNames,
     );
 }
 
@@ -227,12 +233,14 @@ fn runners_of_an_entry_moved_to_another_host_drain_here() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(
         stdout,
-        "web:\n  deregister (waits for a running job)\n  deprovision\nleft alone on host build-1 (not in their hosts): web\n"
+        "- web: deregister, deprovision (out of the file: draining until its job ends)\nPlan: 0 to add, 0 to change, 1 to drain, 0 to remove.\nleft alone on host build-1 (not in their hosts): web\n"
     );
     let out = cmd::run(dir.path(), &["plan", "--host-id", "build-2"]);
     let (stdout, _) = cmd::texts(&out);
     assert!(
-        stdout.ends_with("  start\n") && !stdout.contains("left alone"),
+        stdout.starts_with("~ web: ")
+            && stdout.contains(", start")
+            && !stdout.contains("left alone"),
         "its own host keeps it: {stdout}"
     );
     assert!(runner.join(".runner").is_file(), "plan changes nothing");
@@ -265,9 +273,10 @@ fn scale_rules_are_checked() {
         &format!("{head}    count: ⟨2\n    scale: {{max: 3}}\n"),
         "runners[0].count: set count or scale, not both",
     );
-    refused(
+    refused_beyond_schema(
         &format!("{head}    scale: {{max: 2, min_idle: ⟨3}}\n"),
         "runners[0].scale.min_idle: min_idle 3 is more than max 2",
+        Beyond::Comparison,
     );
     refused(
         &format!("{head}    scale: {{max: ⟨0}}\n"),

@@ -268,7 +268,7 @@ fn dockerfile_runs_corral_under_tini_with_the_mounted_config() {
         "the health check asks the config's API: {env}"
     );
     assert!(
-        health.contains("CMD curl -fsS \"$CORRAL_HEALTH_URL\""),
+        health.contains(r#"CMD ["sh", "-c", "curl -fsS \"$CORRAL_HEALTH_URL\" || exit 1"]"#),
         "{health}"
     );
 }

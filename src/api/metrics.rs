@@ -2,10 +2,15 @@
 //! counters and histograms the controller accumulates.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeLabelSet, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
 use super::Published;
-use crate::status::State;
+use crate::status::{RunnerStatus, State};
 
 /// Upper bounds of the histogram buckets, in seconds.
 const PASS_BUCKETS: &[f64] = &[
@@ -33,27 +38,6 @@ impl Histogram {
         }
         self.sum += value;
         self.count += 1;
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str, bounds: &[f64], labels: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (i, bound) in bounds.iter().enumerate() {
-            let n = self.counts.get(i).copied().unwrap_or(0);
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {n}");
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
-            self.count
-        );
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
     }
 }
 
@@ -109,135 +93,291 @@ const STATES: [State; 10] = [
     State::Stopped,
 ];
 
-/// Label values escaped as the text format wants them.
-fn esc(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// The whole exposition.
+/// The whole exposition, in the Prometheus text format (0.0.4), encoded by
+/// `prometheus-client` from what was last published.
 pub fn render(p: &Published) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Snapshot {
+        runners: p
+            .status
+            .as_ref()
+            .map(|s| s.runners.clone())
+            .unwrap_or_default(),
+        rate_limit_remaining: p
+            .status
+            .as_ref()
+            .and_then(|s| s.github.as_ref()?.rate_limit.as_ref())
+            .map(|budget| budget.remaining),
+        metrics: p.metrics.clone(),
+    }));
     let mut out = String::new();
-    let runners = p
-        .status
-        .as_ref()
-        .map(|s| s.runners.as_slice())
-        .unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "# HELP corral_runners Runners by state.\n# TYPE corral_runners gauge"
-    );
-    for state in STATES {
-        let n = runners.iter().filter(|r| r.state == state).count();
-        let _ = writeln!(out, "corral_runners{{state=\"{state}\"}} {n}");
-    }
-    let _ = writeln!(
-        out,
-        "# HELP corral_runner_busy 1 while the runner runs a job.\n# TYPE corral_runner_busy gauge"
-    );
-    for r in runners {
-        let _ = writeln!(
-            out,
-            "corral_runner_busy{{runner=\"{}\"}} {}",
-            esc(&r.name),
-            u8::from(r.busy)
-        );
-    }
-    let _ = writeln!(out, "# HELP corral_runner_restarts_total Restarts after unexpected exits.\n# TYPE corral_runner_restarts_total counter");
-    for r in runners {
-        let _ = writeln!(
-            out,
-            "corral_runner_restarts_total{{runner=\"{}\"}} {}",
-            esc(&r.name),
-            r.restarts
-        );
-    }
-    let _ = writeln!(out, "# HELP corral_runner_last_exit_code The listener's last exit code.\n# TYPE corral_runner_last_exit_code gauge");
-    for r in runners {
-        if let Some(code) = r.last_exit_code {
-            let _ = writeln!(
-                out,
-                "corral_runner_last_exit_code{{runner=\"{}\"}} {code}",
-                esc(&r.name)
-            );
-        }
-    }
-    let _ = writeln!(out, "# HELP corral_jobs_total Finished jobs by runner and result.\n# TYPE corral_jobs_total counter");
-    for ((runner, result), n) in &p.metrics.jobs {
-        let _ = writeln!(
-            out,
-            "corral_jobs_total{{runner=\"{}\",result=\"{}\"}} {n}",
-            esc(runner),
-            esc(result)
-        );
-    }
-    p.metrics.job_durations.render(
-        &mut out,
-        "corral_job_duration_seconds",
-        "Durations of finished jobs.",
-        JOB_BUCKETS,
-        "",
-    );
-    p.metrics.passes.render(
-        &mut out,
-        "corral_reconcile_pass_duration_seconds",
-        "Durations of observe, plan and apply passes.",
-        PASS_BUCKETS,
-        "",
-    );
-    let _ = writeln!(out, "# HELP corral_config_reload_failures_total Config edits refused.\n# TYPE corral_config_reload_failures_total counter");
-    let _ = writeln!(
-        out,
-        "corral_config_reload_failures_total {}",
-        p.metrics.config_reload_failures
-    );
-    let _ = writeln!(out, "# HELP corral_webhook_refused_total Webhook deliveries refused for their signature.\n# TYPE corral_webhook_refused_total counter\ncorral_webhook_refused_total {}", p.metrics.webhook_refused);
-    render_disk_and_github(&mut out, p);
+    // Writing into a `String` cannot fail.
+    let _ = prometheus_text::encode(&mut out, &registry);
     out
 }
 
-fn render_disk_and_github(out: &mut String, p: &Published) {
-    let runners = p
-        .status
-        .as_ref()
-        .map(|s| s.runners.as_slice())
-        .unwrap_or_default();
-    let _ = writeln!(out, "# HELP corral_runner_disk_bytes Disk a runner holds alone (unique) and shares with the base (shared).\n# TYPE corral_runner_disk_bytes gauge");
-    for r in runners {
-        if let Some(disk) = r.disk {
-            let name = esc(&r.name);
-            let _ = writeln!(
-                out,
-                "corral_runner_disk_bytes{{runner=\"{name}\",kind=\"unique\"}} {}",
-                disk.unique_bytes
-            );
-            let _ = writeln!(
-                out,
-                "corral_runner_disk_bytes{{runner=\"{name}\",kind=\"shared\"}} {}",
-                disk.shared_bytes
-            );
+/// One scrape's values, encoded by the registry.
+#[derive(Debug)]
+struct Snapshot {
+    runners: Vec<RunnerStatus>,
+    rate_limit_remaining: Option<u64>,
+    metrics: Metrics,
+}
+
+/// Writes one metric family: its descriptor, then a sample per label set.
+fn family<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (L, u64)>,
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in samples {
+        let mut sample = metric.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => sample.encode_counter::<NoLabelSet, _, u64>(&value, None)?,
+            _ => sample.encode_gauge(&value)?,
         }
     }
-    let _ = writeln!(out, "# HELP corral_github_requests_total GitHub API requests by endpoint and status (0: no answer).\n# TYPE corral_github_requests_total counter");
-    for (endpoint, status, n) in &p.metrics.github_requests {
-        let _ = writeln!(
-            out,
-            "corral_github_requests_total{{endpoint=\"{}\",status=\"{status}\"}} {n}",
-            esc(endpoint)
-        );
+    Ok(())
+}
+
+/// Writes one metric without labels.
+fn single(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    value: u64,
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    match kind {
+        MetricType::Counter => metric.encode_counter::<NoLabelSet, _, u64>(&value, None),
+        _ => metric.encode_gauge(&value),
     }
-    if let Some(budget) = p
-        .status
-        .as_ref()
-        .and_then(|s| s.github.as_ref()?.rate_limit.as_ref())
-    {
-        let _ = writeln!(out, "# HELP corral_github_rate_limit_remaining GitHub API requests left in the window.\n# TYPE corral_github_rate_limit_remaining gauge");
-        let _ = writeln!(
-            out,
-            "corral_github_rate_limit_remaining {}",
-            budget.remaining
-        );
+}
+
+/// A histogram without labels from its cumulative counts.
+fn histogram(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    bounds: &[f64],
+    h: &Histogram,
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    // The encoder sums per-bucket counts; ours are cumulative.
+    let mut below = 0;
+    let buckets: Vec<(f64, u64)> = bounds
+        .iter()
+        .enumerate()
+        .map(|(i, bound)| {
+            let cumulative = h.counts.get(i).copied().unwrap_or(0);
+            let own = cumulative - below;
+            below = cumulative;
+            (*bound, own)
+        })
+        .collect();
+    metric.encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
+        self.runner_families(&mut encoder)?;
+        self.counted_families(&mut encoder)?;
+        self.disk_family(&mut encoder)?;
+        self.github_families(&mut encoder)
+    }
+}
+
+impl Snapshot {
+    /// Gauges and counters of the last status, by runner.
+    fn runner_families(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        let runners = &self.runners;
+        let by_runner = |value: fn(&RunnerStatus) -> u64| {
+            runners
+                .iter()
+                .map(move |r| ([("runner", r.name.clone())], value(r)))
+        };
+        family(
+            encoder,
+            "corral_runners",
+            "Runners by state.",
+            MetricType::Gauge,
+            STATES.iter().map(|state| {
+                let n = runners.iter().filter(|r| r.state == *state).count() as u64;
+                ([("state", state.to_string())], n)
+            }),
+        )?;
+        family(
+            encoder,
+            "corral_runner_busy",
+            "1 while the runner runs a job.",
+            MetricType::Gauge,
+            by_runner(|r| u64::from(r.busy)),
+        )?;
+        family(
+            encoder,
+            "corral_runner_restarts",
+            "Restarts after unexpected exits.",
+            MetricType::Counter,
+            by_runner(|r| u64::from(r.restarts)),
+        )?;
+        let mut metric = encoder.encode_descriptor(
+            "corral_runner_last_exit_code",
+            "The listener's last exit code.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for r in runners {
+            if let Some(code) = r.last_exit_code {
+                metric
+                    .encode_family(&[("runner", r.name.as_str())])?
+                    .encode_gauge(&i64::from(code))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What the controller counted: jobs, passes, refusals, GitHub requests.
+    fn counted_families(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        family(
+            encoder,
+            "corral_jobs",
+            "Finished jobs by runner and result.",
+            MetricType::Counter,
+            self.metrics.jobs.iter().map(|((runner, result), n)| {
+                ([("runner", runner.clone()), ("result", result.clone())], *n)
+            }),
+        )?;
+        histogram(
+            encoder,
+            "corral_job_duration_seconds",
+            "Durations of finished jobs.",
+            JOB_BUCKETS,
+            &self.metrics.job_durations,
+        )?;
+        histogram(
+            encoder,
+            "corral_reconcile_pass_duration_seconds",
+            "Durations of observe, plan and apply passes.",
+            PASS_BUCKETS,
+            &self.metrics.passes,
+        )?;
+        single(
+            encoder,
+            "corral_config_reload_failures",
+            "Config edits refused.",
+            MetricType::Counter,
+            self.metrics.config_reload_failures,
+        )?;
+        single(
+            encoder,
+            "corral_webhook_refused",
+            "Webhook deliveries refused for their signature.",
+            MetricType::Counter,
+            self.metrics.webhook_refused,
+        )?;
+        Ok(())
+    }
+
+    /// Disk per runner, unique and shared.
+    fn disk_family(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        let runners = &self.runners;
+        family(
+            encoder,
+            "corral_runner_disk_bytes",
+            "Disk a runner holds alone (unique) and shares with the base (shared).",
+            MetricType::Gauge,
+            runners
+                .iter()
+                .filter_map(|r| r.disk.map(|d| (r, d)))
+                .flat_map(|(r, d)| {
+                    [("unique", d.unique_bytes), ("shared", d.shared_bytes)].map(|(kind, bytes)| {
+                        ([("runner", r.name.clone()), ("kind", kind.into())], bytes)
+                    })
+                }),
+        )
+    }
+
+    /// GitHub requests and the rate limit left.
+    fn github_families(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        family(
+            encoder,
+            "corral_github_requests",
+            "GitHub API requests by endpoint and status (0: no answer).",
+            MetricType::Counter,
+            self.metrics
+                .github_requests
+                .iter()
+                .map(|(endpoint, status, n)| {
+                    (
+                        [
+                            ("endpoint", endpoint.clone()),
+                            ("status", status.to_string()),
+                        ],
+                        *n,
+                    )
+                }),
+        )?;
+        if let Some(remaining) = self.rate_limit_remaining {
+            single(
+                encoder,
+                "corral_github_rate_limit_remaining",
+                "GitHub API requests left in the window.",
+                MetricType::Gauge,
+                remaining,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod golden {
+    use super::*;
+    use crate::status::{RunnerStatus, Status};
+
+    pub(super) fn sample() -> Published {
+        let runner = |name: &str, state: &str, busy: bool, exit: Option<i32>| -> RunnerStatus {
+            serde_json::from_value(serde_json::json!({
+                "name": name, "repo_url": "https://github.com/o/r", "status": "running",
+                "pid": 1, "state": state, "busy": busy, "job": null, "restarts": 2,
+                "last_exit_code": exit, "registration": "registered", "last_error": null,
+                "disk": {"unique_bytes": 40960, "shared_bytes": 1_000_000}
+            }))
+            .expect("runner")
+        };
+        let mut metrics = Metrics::default();
+        metrics.observe_pass(0.02);
+        metrics.observe_pass(3.0);
+        metrics.observe_job("web-1", "succeeded", Some(42));
+        metrics.observe_job("web-\"2\"", "failed", None);
+        metrics.config_reload_failures = 1;
+        metrics.webhook_refused = 3;
+        metrics.github_requests = vec![("GET /repos/{o}/{r}/actions/runners".into(), 200, 7)];
+        Published {
+            status: Some(Status {
+                runners: vec![
+                    runner("web-1", "busy", true, None),
+                    runner("web-\"2\"", "crashloop", false, Some(1)),
+                ],
+                github: serde_json::from_value(serde_json::json!({"rate_limit": {"limit": 5000, "remaining": 4999, "reset_at": "2030-01-01T00:00:00Z"}})).ok(),
+                ..Status::default()
+            }),
+            ready: true,
+            metrics,
+        }
+    }
+
+    /// The exposition is the one corral wrote by hand before `prometheus-client`: the same
+    /// names, labels and values, line for line.
+    #[test]
+    fn the_exposition_is_unchanged() {
+        let golden = include_str!("metrics_golden.txt");
+        let rendered = render(&sample());
+        let lines = |text: &str| text.lines().map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(lines(&rendered), lines(golden), "{rendered}");
     }
 }

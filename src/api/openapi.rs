@@ -28,11 +28,14 @@ pub fn document() -> Value {
         }
     });
     let text = |description: &str| json!({"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}});
+    // Every route but `/healthz` and `/webhook` answers 401 without the token (when one is
+    // configured), before it looks at anything else.
+    let unauthorized = json!({"description": "Missing or wrong bearer token", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Message"}}}});
     json!({
         "openapi": "3.0.3",
         "info": {"title": "corral status API", "version": env!("CARGO_PKG_VERSION")},
         "components": {
-            "schemas": {"Runner": runner},
+            "schemas": {"Runner": runner, "Message": {"type": "object", "required": ["message"], "properties": {"message": {"type": "string"}}}},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
         },
         "security": [{"bearer": []}],
@@ -40,27 +43,28 @@ pub fn document() -> Value {
             "/status": {"get": {"summary": "Everything `corral status` shows: runners, config error, GitHub budget", "responses": {
                 "200": {"description": "Status", "content": {"application/json": {"schema": {"type": "object"}}}},
                 "503": text("no pass yet"),
-                "401": {"description": "Missing or wrong bearer token"}}}},
+                "401": unauthorized}}},
             "/runners": {"get": {"summary": "Every runner", "responses": {
                 "200": {"description": "Runners", "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Runner"}}}}},
-                "401": {"description": "Missing or wrong bearer token"}}}},
+                "401": unauthorized}}},
             "/runners/{name}": {"get": {"summary": "One runner",
                 "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "responses": {
                     "200": {"description": "The runner", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Runner"}}}},
-                    "404": {"description": "No such runner"},
-                    "401": {"description": "Missing or wrong bearer token"}}}},
+                    "404": {"description": "No such runner", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Message"}}}},
+                    "401": unauthorized}}},
             "/healthz": {"get": {"summary": "The controller is alive", "security": [], "responses": {"200": text("ok")}}},
-            "/readyz": {"get": {"summary": "Config loaded and the last pass went through", "responses": {"200": text("ready"), "503": text("not ready")}}},
-            "/metrics": {"get": {"summary": "Prometheus text format", "responses": {"200": text("metrics")}}},
+            "/readyz": {"get": {"summary": "Config loaded and the last pass went through", "responses": {"200": text("ready"), "503": text("not ready"), "401": unauthorized}}},
+            "/metrics": {"get": {"summary": "Prometheus text format", "responses": {"200": text("metrics"), "401": unauthorized}}},
             "/webhook": {"post": {"summary": "GitHub `workflow_job` deliveries (only with api.webhook_secret_*): a queued job makes corral poll demand now",
                 "security": [],
                 "parameters": [{"name": "X-Hub-Signature-256", "in": "header", "required": true, "schema": {"type": "string"}}],
                 "responses": {
                     "202": {"description": "Signature valid; accepted"},
                     "401": {"description": "Bad or missing signature; nothing changed"},
-                    "404": {"description": "No webhook secret configured"}}}},
-            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI document", "content": {"application/json": {}}}}}}
+                    "404": {"description": "No webhook secret configured"},
+                    "413": {"description": "Body larger than 2 MiB; nothing changed"}}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI document", "content": {"application/json": {}}}, "401": unauthorized}}}
         }
     })
 }

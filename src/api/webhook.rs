@@ -13,9 +13,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use sha2::{Digest, Sha256};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
-use super::{constant_time_eq, AppState};
+use super::AppState;
 use crate::secret::Secret;
 
 /// The webhook receiver's secret and what a queued job sets off.
@@ -37,22 +38,15 @@ impl std::fmt::Debug for Webhook {
 
 /// HMAC-SHA256 (RFC 2104) of `message` under `key`.
 fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut block = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let inner = Sha256::new()
-        .chain_update(block.map(|b| b ^ 0x36))
-        .chain_update(message)
-        .finalize();
-    Sha256::new()
-        .chain_update(block.map(|b| b ^ 0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
+    mac(key, message).finalize().into_bytes().into()
+}
+
+/// The HMAC state for `key` over `message`.
+fn mac(key: &[u8], message: &[u8]) -> Hmac<Sha256> {
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(message);
+    mac
 }
 
 /// The `X-Hub-Signature-256` value GitHub sends for `body` under `secret`: `sha256=<hex>`.
@@ -66,10 +60,27 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
         })
 }
 
-/// True when `header` is the signature of `body` under `secret`.
+/// True when `header` is the signature of `body` under `secret`, compared in constant time
+/// (`Mac::verify_slice`).
 fn signature_ok(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
-    let given = header.unwrap_or_default().to_ascii_lowercase();
-    constant_time_eq(given.as_bytes(), signature(secret, body).as_bytes())
+    let Some(digest) = header
+        .and_then(|h| h.strip_prefix("sha256="))
+        .and_then(unhex)
+    else {
+        return false;
+    };
+    mac(secret, body).verify_slice(&digest).is_ok()
+}
+
+/// Bytes of a hex string, or `None` when it is not one.
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 fn message(status: StatusCode, text: &str) -> Response {

@@ -2,7 +2,6 @@
 //!
 //! The releases API is public, so no token is sent to it, and never one to a download host.
 
-use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -213,17 +212,18 @@ pub(crate) async fn download(
         .await
         .map_err(write)?;
     let (mut hasher, mut received, mut logged) = (Sha256::new(), 0_u64, 0_u64);
+    let bar = (shown == Progress::Bar).then(|| bar(total));
     while let Some(chunk) = resp.chunk().await.map_err(http)? {
         hasher.update(&chunk);
         file.write_all(&chunk).await.map_err(write)?;
         received += chunk.len() as u64;
-        logged = match shown {
-            Progress::Log => progress(url, received, total, logged),
-            Progress::Bar => redraw_bar(received, total, logged),
-        };
+        match &bar {
+            Some(bar) => bar.set_position(received),
+            None => logged = progress(url, received, total, logged),
+        }
     }
-    if shown == Progress::Bar {
-        eprintln!();
+    if let Some(bar) = bar {
+        bar.finish();
     }
     file.sync_all().await.map_err(write)?;
     if let Some(expected) = total.filter(|t| *t != received) {
@@ -252,40 +252,25 @@ fn progress(url: &str, received: u64, total: Option<u64>, logged: u64) -> u64 {
     mark.max(logged)
 }
 
-/// Redraws the bar when the shown percentage (or, without a length, MiB) changes; returns
-/// the new mark.
-fn redraw_bar(received: u64, total: Option<u64>, shown: u64) -> u64 {
-    let mark = match total {
-        Some(total) if total > 0 => received * 100 / total,
-        _ => received >> 20,
+/// A bar on stderr (drawn only on a terminal): `[####....]  45%  12.3/27.0 MiB`, or the
+/// bytes so far without a length.
+fn bar(total: Option<u64>) -> indicatif::ProgressBar {
+    let (bar, template) = match total {
+        Some(total) if total > 0 => (
+            indicatif::ProgressBar::new(total),
+            "[{bar:30}] {percent:>3}%  {binary_bytes}/{binary_total_bytes}",
+        ),
+        _ => (
+            indicatif::ProgressBar::new_spinner(),
+            "downloading: {binary_bytes}",
+        ),
     };
-    if mark != shown || received == 0 {
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r{}", bar(received, total));
-        let _ = err.flush();
-    }
-    mark
-}
-
-/// `[#########...........]  45%  12.3/27.0 MiB`, or the bytes so far without a length.
-fn bar(received: u64, total: Option<u64>) -> String {
-    const WIDTH: u64 = 30;
-    #[allow(clippy::cast_precision_loss)] // display only
-    let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
-    match total {
-        Some(total) if total > 0 => {
-            let done = (received.min(total) * WIDTH / total) as usize;
-            let percent = received.min(total) * 100 / total;
-            format!(
-                "[{}{}] {percent:>3}%  {:.1}/{:.1} MiB",
-                "#".repeat(done),
-                ".".repeat(WIDTH as usize - done),
-                mib(received),
-                mib(total)
-            )
-        }
-        _ => format!("downloading: {:.1} MiB", mib(received)),
-    }
+    let style = indicatif::ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("#>.");
+    bar.set_style(style);
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    bar
 }
 
 /// Lowercase hex.
@@ -302,19 +287,11 @@ mod tests {
     use super::bar;
 
     #[test]
-    fn the_bar_fills_with_the_download() {
-        assert_eq!(
-            bar(0, Some(4 << 20)),
-            format!("[{}]   0%  0.0/4.0 MiB", ".".repeat(30))
-        );
-        assert_eq!(
-            bar(2 << 20, Some(4 << 20)),
-            format!("[{}{}]  50%  2.0/4.0 MiB", "#".repeat(15), ".".repeat(15))
-        );
-        assert_eq!(
-            bar(4 << 20, Some(4 << 20)),
-            format!("[{}] 100%  4.0/4.0 MiB", "#".repeat(30))
-        );
-        assert_eq!(bar(3 << 19, None), "downloading: 1.5 MiB");
+    fn the_bar_follows_the_download() {
+        let sized = bar(Some(4 << 20));
+        assert_eq!(sized.length(), Some(4 << 20));
+        sized.set_position(2 << 20);
+        assert_eq!(sized.position(), 2 << 20);
+        assert_eq!(bar(None).length(), None);
     }
 }

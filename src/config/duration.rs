@@ -47,6 +47,7 @@ impl JsonSchema for Duration {
         json_schema!({
             "type": "string",
             "description": "A duration such as `90s`, `15m` or `1h 30m`.",
+            "pattern": super::patterns::DURATION,
             "examples": ["15m"]
         })
     }

@@ -9,6 +9,7 @@ mod duration;
 mod entry;
 mod error;
 mod model;
+mod patterns;
 mod rules;
 mod scale;
 mod tree;

@@ -10,10 +10,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::duration::Duration;
+use super::patterns;
 
 /// The whole `runners.yaml`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = patterns::file)]
 pub struct RunnersFile {
     /// Where the runner software comes from.
     pub base: BaseSpec,
@@ -31,10 +33,12 @@ pub struct RunnersFile {
     pub update_check_interval: Option<Duration>,
     /// How many runners may be moved to a new base at the same time (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub max_unavailable: Option<u32>,
     /// Most runners this host runs across every entry; past it, the last ones in file order
     /// are not created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub max_runners: Option<u32>,
     /// How often queued jobs are polled for entries with `scale` (default 15s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -60,17 +64,21 @@ fn default_state_dir() -> PathBuf {
 /// `api`: where the status API listens and the token it requires.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = patterns::api)]
 pub struct ApiSpec {
     /// Address and port, e.g. `127.0.0.1:9180`.
+    #[schemars(transform = patterns::listen)]
     pub listen: String,
     /// Environment variable holding the bearer token clients must send.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = patterns::ENV_NAME))]
     pub token_env: Option<String>,
     /// File holding that token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
     /// Environment variable holding the secret GitHub signs `POST /webhook` deliveries with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = patterns::ENV_NAME))]
     pub webhook_secret_env: Option<String>,
     /// File holding that secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,8 +91,10 @@ pub struct ApiSpec {
 pub struct ScaleSpec {
     /// Idle runners kept registered and waiting (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 500))]
     pub min_idle: Option<u32>,
     /// Most runners of the entry (per repository), busy and idle together.
+    #[schemars(range(min = 1, max = 500))]
     pub max: u32,
     /// How long a runner above `min_idle` may stay idle before it is retired (default 5m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -94,18 +104,22 @@ pub struct ScaleSpec {
 /// `base`: exactly one of `path` or `version`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = patterns::base)]
 pub struct BaseSpec {
     /// A pristine, extracted official runner tarball.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
     /// A runner release (`2.329.0` or `latest`) that corral downloads, verifies and keeps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = patterns::VERSION))]
     pub version: Option<String>,
     /// Expected SHA-256 of the release tarball (hex); else the releases API's digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = patterns::SHA256))]
     pub sha256: Option<String>,
     /// Download URL template with `{version}` and `{arch}` (also used by runners' `version`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = patterns::DOWNLOAD_URL))]
     pub download_url: Option<String>,
     /// How long an installed release no runner uses is kept before it is deleted (default 24h).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,15 +129,19 @@ pub struct BaseSpec {
 /// `github`: where runners register and how corral authenticates.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = patterns::github)]
 pub struct GitHubSpec {
     /// Web URL the runners register against (GHES: `https://ghe.example.com`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = patterns::URL))]
     pub url: Option<String>,
     /// REST API base; derived from `url` when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = patterns::URL))]
     pub api_url: Option<String>,
     /// Name of the environment variable holding a PAT.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = patterns::ENV_NAME))]
     pub token_env: Option<String>,
     /// File holding a PAT.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,6 +152,7 @@ pub struct GitHubSpec {
     /// The label corral adds to every runner it registers, unique to this host's corral;
     /// default `corral-<hostname>`, `""` for none (which also turns orphan cleanup off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = patterns::marker_label)]
     pub marker_label: Option<String>,
     /// Delete offline, idle registrations that carry the marker but left the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -177,20 +196,24 @@ impl std::fmt::Display for Isolation {
 /// Declares a runner struct: the given fields plus every field a runner and `defaults`
 /// share. A macro because serde's `flatten` cannot be combined with `deny_unknown_fields`.
 macro_rules! runner_struct {
-    ($(#[$meta:meta])* $name:ident { $($own:tt)* }) => {
+    ($(#[$meta:meta])* $name:ident $(, transform = $transform:path)? { $($own:tt)* }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
         #[serde(deny_unknown_fields)]
+        $(#[schemars(transform = $transform)])?
         pub struct $name {
             $($own)*
         /// Repository: `owner/repo` or its URL.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(transform = patterns::repo)]
         pub repo: Option<String>,
         /// Number of instances (`<name>-1` … `<name>-N`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = 500))]
         pub count: Option<u32>,
         /// Labels added to the runner's default labels.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(transform = patterns::labels)]
         pub labels: Option<Vec<String>>,
         /// Register with `--no-default-labels` (then `labels` must not be empty).
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -200,12 +223,14 @@ macro_rules! runner_struct {
         pub ephemeral: Option<bool>,
         /// Extra environment for the runner process and its jobs.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(transform = patterns::env)]
         pub env: Option<BTreeMap<String, String>>,
         /// How long a removed runner may finish its job before it is stopped.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub drain_timeout: Option<Duration>,
         /// Unix user the runner runs as when corral is root (default `runner`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(regex(pattern = patterns::USER))]
         pub user: Option<String>,
         /// Allow running the runner as root (sets `RUNNER_ALLOW_RUNASROOT`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -213,6 +238,7 @@ macro_rules! runner_struct {
         /// Runner release this runner runs (`2.329.0` or `latest`) instead of the one `base`
         /// gives; runners on different versions each share their own base.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(regex(pattern = patterns::VERSION))]
         pub version: Option<String>,
         /// Whom the runner shares a Unix user with: `shared` (default: the `user`) or
         /// `user-per-runner` (its own user `corral-<name>`, created when missing).
@@ -220,6 +246,7 @@ macro_rules! runner_struct {
         pub isolation: Option<Isolation>,
         /// Environment variable holding a one-hour registration token.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(regex(pattern = patterns::ENV_NAME))]
         pub registration_token_env: Option<String>,
         /// File holding a one-hour registration token.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -230,19 +257,22 @@ macro_rules! runner_struct {
 
 runner_struct! {
     /// `defaults`: any runner field but `name`.
-    RunnerDefaults {}
+    RunnerDefaults, transform = patterns::runner_fields {}
 }
 
 runner_struct! {
     /// One entry of `runners`.
-    RunnerEntry {
+    RunnerEntry, transform = patterns::entry {
         /// Local identity and GitHub runner name (with `-<i>` per instance when `count` is set).
+        #[schemars(regex(pattern = patterns::NAME))]
         pub name: String,
         /// Several repositories: one set of runners each, named `<name>-<repo>[-<i>]`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(transform = patterns::repos)]
         pub repos: Option<Vec<String>>,
         /// Host ids that run this entry; every host when omitted.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(transform = patterns::hosts)]
         pub hosts: Option<Vec<String>>,
         /// Start runners for queued jobs between `min_idle` and `max` (instead of `count`).
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -73,6 +73,10 @@ fn resolve<'a>(schema: &'a Value, top: &'a Value) -> &'a Value {
             return resolve(def, top);
         }
     }
+    // An object's own `oneOf` (`base`: `path` or `version`) states rules, not alternatives.
+    if schema.get("properties").is_some() {
+        return schema;
+    }
     for keyword in ["anyOf", "oneOf"] {
         if let Some(branch) = schema
             .get(keyword)

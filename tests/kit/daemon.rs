@@ -114,6 +114,20 @@ impl World {
         self.corral = Some(Proc::spawn_group(cmd));
     }
 
+    /// Starts `corral run` as the last arguments of `wrapper` (a program that sets up
+    /// limits or namespaces and then runs its arguments), with the PAT in its environment.
+    pub fn start_under(&mut self, wrapper: &[&str]) {
+        let mut cmd = Command::new(wrapper[0]);
+        cmd.args(&wrapper[1..])
+            .arg(env!("CARGO_BIN_EXE_corral"))
+            .args(["run", "-c"])
+            .arg(self.config())
+            .current_dir(self.dir.path())
+            .env("GITHUB_TOKEN", PAT)
+            .env("RUST_LOG", "info,corral=debug");
+        self.corral = Some(Proc::spawn_group(cmd));
+    }
+
     /// The running corral.
     pub fn corral(&mut self) -> &mut Proc {
         self.corral.as_mut().expect("corral was started")
