@@ -73,6 +73,8 @@ pub struct RunnerSocket {
 /// One runner's counters, for status and `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
+    /// The socket's path.
+    pub socket: String,
     /// Requests the policy refused.
     pub refused: u64,
     /// Containers reaped after jobs and at removal.
@@ -179,6 +181,7 @@ impl Hub {
         let socket = self.socket_path(&name);
         let listener = bind(&self.dir, &socket, spec.owner)?;
         let counters = self.counters_of(&name);
+        lock(&counters).socket = socket.to_string_lossy().into_owned();
         let mounts = Mounts {
             runner: name.clone(),
             roots: std::iter::once(&spec.work)
@@ -217,6 +220,11 @@ impl Hub {
             self.job_ended(&name);
         }
         Ok(self.env_for(&name))
+    }
+
+    /// True while runner `name`'s socket is served.
+    pub fn is_serving(&self, name: &str) -> bool {
+        self.with_served(|s| s.get(name).is_some_and(|s| !s.task.is_finished()))
     }
 
     /// The controller saw runner `name` start job `job`: later objects carry its name.

@@ -148,6 +148,8 @@ fn run_steps(job: &Value) -> bool {
         {
             let outcome = std::os::unix::fs::symlink(target, link);
             (format!("symlink {link} -> {target}"), outcome)
+        } else if let Some(script) = step["run"].as_str() {
+            (format!("run {script}"), run_script(script))
         } else if step["env"].as_bool() == Some(true) {
             for (key, value) in std::env::vars_os() {
                 diag::info(
@@ -171,6 +173,26 @@ fn run_steps(job: &Value) -> bool {
         }
     }
     all_ok
+}
+
+/// A `run` step: `sh -c SCRIPT` in the job's environment, as a workflow's `run:` is; each
+/// line it prints goes to the Worker log as `run> …`.
+fn run_script(script: &str) -> std::io::Result<()> {
+    let out = std::process::Command::new("sh")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    for line in String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stderr).lines())
+    {
+        diag::info("Step", &format!("run> {line}"));
+    }
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("exited with {}", out.status)))
+    }
 }
 
 /// Every job runs `<Root>/externals/node20/bin/node --version`, as the real Worker runs node
