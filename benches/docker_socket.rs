@@ -7,7 +7,10 @@
 //! line and exits 0 without them.
 
 #[path = "../tests/kit/docker.rs"]
-#[allow(dead_code, reason = "the benchmark uses the image part of the test kit")]
+#[allow(
+    dead_code,
+    reason = "the benchmark uses the image part of the test kit"
+)]
 mod kit_docker;
 
 use std::io::Write;
@@ -49,7 +52,10 @@ fn main() -> anyhow::Result<()> {
     let proxied = env[0].1.clone();
     let bare = "unix:///var/run/docker.sock".to_string();
     let runs = if quick { 5 } else { 20 };
-    println!("## docker run --rm {} true ({runs} runs each, alternating)", kit_docker::IMAGE);
+    println!(
+        "## docker run --rm {} true ({runs} runs each, alternating)",
+        kit_docker::IMAGE
+    );
     let (mut bare_times, mut proxy_times) = (Vec::new(), Vec::new());
     // One warm-up each: the first run after an idle engine is slower for both.
     time_run(&bare)?;
@@ -61,7 +67,10 @@ fn main() -> anyhow::Result<()> {
     let (b, p) = (summary(&mut bare_times), summary(&mut proxy_times));
     println!("| socket | median | min | max |\n|---|---|---|---|");
     println!("| engine | {:.1} ms | {:.1} ms | {:.1} ms |", b.0, b.1, b.2);
-    println!("| runner's (corral) | {:.1} ms | {:.1} ms | {:.1} ms |", p.0, p.1, p.2);
+    println!(
+        "| runner's (corral) | {:.1} ms | {:.1} ms | {:.1} ms |",
+        p.0, p.1, p.2
+    );
     println!("added latency (median): {:.1} ms", p.0 - b.0);
 
     let megabytes = if quick { 50 } else { 200 };
@@ -72,7 +81,12 @@ fn main() -> anyhow::Result<()> {
     // corral labels a build: the classic builder adds one `LABEL` step per label, which
     // costs a container each. The third row asks the engine for the same labels, so that
     // its difference to the second is the proxy's transport alone.
-    let labels = ["--label", "corral.job=none", "--label", "corral.runner=bench-docker"];
+    let labels = [
+        "--label",
+        "corral.job=none",
+        "--label",
+        "corral.runner=bench-docker",
+    ];
     let best = |host: &str, extra: &[&str]| -> anyhow::Result<f64> {
         let mut times = Vec::new();
         for _ in 0..builds {
@@ -87,7 +101,10 @@ fn main() -> anyhow::Result<()> {
     ];
     println!("| socket | time | throughput |\n|---|---|---|");
     for (label, secs) in rows {
-        println!("| {label} | {secs:.2} s | {:.0} MB/s |", f64::from(megabytes) / secs);
+        println!(
+            "| {label} | {secs:.2} s | {:.0} MB/s |",
+            f64::from(megabytes) / secs
+        );
     }
     runtime.block_on(hub.remove(RUNNER));
     Ok(())
@@ -127,7 +144,10 @@ fn time_build(host: &str, context: &Path, extra: &[&str]) -> anyhow::Result<f64>
     let secs = start.elapsed().as_secs_f64();
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if host.ends_with("/var/run/docker.sock") && !id.is_empty() {
-        let _ = Command::new("docker").args(["rmi", &id]).env("DOCKER_HOST", host).output();
+        let _ = Command::new("docker")
+            .args(["rmi", &id])
+            .env("DOCKER_HOST", host)
+            .output();
     }
     Ok(secs)
 }

@@ -162,7 +162,7 @@ mod tests {
         assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
         assert_eq!(parse_bytes("10 GB"), Ok(10_000_000_000));
         assert!(parse_bytes("ten")
-            .unwrap_err()
+            .expect_err("not a size")
             .contains("`ten` is not a size"));
         assert!(parse_bytes("1.5GiB").is_err());
         assert!(parse_bytes("99999999999TiB").is_err());

@@ -84,11 +84,21 @@ pub(super) async fn serve_adopted(
 
 /// Tells the hub what the listener's log said since `job_before`: a job started, jobs
 /// ended (`finished` of them).
-pub(super) fn job_events(hub: &Hub, name: &str, job_before: Option<&str>, view: &ListenerView, finished: usize) {
+pub(super) fn job_events(
+    hub: &Hub,
+    name: &str,
+    job_before: Option<&str>,
+    view: &ListenerView,
+    finished: usize,
+) {
     if finished > 0 {
         hub.job_ended(name);
     }
-    if let Some(job) = view.job.as_deref().filter(|j| Some(*j) != job_before || finished > 0) {
+    if let Some(job) = view
+        .job
+        .as_deref()
+        .filter(|j| Some(*j) != job_before || finished > 0)
+    {
         hub.job_started(name, job);
     }
 }

@@ -359,7 +359,7 @@ async fn run_sweep(
             lock(counters).add(reaped);
         }
         Err(err) => {
-            warn!(runner = %name, cause = %chain(&err), "cannot reap the runner's Docker objects")
+            warn!(runner = %name, cause = %chain(&err), "cannot reap the runner's Docker objects");
         }
     }
 }

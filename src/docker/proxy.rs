@@ -186,6 +186,10 @@ impl RunnerProxy {
                 req.method(),
                 super::route::strip_version(req.uri().path())
             )))),
+            Route::Hidden => Err(Denied::NotFound(format!(
+                "no such object: {}",
+                super::route::strip_version(req.uri().path())
+            ))),
             Route::Unknown => Err(Denied::Refused(Refusal(format!(
                 "corral: `{} {}` is not available on a runner's Docker socket",
                 req.method(),

@@ -72,10 +72,9 @@ pub fn ensure_image() {
 
 fn static_busybox(work: &Path) -> PathBuf {
     let installed = Path::new("/bin/busybox");
-    let is_static = Command::new("ldd")
-        .arg(installed)
-        .output()
-        .is_ok_and(|o| !o.status.success() || String::from_utf8_lossy(&o.stdout).contains("not a dynamic"));
+    let is_static = Command::new("ldd").arg(installed).output().is_ok_and(|o| {
+        !o.status.success() || String::from_utf8_lossy(&o.stdout).contains("not a dynamic")
+    });
     if installed.exists() && is_static {
         return installed.to_path_buf();
     }
@@ -127,7 +126,9 @@ fn write_rootfs(busybox: &Path, tar_path: &Path) {
     header.set_size(bytes.len() as u64);
     tar.append_data(&mut header, "bin/busybox", bytes.as_slice())
         .expect("append busybox");
-    for applet in ["sh", "true", "sleep", "cat", "echo", "ls", "touch", "id", "dd", "head"] {
+    for applet in [
+        "sh", "true", "sleep", "cat", "echo", "ls", "touch", "id", "dd", "head",
+    ] {
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Symlink);
         header.set_mode(0o777);
