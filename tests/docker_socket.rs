@@ -260,7 +260,12 @@ fn another_runner_cannot_see_or_stop_its_containers() {
     );
     if is_root() {
         // Each socket is its runner's user's alone: A's jobs cannot open B's.
-        let probe = queue(&world, "dks-a", std::slice::from_ref(&b_socket_from_a), Duration::ZERO);
+        let probe = queue(
+            &world,
+            "dks-a",
+            std::slice::from_ref(&b_socket_from_a),
+            Duration::ZERO,
+        );
         wait_done(&world, probe);
         let log = worker_log(&world, "dks-a");
         let line = outcome(&log, &b_socket_from_a);
