@@ -53,10 +53,21 @@ fn world_with(entries: &str, names: &[&str], shutdown: &str) -> World {
     // Runners of their own users pass through the test's directory to their roots.
     std::fs::set_permissions(world.dir.path(), std::fs::Permissions::from_mode(0o755))
         .expect("chmod");
-    let text = world.config_text(entries).replace(
-        "shutdown_timeout: 20s",
-        &format!("shutdown_timeout: {shutdown}"),
-    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let text = world
+        .config_text(entries)
+        .replace(
+            "shutdown_timeout: 20s",
+            &format!("shutdown_timeout: {shutdown}"),
+        )
+        .replace(
+            "github:\n",
+            &format!("api:\n  listen: \"127.0.0.1:{port}\"\ngithub:\n"),
+        );
+    std::fs::write(world.dir.path().join("api-port"), port.to_string()).expect("write port");
     std::fs::write(world.config(), text).expect("write config");
     world.start();
     world.wait_idle(names);
@@ -194,6 +205,20 @@ fn a_job_runs_docker_run_build_compose_and_a_container_job() {
         .and_then(|r| r.docker.clone())
         .expect("docker");
     assert_eq!(docker_status.socket, socket(&world, "dks-run"));
+    let port = std::fs::read_to_string(world.dir.path().join("api-port")).expect("port");
+    let metrics = reqwest::blocking::Client::new()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .and_then(reqwest::blocking::Response::text)
+        .expect("GET /metrics");
+    let reaped = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"corral_docker_reaped_total{runner="dks-run",kind="container"} "#)
+        })
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(reaped.is_some_and(|n| n >= 3), "{metrics}");
     world.signal(Signal::SIGTERM);
     assert_eq!(world.corral().exit_code(), 0);
 }

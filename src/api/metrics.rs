@@ -195,7 +195,48 @@ pub fn render(p: &Published) -> String {
     );
     let _ = writeln!(out, "# HELP corral_webhook_refused_total Webhook deliveries refused for their signature.\n# TYPE corral_webhook_refused_total counter\ncorral_webhook_refused_total {}", p.metrics.webhook_refused);
     render_disk_and_github(&mut out, p);
+    render_docker(&mut out, p);
     out
+}
+
+/// Each runner's Docker socket: objects reaped by kind, requests refused, images kept.
+fn render_docker(out: &mut String, p: &Published) {
+    let runners: Vec<_> = p
+        .status
+        .iter()
+        .flat_map(|s| &s.runners)
+        .filter_map(|r| Some((esc(&r.name), r.docker.as_ref()?)))
+        .collect();
+    let _ = writeln!(out, "# HELP corral_docker_reaped_total Docker objects removed after jobs and at removal, by kind.\n# TYPE corral_docker_reaped_total counter");
+    for (name, d) in &runners {
+        for (kind, n) in [
+            ("container", d.reaped_containers),
+            ("network", d.reaped_networks),
+            ("volume", d.reaped_volumes),
+            ("image", d.reaped_images),
+        ] {
+            let _ = writeln!(
+                out,
+                "corral_docker_reaped_total{{runner=\"{name}\",kind=\"{kind}\"}} {n}"
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP corral_docker_refused_total Docker requests the runner's policy refused.\n# TYPE corral_docker_refused_total counter");
+    for (name, d) in &runners {
+        let _ = writeln!(
+            out,
+            "corral_docker_refused_total{{runner=\"{name}\"}} {}",
+            d.refused
+        );
+    }
+    let _ = writeln!(out, "# HELP corral_docker_image_bytes Bytes of images the runner's jobs built that are kept.\n# TYPE corral_docker_image_bytes gauge");
+    for (name, d) in &runners {
+        let _ = writeln!(
+            out,
+            "corral_docker_image_bytes{{runner=\"{name}\"}} {}",
+            d.image_bytes
+        );
+    }
 }
 
 fn render_disk_and_github(out: &mut String, p: &Published) {
