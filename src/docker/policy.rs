@@ -388,6 +388,11 @@ pub fn build_query(
             "networkmode" if value == "host" && !scope.policy.allow_host_namespaces => {
                 return Err(scope.refuse("`docker build --network=host`", "allow_host_namespaces"));
             }
+            "networkmode" if value.starts_with("container:") => {
+                refs.containers
+                    .push(value.trim_start_matches("container:").to_string());
+                out.push((key.clone(), value.clone()));
+            }
             "cgroupparent" if !value.is_empty() => {
                 return Err(Refusal(format!(
                     "corral: `--cgroup-parent` is not allowed on the Docker socket of runner `{}`",
@@ -598,6 +603,9 @@ mod tests {
         assert!(!out.contains(&("rm".into(), "0".into())));
         let host = vec![("networkmode".to_string(), "host".to_string())];
         assert!(build_query(&host, &s).is_err());
+        let joined = vec![("networkmode".to_string(), "container:db".to_string())];
+        let (_, refs) = build_query(&joined, &s).expect("checked as a ref");
+        assert_eq!(refs.containers, vec!["db"]);
     }
 
     #[test]
