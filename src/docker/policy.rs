@@ -409,6 +409,12 @@ pub fn build_query(
         }
     }
     scope.label(&mut labels);
+    // The classic builder adds one `LABEL` step (a container and a commit, ~1 s) per label;
+    // images are kept by the runner's budget, not by job, so the runner's label suffices.
+    if let Some(map) = labels.as_object_mut() {
+        map.remove(JOB_LABEL);
+        map.remove(JOB_NAME_LABEL);
+    }
     out.push(("labels".into(), labels.to_string()));
     // A cancelled or failed build leaves no intermediate container behind.
     out.push(("rm".into(), "1".into()));
@@ -599,6 +605,10 @@ mod tests {
         let labels: Value = serde_json::from_str(&labels).expect("json");
         assert_eq!(labels["a"], "b");
         assert_eq!(labels["corral.runner"], "web-1");
+        assert!(
+            labels.get("corral.job").is_none(),
+            "one label step, not three"
+        );
         assert!(out.contains(&("forcerm".into(), "1".into())));
         assert!(!out.contains(&("rm".into(), "0".into())));
         let host = vec![("networkmode".to_string(), "host".to_string())];
