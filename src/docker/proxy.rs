@@ -18,7 +18,7 @@ use serde_json::Value;
 use super::engine::{full, segment, BoxError, Engine, ProxyBody};
 use super::job::{self, JobKey};
 use super::mounts::Mounts;
-use super::policy::{self, owner_of, Refs, Refusal, Scope, BUILTIN_NETWORKS};
+use super::policy::{self, owner_of, Refusal, Scope, BUILTIN_NETWORKS};
 use super::route::{route, Route};
 use super::{Counters, DockerPolicy};
 
@@ -449,111 +449,6 @@ impl RunnerProxy {
         Ok(json_answer(StatusCode::OK, &images))
     }
 
-    /// The objects a request names, each this runner's (images: or shared). Missing named
-    /// volumes are created with this runner's labels first, so the engine does not make
-    /// them unlabelled.
-    async fn check_refs(&self, scope: &Scope<'_>, refs: &Refs) -> Result<(), Denied> {
-        for id in &refs.containers {
-            if self.own_container(id).await?.is_none() {
-                return Err(Denied::NotFound(format!("No such container: {id}")));
-            }
-        }
-        for id in &refs.networks {
-            let network = self
-                .engine
-                .get(&format!("/networks/{}", segment(id)))
-                .await?;
-            if network.as_ref().and_then(|n| owner_of(n.get("Labels"))) != Some(&self.name) {
-                return Err(Denied::NotFound(format!("network {id} not found")));
-            }
-        }
-        for name in &refs.volumes {
-            match self
-                .engine
-                .get(&format!("/volumes/{}", segment(name)))
-                .await?
-            {
-                Some(volume) if owner_of(volume.get("Labels")) == Some(&self.name) => {}
-                Some(_) => return Err(Denied::NotFound(format!("no such volume: {name}"))),
-                None => {
-                    let mut body = serde_json::json!({ "Name": name });
-                    policy::volume_create(&mut body, scope)?;
-                    self.engine
-                        .call(Method::POST, "/volumes/create", Some(&body))
-                        .await?;
-                }
-            }
-        }
-        for image in &refs.images {
-            self.visible_image(image).await?;
-        }
-        for tag in &refs.tags {
-            self.tag_free(tag).await?;
-        }
-        Ok(())
-    }
-
-    /// The container `id` when it is this runner's.
-    async fn own_container(&self, id: &str) -> Result<Option<Value>, Denied> {
-        if id.is_empty() {
-            return Ok(None);
-        }
-        let container = self
-            .engine
-            .get(&format!("/containers/{}/json", segment(id)))
-            .await?;
-        Ok(container.filter(|c| owner_of(c.pointer("/Config/Labels")) == Some(&self.name)))
-    }
-
-    async fn owns_container(&self, id: &str) -> Result<bool, Denied> {
-        Ok(self.own_container(id).await?.is_some())
-    }
-
-    async fn owned_volume(&self, name: &str) -> Result<(), Denied> {
-        let volume = self
-            .engine
-            .get(&format!("/volumes/{}", segment(name)))
-            .await?;
-        if volume.as_ref().and_then(|v| owner_of(v.get("Labels"))) != Some(&self.name) {
-            return Err(Denied::NotFound(format!("get {name}: no such volume")));
-        }
-        Ok(())
-    }
-
-    /// The image `name` unless another runner's: its owner (this runner), or `None` when
-    /// shared. A missing image is left for the engine to report.
-    async fn visible_image(&self, name: &str) -> Result<Option<String>, Denied> {
-        let image = self
-            .engine
-            .get(&format!("/images/{}/json", segment(name)))
-            .await?;
-        match image
-            .as_ref()
-            .and_then(|i| owner_of(i.pointer("/Config/Labels")))
-        {
-            Some(owner) if owner == self.name => Ok(Some(owner.to_string())),
-            Some(_) => Err(Denied::NotFound(format!("No such image: {name}"))),
-            None => Ok(None),
-        }
-    }
-
-    /// A name the job writes (a tag) must not take another runner's image's name.
-    async fn tag_free(&self, name: &str) -> Result<(), Denied> {
-        let image = self
-            .engine
-            .get(&format!("/images/{}/json", segment(name)))
-            .await?;
-        match image
-            .as_ref()
-            .and_then(|i| owner_of(i.pointer("/Config/Labels")))
-        {
-            Some(owner) if owner != self.name => Err(Denied::Refused(Refusal(format!(
-                "corral: the image name `{name}` belongs to another runner's image"
-            )))),
-            _ => Ok(()),
-        }
-    }
-
     fn filtered_uri(&self, uri: &Uri) -> String {
         let mut query = query_pairs(uri);
         let filters = query
@@ -624,7 +519,7 @@ fn set_uri(parts: &mut http::request::Parts, uri: Option<String>) -> Result<(), 
 
 /// Why a request goes no further.
 #[derive(Debug)]
-enum Denied {
+pub(super) enum Denied {
     /// The policy forbids it.
     Refused(Refusal),
     /// It names what this runner cannot see.
