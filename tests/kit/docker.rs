@@ -78,11 +78,19 @@ fn static_busybox(work: &Path) -> PathBuf {
     if installed.exists() && is_static {
         return installed.to_path_buf();
     }
-    let fetched = Command::new("apt-get")
-        .args(["download", "busybox-static"])
-        .current_dir(work)
-        .output()
-        .expect("run apt-get download busybox-static");
+    let download = || {
+        Command::new("apt-get")
+            .args(["download", "busybox-static"])
+            .current_dir(work)
+            .output()
+            .expect("run apt-get download busybox-static")
+    };
+    let mut fetched = download();
+    if !fetched.status.success() {
+        // A fresh machine may have no package lists yet.
+        let _ = Command::new("apt-get").args(["update", "-qq"]).status();
+        fetched = download();
+    }
     assert!(
         fetched.status.success(),
         "the test image needs a static busybox: install `busybox-static` or let `apt-get download busybox-static` work: {}",
