@@ -33,6 +33,7 @@ pub mod cli_base;
 pub mod config;
 pub mod controller;
 pub mod crashpoint;
+pub mod docker;
 pub mod github;
 pub mod layout;
 pub mod markers;

@@ -29,6 +29,7 @@ fn spec(name: &str) -> RunnerSpec {
         registration: Registration::GitHub,
         marker: None,
         version: None,
+        docker: None,
     }
 }
 

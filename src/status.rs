@@ -112,6 +112,9 @@ pub struct RunnerStatus {
     pub registration: String,
     /// The last error, in corral's or the runner's own words.
     pub last_error: Option<String>,
+    /// Its Docker socket and what was refused and reaped there (`docker.enabled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<crate::docker::Counters>,
 }
 
 /// Writes `status` to `path` atomically (a temporary file renamed over it).

@@ -6,6 +6,7 @@ mod bases;
 mod bases_cli;
 mod check;
 mod crash;
+mod docker_socket;
 mod fake_github_tests;
 mod fake_runner_tests;
 mod fleet;

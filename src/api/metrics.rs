@@ -187,7 +187,8 @@ impl Collector for Snapshot {
         self.runner_families(&mut encoder)?;
         self.counted_families(&mut encoder)?;
         self.disk_family(&mut encoder)?;
-        self.github_families(&mut encoder)
+        self.github_families(&mut encoder)?;
+        self.docker_families(&mut encoder)
     }
 }
 
@@ -298,6 +299,52 @@ impl Snapshot {
                         ([("runner", r.name.clone()), ("kind", kind.into())], bytes)
                     })
                 }),
+        )
+    }
+
+    /// Each runner's Docker socket: objects reaped by kind, requests refused, images kept.
+    fn docker_families(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        let sockets: Vec<_> = self
+            .runners
+            .iter()
+            .filter_map(|r| Some((r.name.clone(), r.docker.as_ref()?)))
+            .collect();
+        if sockets.is_empty() {
+            // No runner has `docker.enabled`: no families, so a host without it scrapes as before.
+            return Ok(());
+        }
+        family(
+            encoder,
+            "corral_docker_reaped",
+            "Docker objects removed after jobs and at removal, by kind.",
+            MetricType::Counter,
+            sockets.iter().flat_map(|(name, d)| {
+                [
+                    ("container", d.reaped_containers),
+                    ("network", d.reaped_networks),
+                    ("volume", d.reaped_volumes),
+                    ("image", d.reaped_images),
+                ]
+                .map(|(kind, n)| ([("runner", name.clone()), ("kind", kind.into())], n))
+            }),
+        )?;
+        family(
+            encoder,
+            "corral_docker_refused",
+            "Docker requests the runner's policy refused.",
+            MetricType::Counter,
+            sockets
+                .iter()
+                .map(|(name, d)| ([("runner", name.clone())], d.refused)),
+        )?;
+        family(
+            encoder,
+            "corral_docker_image_bytes",
+            "Bytes of images the runner's jobs built that are kept.",
+            MetricType::Gauge,
+            sockets
+                .iter()
+                .map(|(name, d)| ([("runner", name.clone())], d.image_bytes)),
         )
     }
 

@@ -245,6 +245,9 @@ pub struct RunnerSpec {
     /// Its own runner release, when it does not use `base`.
     #[serde(default)]
     pub version: Option<String>,
+    /// Its own Docker socket and policy, when `docker.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<super::docker::DockerPolicy>,
 }
 
 impl RunnerSpec {
@@ -299,11 +302,15 @@ impl RunnerSpec {
 
     /// Digest of how the process runs; a change means restart.
     pub fn runtime_hash(&self) -> String {
-        // `shared` hashes as before it existed, so an upgrade restarts nothing.
-        match self.isolation {
-            Isolation::Shared => digest(&(&self.env, &self.user, self.allow_root)),
-            other @ Isolation::UserPerRunner => {
+        // `shared` and no `docker` hash as before they existed, so an upgrade restarts nothing.
+        // A Docker policy changes the listener's environment (`DOCKER_HOST`): a restart.
+        match (self.isolation, &self.docker) {
+            (Isolation::Shared, None) => digest(&(&self.env, &self.user, self.allow_root)),
+            (other @ Isolation::UserPerRunner, None) => {
                 digest(&(&self.env, &self.user, self.allow_root, other))
+            }
+            (other, Some(docker)) => {
+                digest(&(&self.env, &self.user, self.allow_root, other, docker))
             }
         }
     }

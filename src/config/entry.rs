@@ -31,6 +31,16 @@ pub(super) fn check_defaults(c: &mut Checker<'_>, defaults: &RunnerDefaults) {
     if let Some(version) = &defaults.version {
         c.check("defaults.version", rules::check_version(version));
     }
+    if let Some(budget) = defaults
+        .docker
+        .as_ref()
+        .and_then(|d| d.image_budget.as_deref())
+    {
+        c.check(
+            "defaults.docker.image_budget",
+            super::docker::parse_bytes(budget).map(drop),
+        );
+    }
     if defaults.count == Some(0) {
         c.error("defaults.count", "count must be at least 1".into());
     }
@@ -132,6 +142,7 @@ pub(super) fn resolve_entry(
     let (drain, drain_path) = merged!(entry, defaults, i, drain_timeout);
     let drain_timeout = c.duration(&drain_path, drain, DEFAULT_DRAIN);
     let version = resolve_version(c, i, entry, defaults);
+    let docker = super::docker::resolve(c, i, entry, defaults, dir);
     let all_names = names.iter().flatten().cloned().collect();
     if c.errors.len() > errors_before {
         return Resolved {
@@ -158,6 +169,7 @@ pub(super) fn resolve_entry(
         registration,
         marker: github.marker_label.clone(),
         version,
+        docker,
     };
     let mut out = Resolved {
         names: all_names,

@@ -5,6 +5,7 @@
 //! the schema the types derive), types (`serde_yaml`), then the rules of `validate`.
 
 mod desired;
+mod docker;
 mod duration;
 mod entry;
 mod error;
@@ -22,6 +23,7 @@ pub use desired::{
     Api, BaseSource, Desired, GitHub, GitHubAuth, Pool, Registration, Repo, RunnerSpec,
     TokenSource, DEFAULT_DOWNLOAD_URL,
 };
+pub use docker::{parse_bytes, DockerPolicy, DockerSpec, DEFAULT_IMAGE_BUDGET};
 pub use duration::Duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{

@@ -251,6 +251,9 @@ macro_rules! runner_struct {
         /// File holding a one-hour registration token.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub registration_token_file: Option<PathBuf>,
+        /// A Docker socket of the runner's own, with what its jobs may do (`enabled: true`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub docker: Option<super::docker::DockerSpec>,
         }
     };
 }

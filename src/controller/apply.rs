@@ -34,6 +34,8 @@ pub struct ApplyCtx {
     pub github: Option<GitHubClient>,
     /// Where exits of started listeners are reported.
     pub triggers: mpsc::UnboundedSender<Trigger>,
+    /// The runners' Docker sockets.
+    pub docker: Arc<crate::docker::Hub>,
 }
 
 /// One runner's steps and what it knew before them.
@@ -157,12 +159,14 @@ async fn step(
         }
         Action::Start { .. } => {
             secure(ctx, job).await?;
-            return start(ctx, job, out);
+            let docker = docker_env(ctx, job).await?;
+            return start(ctx, job, out, &docker);
         }
         Action::Restart { .. } => {
             stop(ctx, name, out).await;
             secure(ctx, job).await?;
-            return start(ctx, job, out);
+            let docker = docker_env(ctx, job).await?;
+            return start(ctx, job, out, &docker);
         }
         Action::Deregister { .. } => {
             return github_steps::deregister(ctx, job, recorded, out).await;
@@ -187,6 +191,8 @@ async fn step(
         }
         Action::Stop { .. } => stop(ctx, name, out).await,
         Action::Deprovision { .. } => {
+            // Its jobs' containers, networks, volumes and images, and its socket.
+            ctx.docker.remove(name).await;
             let owned = name.to_string();
             blocking(ctx, job, None, move |p| p.deprovision(&owned)).await?;
             remove_records(&ctx.layout, name);
@@ -227,6 +233,18 @@ async fn secure(ctx: &Arc<ApplyCtx>, job: &Job) -> Result<(), String> {
     let owner = owner_of(ctx, spec).await?;
     let name = spec.name.clone();
     blocking(ctx, job, owner, move |p| p.secure(&name)).await
+}
+
+/// The runner's Docker socket served before its listener starts: `DOCKER_HOST` for it.
+async fn docker_env(ctx: &ApplyCtx, job: &Job) -> Result<Vec<(String, String)>, String> {
+    if !job.backoff_wait.is_zero() {
+        return Ok(Vec::new());
+    }
+    let spec = desired(job)?;
+    let owner = owner_of(ctx, spec).await?;
+    super::docker_steps::serve_socket(&ctx.docker, &ctx.layout, spec, owner)
+        .await
+        .map_err(|e| format!("docker socket: {e}"))
 }
 
 fn desired(job: &Job) -> Result<&RunnerSpec, String> {
@@ -365,7 +383,12 @@ async fn configure_in_private(
     result
 }
 
-fn start(ctx: &ApplyCtx, job: &Job, out: &mut Outcome) -> Result<bool, String> {
+fn start(
+    ctx: &ApplyCtx,
+    job: &Job,
+    out: &mut Outcome,
+    docker: &[(String, String)],
+) -> Result<bool, String> {
     if !job.backoff_wait.is_zero() {
         out.requeue = Some(job.backoff_wait);
         return Ok(false);
@@ -390,6 +413,7 @@ fn start(ctx: &ApplyCtx, job: &Job, out: &mut Outcome) -> Result<bool, String> {
         &user.home,
     );
     cmd.arg("run");
+    cmd.envs(docker.iter().map(|(k, v)| (k, v)));
     // A listener too old for GitHub then exits 7 instead of the 1 it shares with a deleted
     // registration, so corral can tell "upgrade" from "register again" (runner-contract §4.1).
     if !spec

@@ -64,6 +64,8 @@ pub struct Controller {
     demand: demand::Demand,
     /// The desired state of the last pass, pools expanded (for status and exits).
     effective: Option<Desired>,
+    /// The runners' Docker sockets.
+    docker: Arc<crate::docker::Hub>,
 }
 
 impl Controller {
@@ -75,6 +77,10 @@ impl Controller {
         desired: Desired,
         triggers: mpsc::UnboundedSender<Trigger>,
     ) -> Self {
+        let docker = Arc::new(crate::docker::Hub::new(
+            crate::docker::engine_socket_from_env(),
+            &desired.state_dir,
+        ));
         Controller {
             config_digest,
             config_path,
@@ -93,6 +99,7 @@ impl Controller {
             unused_since: BTreeMap::new(),
             latest_checked: None,
             recheck_latest: false,
+            docker,
             demand: demand::Demand::default(),
             effective: None,
         }
@@ -182,6 +189,8 @@ impl Controller {
         if let Some(tail) = runtime.tail.as_mut() {
             tail.read_into(&layout.listener_log(&name), &mut runtime.view);
         }
+        // Its job, if any, ended with it.
+        self.docker.job_ended(&name);
         let _span = tracing::info_span!("runner", runner = %name).entered();
         if runtime.exited(pid, code, ephemeral, Instant::now()) == ExitMeaning::RegistrationDeleted
         {
@@ -208,6 +217,11 @@ impl Controller {
                 .unwrap_or_default()
         };
         self.follow_processes(&layout, &observed);
+        let desired = &self.desired;
+        super::docker_steps::serve_adopted(&self.docker, &layout, &observed, |n| {
+            desired.spec_for(n)
+        })
+        .await;
         observed.server = self.list_registrations(&observed).await;
         let bases = self.bases();
         self.measure_disk(&layout, &observed, &bases).await;
@@ -254,12 +268,20 @@ impl Controller {
             let log = layout.listener_log(name);
             let runtime = self.runtimes.entry(name.clone()).or_default();
             let _ = cap_log(&log, LOG_CAP);
+            let job_before = runtime.view.job.clone();
             runtime
                 .tail
                 .get_or_insert_with(LogTail::default)
                 .read_into(&log, &mut runtime.view);
+            let finished = std::mem::take(&mut runtime.view.finished);
+            super::docker_steps::job_events(
+                &self.docker,
+                name,
+                job_before.as_deref(),
+                &runtime.view,
+                finished.len(),
+            );
             if let Some(api) = &self.api {
-                let finished = std::mem::take(&mut runtime.view.finished);
                 api.with(|p| {
                     for job in &finished {
                         p.metrics
@@ -305,6 +327,7 @@ impl Controller {
             layout: layout.clone(),
             github: self.github_client(),
             triggers: self.triggers.clone(),
+            docker: Arc::clone(&self.docker),
         });
         let semaphore = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
         let mut tasks = JoinSet::new();
@@ -430,7 +453,7 @@ impl Controller {
                 .blocked_until()
                 .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
         });
-        let status = build_status(
+        let mut status = build_status(
             self.effective.as_ref().unwrap_or(&self.desired),
             observed,
             &self.runtimes,
@@ -438,6 +461,7 @@ impl Controller {
             github,
             Instant::now(),
         );
+        super::docker_steps::attach_counters(&self.docker, &mut status);
         self.log_state_changes(&status);
         if let Some(api) = &self.api {
             let ready = self.config_error.is_none();
@@ -473,6 +497,11 @@ impl Controller {
             info!(runner = %gone, from = %self.last_states[gone], to = "removed", reason = "", "runner state changed");
         }
         self.last_states = now;
+    }
+
+    /// The runners' Docker sockets.
+    pub fn docker(&self) -> Arc<crate::docker::Hub> {
+        Arc::clone(&self.docker)
     }
 
     /// Every runtime, for shutdown.

@@ -170,6 +170,7 @@ fn runner_status(
         last_exit_code: rt.last_exit,
         registration: registration.into(),
         last_error: rt.last_error.clone(),
+        docker: None,
     }
 }
 

@@ -53,6 +53,8 @@ pub async fn stop_all(ctl: &mut Controller, force: impl Future<Output = ()>) {
             }
         }
     }
+    // The listeners' jobs ended with them: what they left in Docker goes.
+    ctl.docker().stop_all().await;
     // Leave no record that would make a later corral adopt a process that is gone.
     for name in ctl.runtimes().keys() {
         let path = layout.process_record(name);

@@ -3,6 +3,7 @@
 
 pub mod cmd;
 pub mod daemon;
+pub mod docker;
 pub mod github;
 pub mod install;
 pub mod proc;
