@@ -86,21 +86,15 @@ pub enum Change {
     Removed,
 }
 
-/// A step that failed, in words.
+/// A step that failed, in words (registration's are the runner's own text). Every failed
+/// step is backed off by the runner's step backoff, which the next success clears.
 #[derive(Debug)]
-pub enum Failure {
-    /// Registration failed (the runner's own text): backed off like a crash.
-    Registration(String),
-    /// Any other step.
-    Step(String),
-}
+pub struct Failure(pub String);
 
 impl Failure {
     /// The message.
     pub fn message(&self) -> &str {
-        match self {
-            Failure::Registration(m) | Failure::Step(m) => m,
-        }
+        &self.0
     }
 }
 
@@ -121,11 +115,7 @@ pub async fn apply(ctx: Arc<ApplyCtx>, job: Job) -> Outcome {
             Ok(false) => break,
             Err(message) => {
                 warn!(step = %action, error = %message, "step failed");
-                out.failure = Some(if matches!(action, Action::Register { .. }) {
-                    Failure::Registration(message)
-                } else {
-                    Failure::Step(message)
-                });
+                out.failure = Some(Failure(message));
                 break;
             }
         }

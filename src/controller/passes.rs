@@ -348,6 +348,7 @@ impl Controller {
                 runtime.tail = None;
             }
             let spec = desired.runners.get(&name).cloned();
+            runtime.applying(spec.as_ref());
             let source = spec
                 .as_ref()
                 .map_or_else(|| desired.base.clone(), |s| desired.base_of(s));
@@ -357,7 +358,7 @@ impl Controller {
                     .cloned()
                     .unwrap_or_else(|| Err("no base".into())),
                 spec,
-                backoff_wait: runtime.backoff.wait(now),
+                backoff_wait: runtime.hold(now),
                 drain_started: runtime.drain_started,
                 pending_jit: runtime.pending_jit.clone(),
                 name,
@@ -411,14 +412,9 @@ impl Controller {
         };
         runtime.local_only |= out.local_only;
         let mut requeue = out.requeue.unwrap_or(Duration::MAX);
-        if let Some(failure) = out.failure {
-            let registration = matches!(failure, apply::Failure::Registration(_));
-            runtime.last_error = Some(failure.message().to_string());
-            let delay = if registration || runtime.backoff.failures() > 0 {
-                runtime.backoff.failed(now)
-            } else {
-                Duration::from_secs(5)
-            };
+        if let Some(delay) =
+            runtime.step_result(out.failure.as_ref().map(apply::Failure::message), now)
+        {
             requeue = requeue.min(delay);
         }
         requeue

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, StepBackoff};
 use crate::config::{Desired, RunnerSpec};
 use crate::markers::{ListenerView, LogTail};
 use crate::observe::{Observed, ObservedRunner};
@@ -14,8 +14,13 @@ use crate::status::{GitHubStatus, RunnerStatus, State, Status};
 /// One runner's memory.
 #[derive(Debug, Default)]
 pub struct Runtime {
-    /// Restart backoff.
+    /// Restart backoff of the listener (its crash loop).
     pub backoff: Backoff,
+    /// Backoff of corral's own steps for this runner (provision, register, spawn): it never
+    /// makes a crash loop, and any step that succeeds again clears it.
+    pub step_backoff: StepBackoff,
+    /// The entry as last applied: a change clears both backoffs, since the cause may be gone.
+    pub applied_spec: Option<RunnerSpec>,
     /// Restarts after unexpected exits.
     pub restarts: u32,
     /// The last exit code.
@@ -52,6 +57,39 @@ pub enum ExitMeaning {
 }
 
 impl Runtime {
+    /// How long its steps are held back: the longer of the two backoffs.
+    pub fn hold(&self, now: Instant) -> std::time::Duration {
+        self.backoff.wait(now).max(self.step_backoff.wait(now))
+    }
+
+    /// Notes the entry about to be applied; a changed entry clears both backoffs.
+    pub fn applying(&mut self, spec: Option<&RunnerSpec>) {
+        if self.applied_spec.as_ref() != spec {
+            if self.applied_spec.is_some() && spec.is_some() {
+                self.backoff.reset();
+                self.step_backoff.reset();
+            }
+            self.applied_spec = spec.cloned();
+        }
+    }
+
+    /// Folds a step failure (`Some`) or a pass of steps that all succeeded (`None`) into the
+    /// step backoff; returns how long to wait before the next try.
+    pub fn step_result(
+        &mut self,
+        failure: Option<&str>,
+        now: Instant,
+    ) -> Option<std::time::Duration> {
+        if let Some(message) = failure {
+            self.last_error = Some(message.to_string());
+            return Some(self.step_backoff.failed(now));
+        }
+        // Steps ran only if nothing held them: then their cause is gone.
+        if self.step_backoff.wait(now).is_zero() {
+            self.step_backoff.reset();
+        }
+        None
+    }
     /// Judges the exit of `pid` with `code` (`None`: killed by a signal, or an adopted
     /// process whose code corral cannot know) and updates the backoff.
     pub fn exited(
@@ -199,7 +237,7 @@ fn state_of(seen: Option<&ObservedRunner>, rt: &Runtime, busy: bool, now: Instan
         State::Starting
     } else if rt.backoff.crashloop() {
         State::Crashloop
-    } else if !rt.backoff.wait(now).is_zero() {
+    } else if !rt.hold(now).is_zero() {
         State::Backoff
     } else if rt.last_error.is_some() {
         State::Error
@@ -207,5 +245,73 @@ fn state_of(seen: Option<&ObservedRunner>, rt: &Runtime, busy: bool, now: Instan
         State::Registering
     } else {
         State::Stopped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn failing_steps_never_make_a_crash_loop_and_clear_once_a_step_succeeds() {
+        let t0 = Instant::now();
+        let mut rt = Runtime::default();
+        let mut at = t0;
+        for _ in 0..12 {
+            let wait = rt
+                .step_result(Some("spawn: Too many open files"), at)
+                .expect("a wait");
+            assert!(wait <= Duration::from_secs(60), "{wait:?}");
+            assert_ne!(state_of(None, &rt, false, at), State::Crashloop);
+            at += wait;
+        }
+        let second_before = at
+            .checked_sub(Duration::from_secs(1))
+            .expect("a clock past 1 s");
+        assert_eq!(rt.hold(second_before), Duration::from_secs(1));
+        // The wait passed, the steps ran and succeeded: nothing is held any more, and the next
+        // failure starts again at one second.
+        assert_eq!(rt.step_result(None, at), None);
+        assert_eq!(rt.hold(at), Duration::ZERO);
+        assert_eq!(
+            rt.step_result(Some("again"), at),
+            Some(Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn a_pass_held_by_the_backoff_does_not_clear_it() {
+        let t0 = Instant::now();
+        let mut rt = Runtime::default();
+        rt.step_result(Some("x"), t0);
+        rt.step_result(Some("x"), t0);
+        assert_eq!(rt.step_result(None, t0), None);
+        assert_eq!(rt.hold(t0), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn an_edited_entry_clears_the_crash_loop() {
+        let t0 = Instant::now();
+        let mut rt = Runtime::default();
+        let text = "base: { path: /opt/base }\nstate_dir: /tmp/s\ngithub: { url: https://github.com, token_env: T }\nrunners:\n  - name: a\n    repo: o/r\n";
+        let desired =
+            crate::config::parse(text, std::path::Path::new("/etc/runners.yaml")).expect("config");
+        let mut spec = desired.runners["a"].clone();
+        rt.applying(Some(&spec));
+        for _ in 0..6 {
+            rt.backoff.failed(t0);
+        }
+        assert_eq!(state_of(None, &rt, false, t0), State::Crashloop);
+        rt.applying(Some(&spec));
+        assert_eq!(
+            state_of(None, &rt, false, t0),
+            State::Crashloop,
+            "unchanged: kept"
+        );
+        spec.labels.push("new".into());
+        rt.applying(Some(&spec));
+        assert_eq!(rt.hold(t0), Duration::ZERO);
+        assert_ne!(state_of(None, &rt, false, t0), State::Crashloop);
     }
 }
