@@ -122,7 +122,11 @@ pub fn observe(layout: &StateLayout) -> Observed {
     {
         // corral killed between starting a listener and recording it leaves one running
         // that no record names; starting another would make two listeners for one runner.
-        for (name, pid) in unrecorded_listeners(&layout.runners_dir()) {
+        // The kernel names executables by their real path: a `state_dir` reached through a
+        // symlink must be compared in that form too.
+        let runners_dir =
+            std::fs::canonicalize(layout.runners_dir()).unwrap_or_else(|_| layout.runners_dir());
+        for (name, pid) in unrecorded_listeners(&runners_dir) {
             if let Some(runner) = runners.get_mut(&name).filter(|r| r.process.is_none()) {
                 runner.process = Some(LiveProcess {
                     pid,
@@ -147,7 +151,7 @@ fn observe_runner(
 ) -> ObservedRunner {
     let dir = layout.runner_dir(name);
     let process = record
-        .filter(|rec| is_listener(rec, &dir, procs))
+        .filter(|rec| is_listener(rec, procs))
         .map(|rec| LiveProcess {
             pid: rec.pid,
             busy: procs.has_worker_child(rec.pid),
@@ -240,6 +244,7 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
 #[derive(Debug, Default)]
 pub struct ProcTable {
     start_times: HashMap<i32, u64>,
+    parents: HashMap<i32, i32>,
     worker_parents: HashSet<i32>,
 }
 
@@ -270,6 +275,7 @@ impl ProcTable {
             if stat.comm == "Runner.Worker" {
                 table.worker_parents.insert(stat.ppid);
             }
+            table.parents.insert(pid, stat.ppid);
             table.start_times.insert(pid, stat.start_time);
         }
         table
@@ -280,9 +286,24 @@ impl ProcTable {
         self.start_times.get(&pid).copied()
     }
 
-    /// True when `pid` had a `Runner.Worker` child at the scan.
+    /// True when a `Runner.Worker` ran below `pid` at the scan: its child, or, for a
+    /// listener started through a wrapper script, a child of the wrapper's descendants.
     pub fn has_worker_child(&self, pid: i32) -> bool {
-        self.worker_parents.contains(&pid)
+        // A wrapper is a level or two; the bound keeps a cycle in a torn read finite.
+        const DEPTH: usize = 4;
+        self.worker_parents.iter().any(|&parent| {
+            let mut at = parent;
+            for _ in 0..DEPTH {
+                if at == pid {
+                    return true;
+                }
+                match self.parents.get(&at) {
+                    Some(&up) if up > 1 => at = up,
+                    _ => return false,
+                }
+            }
+            false
+        })
     }
 }
 
@@ -305,34 +326,18 @@ pub fn process_started_at(pid: i32) -> Option<std::time::SystemTime> {
     Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis))
 }
 
-/// True when `rec` names a live process that started when recorded and, when its
-/// executable can be read, runs from this runner's `bin/`.
-fn is_listener(rec: &ProcessRecord, runner_dir: &Path, procs: &ProcTable) -> bool {
-    if procs.start_time(rec.pid) != Some(rec.start_time) {
-        return false;
-    }
-    match std::fs::read_link(format!("/proc/{}/exe", rec.pid)) {
-        Ok(exe) => exe.starts_with(runner_dir.join("bin")),
-        // Another user's process cannot be read without privileges; the start time matched.
-        Err(_) => true,
-    }
+/// True when `rec` names a live process that started when recorded. corral's own record
+/// (pid and start time, which a reused pid never matches) is the identity: whatever the
+/// executable looks like (a wrapper script, an interpreter, a `state_dir` reached through a
+/// symlink, another mount), a recorded listener that is alive is never started twice.
+fn is_listener(rec: &ProcessRecord, procs: &ProcTable) -> bool {
+    procs.start_time(rec.pid) == Some(rec.start_time)
 }
 
-/// True when `pid` has a child whose command name is `Runner.Worker`
-/// (`reference/runner-contract.md` §5).
+/// True when a `Runner.Worker` runs below `pid` (`reference/runner-contract.md` §5); see
+/// [`ProcTable::has_worker_child`].
 pub fn has_worker_child(pid: i32) -> bool {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .into_iter()
-        .flatten();
-    tasks.filter_map(Result::ok).any(|task| {
-        std::fs::read_to_string(task.path().join("children"))
-            .unwrap_or_default()
-            .split_whitespace()
-            .any(|child| {
-                std::fs::read_to_string(format!("/proc/{child}/comm"))
-                    .is_ok_and(|comm| comm.trim_end() == "Runner.Worker")
-            })
-    })
+    ProcTable::scan().has_worker_child(pid)
 }
 
 #[cfg(test)]

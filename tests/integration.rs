@@ -14,6 +14,7 @@ mod fuzz_corpus;
 mod github_client;
 mod github_client_app;
 mod hostile_jobs;
+mod identity;
 mod openapi;
 mod plan;
 mod provision;
