@@ -134,7 +134,20 @@ fn a_github_outage_keeps_runners_running_and_requests_bounded() {
     let c = runner(&status, "c").expect("c is listed");
     assert!(has_error(c, "HTTP 50"), "{c:?}");
     eprintln!("outage: {during} REST requests in {window:?} (bound {bound})");
+    let cleared = world.gh.request_count();
     world.gh.clear_faults();
+    // A request sent just before the clear still hangs until the client gives up (30 s);
+    // c's next registration attempt, after its backoff, is answered.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !world
+        .gh
+        .requests_since(cleared)
+        .iter()
+        .any(|r| r.path.ends_with("/actions/runners/registration-token") && r.method == "POST")
+    {
+        assert!(Instant::now() < deadline, "c never asked for a token again");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     world.wait_idle(&["c"]);
     assert_eq!(
         world.wait_idle(&["a", "b"]),
@@ -366,7 +379,20 @@ fn a_hung_github_api_times_out_without_touching_runners() {
     let bound = 2 * (window.as_secs() as usize / 30 + 1);
     eprintln!("hung API: {during} REST requests in {window:?} (bound {bound})");
     assert!(during <= bound, "{during} requests; bound {bound}");
+    let cleared = world.gh.request_count();
     world.gh.clear_faults();
+    // A request sent just before the clear still hangs until the client gives up (30 s);
+    // c's next registration attempt, after its backoff, is answered.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !world
+        .gh
+        .requests_since(cleared)
+        .iter()
+        .any(|r| r.path.ends_with("/actions/runners/registration-token") && r.method == "POST")
+    {
+        assert!(Instant::now() < deadline, "c never asked for a token again");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     world.wait_idle(&["c"]);
     assert_eq!(
         world.wait_idle(&["a", "b"]),
@@ -375,4 +401,71 @@ fn a_hung_github_api_times_out_without_touching_runners() {
     );
     let status = world.status().expect("status");
     assert!(status.config_error.is_none());
+}
+
+/// How many times corral has logged a listing that failed (a hung one, after the client's
+/// 30 s timeout).
+fn failed_listings(log: &str) -> usize {
+    log.matches("cannot list registrations").count()
+}
+
+#[test]
+fn a_hung_github_never_delays_a_restart_a_local_edit_or_a_stop() {
+    let mut world = World::new();
+    world.write_config(TWO);
+    world.start();
+    let pids = world.wait_idle(&["a", "b"]);
+    let listings = |world: &World| {
+        world
+            .gh
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.ends_with("/actions/runners"))
+            .count()
+    };
+    let before = listings(&world);
+    // Every REST call hangs for an hour: the client gives up on each after 30 s.
+    for route in REST {
+        world
+            .gh
+            .push_fault(route, Fault::Delay(Duration::from_secs(3600)), 1_000);
+    }
+    crate::kit::proc::wait_until("a listing hung at the fake", || listings(&world) > before);
+    // From here until that listing times out, nothing corral does may wait for it: each
+    // outcome below must show before the failed listing is logged.
+    let hung = failed_listings(&world.corral().output());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pids[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill a's listener");
+    world.wait_status("a restarted", |s| {
+        runner(s, "a").is_some_and(|r| r.pid.is_some_and(|p| p != pids[0]) && r.pid.is_some())
+    });
+    assert_eq!(
+        failed_listings(&world.corral().output()),
+        hung,
+        "the restart waited for the hung listing"
+    );
+    // An edit that needs no GitHub call (b's environment) restarts b at once.
+    world.write_config(
+        "  - name: a\n    repo: owner/repo\n  - name: b\n    repo: owner/repo\n    env: { EDITED: \"1\" }\n",
+    );
+    world.wait_status("b restarted for its new environment", |s| {
+        runner(s, "b").is_some_and(|r| r.pid.is_some_and(|p| p != pids[1]))
+    });
+    assert_eq!(
+        failed_listings(&world.corral().output()),
+        hung,
+        "the edit waited for the hung listing"
+    );
+    world.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(world.corral().exit_code(), 0, "{}", world.corral().output());
+    let log = world.corral().output();
+    let stopped = log.find("corral stopped").expect("corral stopped");
+    assert_eq!(
+        failed_listings(&log[..stopped]),
+        hung,
+        "the stop waited for the hung listing:\n{log}"
+    );
 }

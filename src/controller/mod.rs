@@ -12,6 +12,7 @@ mod github_steps;
 mod passes;
 mod runtime;
 mod shutdown;
+mod workers;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -50,6 +51,8 @@ pub enum Trigger {
         /// The installed tree, or what went wrong.
         result: Result<std::path::PathBuf, String>,
     },
+    /// A background listing of the registrations ended: the next pass takes it.
+    Listed,
 }
 
 /// Why `corral run` could not start or had to stop.
@@ -106,6 +109,8 @@ enum Wake {
     Nudge,
     /// A message from a task.
     Trigger(Trigger),
+    /// A runner's steps ended.
+    WorkerEnded(workers::Done),
     /// SIGTERM or SIGINT.
     Stop,
 }
@@ -249,10 +254,18 @@ pub async fn run(config_path: &Path, host_id: &str) -> Result<(), RunError> {
         elsewhere = ?ctl.desired().elsewhere, capped = ?ctl.desired().capped, "corral started");
     let mut next = Instant::now();
     loop {
-        let config_event = match sources.next(next).await {
+        let wake = tokio::select! {
+            wake = sources.next(next) => wake,
+            done = ctl.worker_ended() => Wake::WorkerEnded(done),
+        };
+        let config_event = match wake {
             Wake::Stop => break,
             Wake::Trigger(trigger) => {
                 ctl.on_trigger(trigger);
+                false
+            }
+            Wake::WorkerEnded(done) => {
+                ctl.on_worker_ended(done);
                 false
             }
             Wake::ConfigEvent => true,
@@ -267,10 +280,17 @@ pub async fn run(config_path: &Path, host_id: &str) -> Result<(), RunError> {
         if config_event && !changed && !ctl.demand_due_now() {
             continue;
         }
-        let requeue = ctl.pass().await;
+        // A pass only reads the host and hands steps to workers, but a stop must not wait
+        // even for that.
+        let requeue = tokio::select! {
+            biased;
+            () = sources.stop_signal() => break,
+            requeue = ctl.pass() => requeue,
+        };
         next = Instant::now() + requeue;
     }
     tracing::info!("stopping every runner");
+    ctl.stop_workers().await;
     shutdown::stop_all(&mut ctl, sources.stop_signal()).await;
     Ok(())
 }

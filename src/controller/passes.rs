@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tracing::{error, info};
 
 use super::apply::{self, ApplyCtx, Job};
@@ -31,8 +30,8 @@ mod refresh;
 
 use base_source::{Bases, ReleaseOutcome};
 
-/// Runners applied at the same time.
-const CONCURRENCY: usize = 8;
+/// How long, after corral starts, a registered runner's start waits for the first listing.
+const FIRST_LISTING_GRACE: Duration = Duration::from_secs(5);
 /// Largest listener log before it is rotated.
 const LOG_CAP: u64 = 10 * 1024 * 1024;
 
@@ -66,6 +65,18 @@ pub struct Controller {
     effective: Option<Desired>,
     /// The runners' Docker sockets.
     docker: Arc<crate::docker::Hub>,
+    /// Each runner's apply steps, in flight.
+    workers: super::workers::Workers,
+    /// A listing of the registrations in the background, and when it began.
+    listing: Option<(Instant, tokio::task::JoinHandle<crate::observe::ServerView>)>,
+    /// The earliest requeue an ended worker asked for, taken by the next pass.
+    requeue_at: Option<Instant>,
+    /// Exits of listeners whose runner's worker was still running (runner, pid, code).
+    exits_after_worker: Vec<(String, i32, Option<i32>)>,
+    /// Until the first listing of the registrations after corral started (or this time),
+    /// a registered runner's listener is not started: its registration may have been
+    /// deleted while corral was down, and a listener would then start only to fail.
+    first_listing_due: Option<Instant>,
 }
 
 impl Controller {
@@ -102,6 +113,11 @@ impl Controller {
             docker,
             demand: demand::Demand::default(),
             effective: None,
+            workers: super::workers::Workers::default(),
+            listing: None,
+            requeue_at: None,
+            exits_after_worker: Vec::new(),
+            first_listing_due: Some(Instant::now() + FIRST_LISTING_GRACE),
         }
     }
 
@@ -163,6 +179,12 @@ impl Controller {
     /// Records what an exit means before the next pass.
     pub fn on_trigger(&mut self, trigger: Trigger) {
         let (name, pid, code) = match trigger {
+            Trigger::Exited { name, pid, code } if self.workers.running(&name) => {
+                // Its worker started or is stopping this listener: the exit is judged once
+                // the worker's outcome says which.
+                self.exits_after_worker.push((name, pid, code));
+                return;
+            }
             Trigger::Exited { name, pid, code } => (name, pid, code),
             Trigger::JobQueued => {
                 tracing::debug!("a webhook reported a queued job: polling demand now");
@@ -173,6 +195,8 @@ impl Controller {
                 self.release_installed(version, result);
                 return;
             }
+            // The next pass takes the listing.
+            Trigger::Listed => return,
         };
         let spec = self.desired.spec_for(&name);
         if spec.is_none() && !self.runtimes.contains_key(&name) {
@@ -198,10 +222,45 @@ impl Controller {
         }
     }
 
+    /// The next runner whose steps ended; never resolves while none are in flight.
+    pub async fn worker_ended(&mut self) -> super::workers::Done {
+        self.workers.next().await
+    }
+
+    /// Folds the outcome of a runner's steps into its memory; and every other that ended.
+    pub fn on_worker_ended(&mut self, done: super::workers::Done) {
+        let mut done = Some(done);
+        while let Some(ended) = done.take().or_else(|| self.workers.try_next()) {
+            let now = Instant::now();
+            let requeue = self.remember(&ended.name, ended.outcome, now);
+            if let Some(at) = now.checked_add(requeue) {
+                self.requeue_at = Some(self.requeue_at.map_or(at, |t| t.min(at)));
+            }
+            let (exits, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.exits_after_worker)
+                .into_iter()
+                .partition(|(name, _, _)| *name == ended.name);
+            self.exits_after_worker = later;
+            for (name, pid, code) in exits {
+                self.on_trigger(Trigger::Exited { name, pid, code });
+            }
+        }
+    }
+
+    /// Stops every runner's steps in flight and the listing (corral is stopping).
+    pub async fn stop_workers(&mut self) {
+        if let Some((_, listing)) = self.listing.take() {
+            listing.abort();
+        }
+        self.workers.abort().await;
+    }
+
     /// One pass; returns when the next one is due at the latest.
     pub async fn pass(&mut self) -> Duration {
         let started = Instant::now();
-        let requeue = self.pass_inner().await;
+        let mut requeue = self.pass_inner().await;
+        if let Some(at) = self.requeue_at.take() {
+            requeue = requeue.min(at.saturating_duration_since(Instant::now()));
+        }
         if let Some(api) = &self.api {
             api.with(|p| p.metrics.observe_pass(started.elapsed().as_secs_f64()));
         }
@@ -210,19 +269,28 @@ impl Controller {
 
     async fn pass_inner(&mut self) -> Duration {
         let layout = self.layout();
+        // A worker may be building a runner directory under a temporary name right now:
+        // temporary directories are leftovers only when none runs.
+        let quiet = !self.workers.any();
         let mut observed = {
             let layout = layout.clone();
             tokio::task::spawn_blocking(move || observe::observe(&layout))
                 .await
                 .unwrap_or_default()
         };
+        if !quiet {
+            observed.leftovers.clear();
+        }
         self.follow_processes(&layout, &observed);
         let desired = &self.desired;
         super::docker_steps::serve_adopted(&self.docker, &layout, &observed, |n| {
             desired.spec_for(n)
         })
         .await;
-        observed.server = self.list_registrations(&observed).await;
+        observed.server = self.registrations(&observed).await;
+        if observed.server.is_some() || self.github.is_none() {
+            self.first_listing_due = None;
+        }
         let bases = self.bases();
         self.measure_disk(&layout, &observed, &bases).await;
         observed.bases = bases
@@ -242,7 +310,7 @@ impl Controller {
             requeue = requeue.min(Duration::from_secs(1));
         }
         if !actions.is_empty() {
-            requeue = requeue.min(self.apply(&layout, actions, &desired, &bases).await);
+            self.apply(&layout, actions, &desired, &observed, &bases);
         }
         self.effective = Some(desired);
         // What changed during apply shows in the status of the next pass; observe again so
@@ -274,6 +342,10 @@ impl Controller {
                 .get_or_insert_with(LogTail::default)
                 .read_into(&log, &mut runtime.view);
             let finished = std::mem::take(&mut runtime.view.finished);
+            if runtime.view.job != job_before || !finished.is_empty() {
+                // A job began or ended: a drain waiting on it is tried again at once.
+                runtime.retry_at = None;
+            }
             super::docker_steps::job_events(
                 &self.docker,
                 name,
@@ -292,7 +364,8 @@ impl Controller {
             let Some(process) = seen.process else {
                 continue;
             };
-            if runtime.watched_pid == Some(process.pid) {
+            // A listener its worker just started is watched by that worker's outcome.
+            if runtime.watched_pid == Some(process.pid) || self.workers.running(name) {
                 continue;
             }
             // Not our child (corral restarted): its pidfd tells of the exit.
@@ -316,24 +389,68 @@ impl Controller {
         }
     }
 
-    async fn apply(
+    /// Hands each runner's actions to a worker of its own; a runner whose worker still runs
+    /// is left to the pass after it ends.
+    fn apply(
         &mut self,
         layout: &StateLayout,
         actions: Vec<Action>,
         desired: &Desired,
+        observed: &Observed,
         bases: &Bases,
-    ) -> Duration {
+    ) {
         let ctx = Arc::new(ApplyCtx {
             layout: layout.clone(),
             github: self.github_client(),
             triggers: self.triggers.clone(),
             docker: Arc::clone(&self.docker),
         });
-        let semaphore = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
-        let mut tasks = JoinSet::new();
         let now = Instant::now();
         for (name, actions) in group(actions) {
+            if self.workers.running(&name) {
+                continue;
+            }
+            if let Some(due) = self.first_listing_due.filter(|due| *due > now) {
+                let restart = actions.iter().any(|a| {
+                    matches!(
+                        a,
+                        Action::Start {
+                            reason: reconcile::StartReason::NotRunning,
+                            ..
+                        }
+                    )
+                });
+                if restart {
+                    self.requeue_at = Some(self.requeue_at.map_or(due, |t| t.min(due)));
+                    continue;
+                }
+            }
             let runtime = self.runtimes.entry(name.clone()).or_default();
+            let spec = desired.runners.get(&name).cloned();
+            runtime.applying(spec.as_ref());
+            let exit_unjudged = runtime.watched_pid.is_some_and(|pid| {
+                observed
+                    .runners
+                    .get(&name)
+                    .and_then(|r| r.process)
+                    .is_none_or(|p| p.pid != pid)
+            });
+            if exit_unjudged {
+                // Its listener is gone and its exit not yet reported: the exit decides the
+                // backoff first (the report wakes the loop).
+                continue;
+            }
+            let retry = runtime
+                .retry_at
+                .map_or(Duration::ZERO, |at| at.saturating_duration_since(now));
+            let held = runtime.hold(now).max(retry);
+            if !held.is_zero() {
+                // Its last steps failed or its listener crashed: nothing is tried again
+                // before the backoff ends.
+                let at = now + held;
+                self.requeue_at = Some(self.requeue_at.map_or(at, |t| t.min(at)));
+                continue;
+            }
             if actions
                 .iter()
                 .any(|a| matches!(a, Action::Start { .. } | Action::Restart { .. }))
@@ -347,8 +464,14 @@ impl Controller {
                 // Its records go, the log with them: the next log is read from its start.
                 runtime.tail = None;
             }
-            let spec = desired.runners.get(&name).cloned();
-            runtime.applying(spec.as_ref());
+            let recorded = observed
+                .runners
+                .get(&name)
+                .and_then(|r| r.spec.as_ref()?.spec.as_ref());
+            let repo = spec
+                .as_ref()
+                .or(recorded)
+                .map(|s| s.repo.url.to_lowercase());
             let source = spec
                 .as_ref()
                 .map_or_else(|| desired.base.clone(), |s| desired.base_of(s));
@@ -361,21 +484,12 @@ impl Controller {
                 backoff_wait: runtime.hold(now),
                 drain_started: runtime.drain_started,
                 pending_jit: runtime.pending_jit.clone(),
-                name,
+                name: name.clone(),
                 actions,
             };
-            let (ctx, semaphore) = (Arc::clone(&ctx), Arc::clone(&semaphore));
-            tasks.spawn(async move {
-                let _permit = semaphore.acquire_owned().await;
-                let name = job.name.clone();
-                (name, apply::apply(ctx, job).await)
-            });
+            self.workers
+                .spawn(name, repo, apply::apply(Arc::clone(&ctx), job));
         }
-        let mut requeue = Duration::MAX;
-        while let Some(Ok((name, outcome))) = tasks.join_next().await {
-            requeue = requeue.min(self.remember(&name, outcome, now));
-        }
-        requeue
     }
 
     /// Folds an apply outcome into the runner's memory; returns its requeue.
@@ -394,6 +508,7 @@ impl Controller {
         }
         let runtime = self.runtimes.entry(name.to_string()).or_default();
         runtime.pending_jit = out.jit;
+        runtime.retry_at = out.requeue.and_then(|d| now.checked_add(d));
         if let Some(pid) = out.stopping {
             runtime.stopping_pid = Some(pid);
         }

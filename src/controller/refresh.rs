@@ -1,5 +1,5 @@
 //! What a pass learns beyond the host at most once per resync interval: the registrations
-//! GitHub lists, and each runner's disk.
+//! GitHub lists (in the background: a pass never waits for GitHub), and each runner's disk.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,24 +8,47 @@ use std::time::Instant;
 use tokio::task::JoinSet;
 
 use super::base_source::Bases;
-use super::Controller;
+use super::{Controller, Trigger};
 use crate::config::Repo;
 use crate::layout::StateLayout;
 use crate::observe::{Observed, ServerRunner, ServerView};
 use crate::provision::Base;
 
 impl Controller {
-    /// The registrations of every repository corral manages, at most once per resync
-    /// interval (so requests grow with repositories, not runners); `None` when not due, when
-    /// there is no credential, or for repositories that could not be listed.
-    pub(super) async fn list_registrations(&mut self, observed: &Observed) -> Option<ServerView> {
-        let gh = self.github_client()?;
-        let now = Instant::now();
-        if self
-            .last_listing
-            .is_some_and(|at| now.duration_since(at) < self.desired.resync_interval)
-        {
+    /// The registrations GitHub listed, once a listing begun by an earlier pass has ended,
+    /// and a new listing begun in the background when due (at most once per resync
+    /// interval, so requests grow with repositories, not runners). A pass never waits for
+    /// GitHub: `None` while none has ended, without a credential, or for repositories that
+    /// could not be listed. A repository where a worker ended since the listing began is left
+    /// out (shown as not listed): the listing may predate what the worker did there.
+    pub(super) async fn registrations(&mut self, observed: &Observed) -> Option<ServerView> {
+        let view = self.take_listing().await;
+        self.start_listing(observed);
+        view
+    }
+
+    async fn take_listing(&mut self) -> Option<ServerView> {
+        if !self.listing.as_ref()?.1.is_finished() {
             return None;
+        }
+        let (began, handle) = self.listing.take()?;
+        // Finished: this await returns at once.
+        let mut view = handle.await.ok()?;
+        view.repos
+            .retain(|repo, _| !self.workers.touched_since(repo, began));
+        Some(view)
+    }
+
+    fn start_listing(&mut self, observed: &Observed) {
+        let Some(gh) = self.github_client() else {
+            return;
+        };
+        let now = Instant::now();
+        let due = self
+            .last_listing
+            .is_none_or(|at| now.duration_since(at) >= self.desired.resync_interval);
+        if !due || self.listing.is_some() {
+            return;
         }
         self.last_listing = Some(now);
         let recorded = observed
@@ -42,32 +65,18 @@ impl Controller {
             .collect();
         repos.sort();
         repos.dedup();
-        let mut tasks = JoinSet::new();
-        for repo in repos {
-            let gh = gh.clone();
-            tasks.spawn(async move { (gh.list_runners(&repo).await, repo) });
-        }
-        let mut view = ServerView::default();
-        while let Some(Ok((listed, repo))) = tasks.join_next().await {
-            match listed {
-                Ok(registrations) => {
-                    let runners = registrations.into_iter().map(|r| ServerRunner {
-                        custom_labels: r.custom_labels(),
-                        online: r.status == "online",
-                        id: r.id,
-                        name: r.name,
-                        busy: r.busy,
-                        repo: repo.clone(),
-                    });
-                    view.repos
-                        .insert(repo.url.to_lowercase(), runners.collect());
-                }
-                Err(err) => {
-                    tracing::warn!(repo = %repo.url, error = %err, "cannot list registrations");
-                }
-            }
-        }
-        Some(view)
+        let triggers = self.triggers.clone();
+        let handle = tokio::spawn(async move {
+            let view = tokio::time::timeout(LISTING_DEADLINE, list_repos(gh, repos))
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::warn!(deadline = ?LISTING_DEADLINE, "listing registrations took too long");
+                    ServerView::default()
+                });
+            let _ = triggers.send(Trigger::Listed);
+            view
+        });
+        self.listing = Some((now, handle));
     }
 
     /// Measures every runner's disk (unique vs shared with the base), at most once per resync
@@ -118,4 +127,38 @@ impl Controller {
             self.runtimes.entry(name).or_default().disk = Some(disk);
         }
     }
+}
+
+/// How long one listing of every repository may take before it is given up (the client's
+/// own per-request timeout is shorter; this bounds retries and many repositories).
+const LISTING_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Lists every repository's registrations, concurrently.
+async fn list_repos(gh: crate::github::GitHubClient, repos: Vec<Repo>) -> ServerView {
+    let mut tasks = JoinSet::new();
+    for repo in repos {
+        let gh = gh.clone();
+        tasks.spawn(async move { (gh.list_runners(&repo).await, repo) });
+    }
+    let mut view = ServerView::default();
+    while let Some(Ok((listed, repo))) = tasks.join_next().await {
+        match listed {
+            Ok(registrations) => {
+                let runners = registrations.into_iter().map(|r| ServerRunner {
+                    custom_labels: r.custom_labels(),
+                    online: r.status == "online",
+                    id: r.id,
+                    name: r.name,
+                    busy: r.busy,
+                    repo: repo.clone(),
+                });
+                view.repos
+                    .insert(repo.url.to_lowercase(), runners.collect());
+            }
+            Err(err) => {
+                tracing::warn!(repo = %repo.url, error = %err, "cannot list registrations");
+            }
+        }
+    }
+    view
 }

@@ -19,6 +19,9 @@ pub struct Runtime {
     /// Backoff of corral's own steps for this runner (provision, register, spawn): it never
     /// makes a crash loop, and any step that succeeds again clears it.
     pub step_backoff: StepBackoff,
+    /// Its steps asked to be tried again no sooner than this (a drain waiting on a job); a
+    /// change in its job clears it.
+    pub retry_at: Option<Instant>,
     /// The entry as last applied: a change clears both backoffs, since the cause may be gone.
     pub applied_spec: Option<RunnerSpec>,
     /// Restarts after unexpected exits.
@@ -62,12 +65,15 @@ impl Runtime {
         self.backoff.wait(now).max(self.step_backoff.wait(now))
     }
 
-    /// Notes the entry about to be applied; a changed entry clears both backoffs.
+    /// Notes the entry about to be applied; a changed or removed entry clears both backoffs.
     pub fn applying(&mut self, spec: Option<&RunnerSpec>) {
         if self.applied_spec.as_ref() != spec {
-            if self.applied_spec.is_some() && spec.is_some() {
+            // An edit, or the entry's removal (its removal steps are not held back by the
+            // failures of the steps it no longer needs).
+            if self.applied_spec.is_some() {
                 self.backoff.reset();
                 self.step_backoff.reset();
+                self.retry_at = None;
             }
             self.applied_spec = spec.cloned();
         }

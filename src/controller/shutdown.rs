@@ -31,7 +31,7 @@ pub async fn stop_all(ctl: &mut Controller, force: impl Future<Output = ()>) {
         let Some(rec) = read_record::<ProcessRecord>(&layout.process_record(&name)) else {
             continue;
         };
-        groups.push(rec.pid);
+        groups.push((rec.pid, rec.start_time));
         tasks.spawn(async move {
             let deadline = Instant::now() + timeout;
             while has_worker_child(rec.pid) && Instant::now() < deadline {
@@ -48,8 +48,11 @@ pub async fn stop_all(ctl: &mut Controller, force: impl Future<Output = ()>) {
         () = async { while tasks.join_next().await.is_some() {} } => {}
         () = force => {
             warn!("second signal: killing every runner now");
-            for pid in groups {
-                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            for (pid, start_time) in groups {
+                // A listener that already ended may have left its pid to another process.
+                if is_same_process(pid, start_time) {
+                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                }
             }
         }
     }

@@ -260,7 +260,12 @@ fn fake_runner_run_sh_maps_session_conflict() {
     let mut p = Proc::spawn_group(script(&c.root, "run.sh", &[]));
     assert_eq!(p.exit_code(), 0);
     let out = p.output();
-    assert!(out.contains("Runner listener exit with Session Conflict error, stop the service, no retry needed.\nExiting runner...\n"), "{out}");
+    // stdout and stderr are read by two threads: lines of the other stream may come between.
+    let conflict = out.find(
+        "Runner listener exit with Session Conflict error, stop the service, no retry needed.\n",
+    );
+    let exiting = out.find("Exiting runner...\n");
+    assert!(conflict.zip(exiting).is_some_and(|(c, e)| c < e), "{out}");
     assert!(c.root.join("run-helper.sh").exists());
     wait_gh(&c.gh, "the competing session still open", |s| {
         s.runner(c.id)
