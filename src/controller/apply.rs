@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 use crate::config::{Registration, RunnerSpec};
 use crate::github::GitHubClient;
 use crate::layout::{read_record, write_record, ProcessRecord, SpecRecord, StateLayout};
-use crate::process::{detach_to_log, runner_command, stop_group, RunAs};
+use crate::process::{detach_to_log, runner_command, stop_session, RunAs};
 use crate::provision::{Base, Provisioner};
 use crate::reconcile::Action;
 use crate::registration;
@@ -21,7 +21,7 @@ use crate::users;
 
 use super::{github_steps, Trigger};
 
-/// How long a listener may take to stop after SIGINT before its group is killed.
+/// How long a listener may take to stop after SIGINT before its session is killed.
 const STOP_GRACE: Duration = Duration::from_secs(30);
 /// How often a draining runner is tried again.
 pub const DRAIN_RETRY: Duration = Duration::from_secs(2);
@@ -422,7 +422,8 @@ fn start(
     {
         cmd.env("ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE", "true");
     }
-    detach_to_log(&mut cmd, &log).map_err(|e| format!("open `{}`: {e}", log.display()))?;
+    detach_to_log(&mut cmd, &log, Vec::new())
+        .map_err(|e| format!("open `{}`: {e}", log.display()))?;
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("start the listener: {e}"))?;
@@ -494,7 +495,7 @@ pub(super) async fn stop(ctx: &ApplyCtx, name: &str, out: &mut Outcome) {
         return;
     };
     out.stopping = Some(rec.pid);
-    let clean = stop_group(rec.pid, rec.start_time, STOP_GRACE).await;
+    let clean = stop_session(rec.pid, rec.start_time, STOP_GRACE).await;
     crate::crashpoint::reached("stop.done");
     info!(pid = rec.pid, clean, "listener stopped");
     let _ = std::fs::remove_file(ctx.layout.process_record(name));

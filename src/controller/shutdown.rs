@@ -1,19 +1,17 @@
 //! Graceful shutdown: every listener is stopped; a busy one first gets `shutdown_timeout`
 //! to finish its job (SIGINT then cancels it, as the runner itself would on Ctrl-C).
-//! A second signal kills every runner's process group at once.
+//! A second signal kills every runner's session at once.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use super::passes::Controller;
 use crate::layout::{read_record, ProcessRecord};
 use crate::observe::{self, has_worker_child};
-use crate::process::{is_same_process, stop_group};
+use crate::process::{is_same_process, kill_session, stop_session};
 
 const STOP_GRACE: Duration = Duration::from_secs(30);
 const BUSY_POLL: Duration = Duration::from_millis(250);
@@ -31,7 +29,7 @@ pub async fn stop_all(ctl: &mut Controller, force: impl Future<Output = ()>) {
         let Some(rec) = read_record::<ProcessRecord>(&layout.process_record(&name)) else {
             continue;
         };
-        groups.push(rec.pid);
+        groups.push((rec.pid, rec.start_time));
         tasks.spawn(async move {
             let deadline = Instant::now() + timeout;
             while has_worker_child(rec.pid) && Instant::now() < deadline {
@@ -40,7 +38,7 @@ pub async fn stop_all(ctl: &mut Controller, force: impl Future<Output = ()>) {
             if has_worker_child(rec.pid) {
                 warn!(runner = %name, "shutdown_timeout reached: cancelling the running job");
             }
-            let clean = stop_group(rec.pid, rec.start_time, STOP_GRACE).await;
+            let clean = stop_session(rec.pid, rec.start_time, STOP_GRACE).await;
             info!(runner = %name, pid = rec.pid, clean, "listener stopped");
         });
     }
@@ -48,8 +46,8 @@ pub async fn stop_all(ctl: &mut Controller, force: impl Future<Output = ()>) {
         () = async { while tasks.join_next().await.is_some() {} } => {}
         () = force => {
             warn!("second signal: killing every runner now");
-            for pid in groups {
-                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            for (pid, start_time) in groups {
+                kill_session(pid, start_time);
             }
         }
     }
