@@ -28,6 +28,7 @@
 pub mod api;
 pub mod backoff;
 pub mod bases;
+pub mod cgroup;
 pub mod cli;
 pub mod cli_base;
 pub mod config;

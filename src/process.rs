@@ -187,13 +187,7 @@ pub async fn stop_session(pid: i32, start_time: u64, grace: Duration) -> bool {
 /// Sends `signal` to `pid` if it is the process that started at `start_time`, through a
 /// pidfd opened first, so a pid reused meanwhile is never signalled. True when sent.
 fn signal_if_same(pid: i32, start_time: u64, signal: Signal) -> bool {
-    let Some(fd) =
-        rustix::process::Pid::from_raw(pid).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok())
-    else {
-        return false;
-    };
-    // Checked after opening: the pidfd then names the process checked, not a reuse.
-    is_same_process(pid, start_time) && pidfd_send_signal(&fd, signal).is_ok()
+    signal_checked(pid, signal, |s| s.start_time == start_time)
 }
 
 /// SIGKILLs every process in the session of the listener `sid` (started at `start_time`),
@@ -246,15 +240,27 @@ pub fn session_members(sid: i32, start_time: u64) -> Vec<(i32, u64)> {
 /// SIGKILLs `pid` through a pidfd, if it is still the member of `sid` that started at
 /// `started`.
 fn signal_member(pid: i32, started: u64, sid: i32) -> bool {
+    signal_checked(pid, Signal::KILL, |s| {
+        s.session == sid && s.start_time == started
+    })
+}
+
+/// SIGKILLs `pid` through a pidfd if it is still the process that started at `started`.
+pub fn kill_checked(pid: i32, started: u64) -> bool {
+    signal_checked(pid, Signal::KILL, |s| s.start_time == started)
+}
+
+/// Sends `signal` to `pid` through a pidfd opened before `check` approves of the process,
+/// so the process checked is the one signalled.
+fn signal_checked(pid: i32, signal: Signal, check: impl Fn(&procfs::Stat<'_>) -> bool) -> bool {
     let Some(fd) =
         rustix::process::Pid::from_raw(pid).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok())
     else {
         return false;
     };
     let mut buf = String::new();
-    let same = procfs::read_stat(pid, &mut buf)
-        .is_some_and(|s| s.session == sid && s.start_time == started);
-    same && pidfd_send_signal(&fd, Signal::KILL).is_ok()
+    let approved = procfs::read_stat(pid, &mut buf).is_some_and(|s| check(&s));
+    approved && pidfd_send_signal(&fd, signal).is_ok()
 }
 
 /// Caps a log file: past `max` bytes it moves to `<name>.log.1` (replacing an older one)
