@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 pub use detect::{Host, Mount};
 pub use runner::{NotApplied, RunnerCgroup};
 pub use sweep::{kill_user, select_leftovers, sweep_session, Member, Swept};
-pub use tree::{assess, Assessment, Subtree, Tree, ROOT_ENV};
+pub use tree::{assess, discard, subtree_name, Assessment, Subtree, Tree, ROOT_ENV};
 
 /// A resource controller corral limits or measures with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

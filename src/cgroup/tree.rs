@@ -152,6 +152,38 @@ impl Tree {
     }
 }
 
+/// Kills everything in corral's subtree for `state_dir` and removes it, in every hierarchy
+/// (what a corral killed with SIGKILL leaves; for test kits and clean-up scripts).
+pub fn discard(host: &Host, state_dir: &Path, root: Option<&Path>) {
+    let name = subtree_name(state_dir);
+    let mut dirs: Vec<PathBuf> = host
+        .v1
+        .values()
+        .map(|m| strip_supervisor(&m.own).join(&name))
+        .collect();
+    if let Ok(base) = base_of(host, root) {
+        dirs.insert(0, base.join(&name));
+    }
+    for dir in dirs {
+        let children = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path());
+        for child in children {
+            let cg = RunnerCgroup {
+                v2: child,
+                v2_controllers: Vec::new(),
+                v1: Vec::new(),
+            };
+            cg.kill();
+            cg.remove();
+        }
+        let _ = std::fs::remove_dir(&dir);
+    }
+}
+
 /// `corral-<8 hex digits of the state directory's path>`.
 pub fn subtree_name(state_dir: &Path) -> String {
     let path = state_dir

@@ -20,15 +20,18 @@ const BUSY_POLL: Duration = Duration::from_millis(250);
 pub async fn stop_all(ctl: &mut Controller, force: impl Future<Output = ()>) {
     let layout = ctl.layout();
     let timeout = ctl.desired().shutdown_timeout;
+    let contain = ctl.contain();
     let mut groups = Vec::new();
     let mut tasks = JoinSet::new();
-    for (name, seen) in observe::observe(&layout).runners {
+    let observed = observe::observe(&layout);
+    for (name, seen) in &observed.runners {
         if seen.process.is_none() {
             continue;
         }
-        let Some(rec) = read_record::<ProcessRecord>(&layout.process_record(&name)) else {
+        let Some(rec) = read_record::<ProcessRecord>(&layout.process_record(name)) else {
             continue;
         };
+        let name = name.clone();
         groups.push((rec.pid, rec.start_time));
         tasks.spawn(async move {
             let deadline = Instant::now() + timeout;
@@ -51,6 +54,23 @@ pub async fn stop_all(ctl: &mut Controller, force: impl Future<Output = ()>) {
             }
         }
     }
+    // Whatever their jobs left goes with them, and so do their cgroups.
+    let names: Vec<(String, Option<crate::config::Isolation>)> = observed
+        .runners
+        .iter()
+        .map(|(name, seen)| {
+            let spec = ctl.desired().spec_for(name);
+            let recorded = seen.spec.as_ref().and_then(|r| r.spec.clone());
+            (name.clone(), spec.or(recorded).map(|s| s.isolation))
+        })
+        .collect();
+    let _ = tokio::task::spawn_blocking(move || {
+        for (name, isolation) in names {
+            contain.remove(&name, super::contain::own_uid(&name, isolation));
+        }
+        contain.remove_empty();
+    })
+    .await;
     // The listeners' jobs ended with them: what they left in Docker goes.
     ctl.docker().stop_all().await;
     // Leave no record that would make a later corral adopt a process that is gone.
