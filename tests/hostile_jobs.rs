@@ -242,7 +242,9 @@ fn a_job_never_sees_a_registration_or_removal_token() {
         return;
     }
     let mut world = world();
-    world.write_config(&own_user("hj-tok", ""));
+    // The job kills its listener from a process it leaves behind, which `leftovers: keep`
+    // lets run after the job (by default corral kills it first).
+    world.write_config(&own_user("hj-tok", "    leftovers: keep\n"));
     world.start();
     let pid = world.wait_idle(&["hj-tok"])[0];
     let root = world.runner_dir("hj-tok");

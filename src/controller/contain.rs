@@ -205,6 +205,8 @@ pub struct Work {
 pub struct Done {
     /// Runner name.
     pub name: String,
+    /// Its live listener, when there was one.
+    pub listener: Option<i32>,
     /// A sweep was asked for.
     pub sweep_asked: bool,
     /// The sweep ran (`None`: not asked, or the listener was not found).
@@ -228,6 +230,7 @@ impl Contain {
         let uid = || own_uid(&work.name, work.isolation);
         let mut done = Done {
             name: work.name.clone(),
+            listener: work.listener.map(|(pid, _)| pid),
             ..Done::default()
         };
         match work.listener {

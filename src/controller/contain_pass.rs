@@ -79,6 +79,9 @@ impl Controller {
             }
             _ => None,
         };
+        // A new listener (or none any more) is described at once, not at the next beat.
+        let pid = listener.map(|(p, _)| p);
+        let measure = measure || state.is_none_or(|s| s.cgroup.is_none() || s.described_pid != pid);
         Work {
             name: name.to_string(),
             listener,
@@ -151,6 +154,7 @@ impl Controller {
         if let Some((cgroup, usage)) = done.described {
             state.cgroup = Some(cgroup);
             state.usage = usage;
+            state.described_pid = done.listener;
         }
     }
 }

@@ -47,6 +47,8 @@ pub struct Runtime {
 pub struct ContainState {
     /// Its cgroup's path, or `degraded (reason)`.
     pub cgroup: Option<String>,
+    /// The listener `cgroup` was read for.
+    pub described_pid: Option<i32>,
     /// What it used, as last measured.
     pub usage: Option<crate::cgroup::Usage>,
     /// Limits not in force, and why.

@@ -248,6 +248,10 @@ impl Drop for World {
     fn drop(&mut self) {
         drop(self.corral.take());
         for pid in listeners_under(self.dir.path()) {
+            // Its session too: a job's process may have left the listener's group.
+            if let Some(start) = corral::procfs::process_start_time(pid) {
+                corral::process::kill_session(pid, start);
+            }
             let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
         }
         let root = self.cgroup_root.take();
