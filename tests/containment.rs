@@ -526,3 +526,59 @@ fn an_adopted_listener_keeps_its_cgroup_after_kill_9_of_corral() {
     });
     assert!(alive(pid));
 }
+
+#[test]
+fn clean_workspace_empties_work_but_the_tool_cache_before_the_next_job() {
+    let name = "clean_workspace_empties_work_but_the_tool_cache_before_the_next_job";
+    if !cgroups_or_skip(name) {
+        return;
+    }
+    let mut world = world();
+    world.write_config(&own_user("ct-clean", "    clean: workspace\n"));
+    world.start();
+    let pid = world.wait_idle(&["ct-clean"])[0];
+    let work = world.runner_dir("ct-clean").join("_work");
+    let outside = world.dir.path().join("outside");
+    std::fs::create_dir(&outside).expect("mkdir");
+    std::fs::write(outside.join("precious"), "keep").expect("write");
+    // The job leaves files in its workspace, a tool in the cache, and a link out of `_work`.
+    let (conclusion, log) = run_job(
+        &world,
+        "ct-clean",
+        vec![sh(
+            "mess",
+            &format!(
+                "echo junk > leftover.txt && mkdir -p ../../_tool/node && echo 20 > ../../_tool/node/v && ln -s {} ../../out-link && echo done=1",
+                outside.display()
+            ),
+        )],
+    );
+    assert_eq!(conclusion, "success", "{log}");
+    assert_eq!(said(&log, "mess", "done").as_deref(), Some("1"), "{log}");
+    wait_until("the workspace is emptied", || {
+        !work.join("repo").exists() && !work.join("out-link").exists()
+    });
+    assert_eq!(
+        std::fs::read_to_string(work.join("_tool/node/v")).expect("tool cache kept"),
+        "20\n"
+    );
+    assert!(
+        outside.join("precious").exists(),
+        "the link was not followed"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(world.state().join("runners"))
+        .expect("ls")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-clean"))
+        .collect();
+    assert!(leftovers.is_empty(), "no stash is left: {leftovers:?}");
+    // The next job finds a fresh workspace, on the same listener.
+    let (conclusion, log) = run_job(
+        &world,
+        "ct-clean",
+        vec![sh("fresh", "echo files=$(ls -A | wc -l)")],
+    );
+    assert_eq!(conclusion, "success", "{log}");
+    assert_eq!(said(&log, "fresh", "files").as_deref(), Some("0"), "{log}");
+    assert_eq!(world.wait_idle(&["ct-clean"]), vec![pid]);
+}
