@@ -2,7 +2,7 @@
 //! user (`isolation: user-per-runner`, corral as root), through the real binary, and each
 //! asserting that its outcome is gone: no set-id root file from a re-base, no registration or
 //! removal token anywhere the job's user can read, a fresh directory after every ephemeral
-//! job. (Listeners in their own session, the fourth attack, are issue 19's.)
+//! job. (Listeners in their own session, the fourth attack, are in `tests/containment.rs`.)
 
 use std::collections::HashSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -142,12 +142,30 @@ impl Tree {
         }
     }
 
-    /// Removes corral's (empty) subtree directories; what still holds a cgroup stays.
+    /// Removes corral's (empty) subtree directories; what still holds a cgroup stays. When
+    /// corral runs in a `supervisor` child of a cgroup that is not the root, the controllers
+    /// it enabled there are disabled again once its subtree is gone, so that a service
+    /// manager can start the next corral in that cgroup (a cgroup with controllers enabled
+    /// for its children takes no process).
     pub fn remove_empty(&self) {
-        if let Tree::Ready(s) = self {
-            for dir in std::iter::once(&s.dir).chain(s.v1.values()) {
-                let _ = std::fs::remove_dir(dir);
-            }
+        let Tree::Ready(s) = self else { return };
+        for dir in std::iter::once(&s.dir).chain(s.v1.values()) {
+            let _ = std::fs::remove_dir(dir);
+        }
+        let Some(base) = s.dir.parent() else { return };
+        let in_supervisor = std::fs::read_to_string("/proc/self/cgroup")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("0::") && l.ends_with(&format!("/{SUPERVISOR}")));
+        let at_root = !base.join("cgroup.type").exists();
+        if s.dir.exists() || at_root || !in_supervisor {
+            return;
+        }
+        for controller in &s.v2 {
+            let _ = write(
+                &base.join("cgroup.subtree_control"),
+                &format!("-{controller}"),
+            );
         }
     }
 }
