@@ -167,6 +167,7 @@ pub fn check(
             }
             writeln!(out, " on host {host}")?;
             write_left_out(&desired, out)?;
+            write_containment(&desired, out)?;
             Ok(0)
         }
         Err(errors) => {
@@ -201,6 +202,58 @@ fn write_left_out(desired: &config::Desired, out: &mut dyn Write) -> std::io::Re
         )?;
     }
     Ok(())
+}
+
+/// What this host cannot give the runners: cgroups (then clean-up is degraded), or the
+/// controllers some `resources` need, each with the reason (issue 22).
+fn write_containment(desired: &config::Desired, out: &mut dyn Write) -> std::io::Result<()> {
+    let root = std::env::var_os(crate::cgroup::ROOT_ENV).map(std::path::PathBuf::from);
+    let host = crate::cgroup::Host::detect();
+    let assessed = crate::cgroup::assess(&host, &desired.state_dir, root.as_deref());
+    let limited: Vec<(String, &config::RunnerSpec)> = desired
+        .runners
+        .values()
+        .map(|s| (s.name.clone(), s))
+        .chain(desired.pools.iter().map(|p| (p.slots.join(", "), &p.spec)))
+        .filter(|(_, s)| !s.resources.is_empty())
+        .collect();
+    if let Err(reason) = &assessed.tree {
+        writeln!(
+            out,
+            "cleanup: degraded ({reason}): what jobs leave is found by the listener's session (and a runner's own user) only"
+        )?;
+        if !limited.is_empty() {
+            writeln!(
+                out,
+                "resources not applied on this host (no cgroups): {}",
+                names(&limited)
+            )?;
+        }
+        return Ok(());
+    }
+    for (controller, reason) in &assessed.missing {
+        let wanting: Vec<(String, &config::RunnerSpec)> = limited
+            .iter()
+            .filter(|(_, s)| s.resources.controllers().contains(controller))
+            .cloned()
+            .collect();
+        if !wanting.is_empty() {
+            writeln!(
+                out,
+                "resources.{controller} not applied on this host for {}: {reason}",
+                names(&wanting)
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn names(specs: &[(String, &config::RunnerSpec)]) -> String {
+    specs
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The desired state, or `None` after printing every error to `err`.
@@ -265,6 +318,7 @@ pub fn plan(
             && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         out.write_all(view.text(colour).as_bytes())?;
         write_left_out(&desired, out)?;
+        write_containment(&desired, out)?;
     }
     Ok(if options.detailed_exitcode && view.changes() {
         2

@@ -14,7 +14,7 @@
 //! - [`bases`]: runner releases downloaded, checked, extracted and kept under
 //!   `<state_dir>/bases/<version>`.
 //! - [`registration`]: `config.sh` configure/remove, tokens in the environment only.
-//! - [`process`], [`markers`], [`backoff`], [`users`]: launching, reading and restarting
+//! - [`process`], [`procfs`], [`markers`], [`backoff`], [`users`]: launching, reading and restarting
 //!   listeners.
 //! - [`github`], [`secret`]: the REST client and secrets that never print.
 //! - [`watch`]: the config file watch; [`status`]: `status.json` and `corral status`;
@@ -28,6 +28,7 @@
 pub mod api;
 pub mod backoff;
 pub mod bases;
+pub mod cgroup;
 pub mod cli;
 pub mod cli_base;
 pub mod config;
@@ -40,6 +41,7 @@ pub mod markers;
 pub mod observe;
 pub mod plan_view;
 pub mod process;
+pub mod procfs;
 pub mod provision;
 pub mod reconcile;
 pub mod registration;

@@ -7,6 +7,8 @@ use std::time::SystemTime;
 
 use crate::config::BaseSource;
 use crate::layout::{read_record, DirRecord, ProcessRecord, SpecRecord, StateLayout, TMP_PREFIX};
+use crate::procfs::parse_stat;
+pub use crate::procfs::process_start_time;
 
 /// What corral sees on the host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -208,36 +210,6 @@ fn list_dir(dir: &Path) -> Vec<String> {
     names
 }
 
-/// One process as `/proc/<pid>/stat` shows it.
-struct ProcStat<'a> {
-    comm: &'a str,
-    ppid: i32,
-    start_time: u64,
-}
-
-/// Parses the fields corral needs from the text of `/proc/<pid>/stat`.
-fn parse_stat(stat: &str) -> Option<ProcStat<'_>> {
-    // The command name may contain spaces and parentheses: fields start after the last `)`.
-    let close = stat.rfind(')')?;
-    let comm = &stat[stat.find('(')? + 1..close];
-    // After the name: field 3 (state) is index 0, field 4 (ppid) index 1 and field 22
-    // (starttime) index 19.
-    let mut fields = stat[close + 1..].split_whitespace();
-    let ppid = fields.nth(1)?.parse().ok()?;
-    let start_time = fields.nth(17)?.parse().ok()?;
-    Some(ProcStat {
-        comm,
-        ppid,
-        start_time,
-    })
-}
-
-/// The process start time in clock ticks since boot, from `/proc/<pid>/stat`.
-pub fn process_start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    Some(parse_stat(&stat)?.start_time)
-}
-
 /// Every process on the host, read once: start times, and which processes have a
 /// `Runner.Worker` child (`reference/runner-contract.md` §5). One read of
 /// `/proc/<pid>/stat` per process replaces a walk of every listener's threads' `children`.
@@ -309,8 +281,7 @@ impl ProcTable {
 
 /// When `pid` started, from its start time in ticks after boot and the boot time.
 pub fn process_started_at(pid: i32) -> Option<std::time::SystemTime> {
-    // Clock ticks per second: 100 on every Linux this runs on (USER_HZ).
-    const TICKS: u64 = 100;
+    const TICKS: u64 = crate::procfs::TICKS_PER_SECOND;
     // The boot time never changes; `/proc/stat` is long and costly to format.
     static BOOT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
     let ticks = process_start_time(pid)?;
@@ -343,22 +314,6 @@ pub fn has_worker_child(pid: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn own_start_time_is_readable() {
-        let pid = std::process::id() as i32;
-        assert!(process_start_time(pid).is_some());
-        assert_eq!(process_start_time(-1), None);
-    }
-
-    #[test]
-    fn stat_fields_survive_odd_command_names() {
-        let stat = "42 (a) b (c)) S 7 42 42 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 12345 0 0";
-        let parsed = parse_stat(stat).expect("parses");
-        assert_eq!(parsed.comm, "a) b (c)");
-        assert_eq!(parsed.ppid, 7);
-        assert_eq!(parsed.start_time, 12345);
-    }
 
     #[test]
     fn one_scan_finds_start_times_and_worker_children() {

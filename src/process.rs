@@ -1,5 +1,5 @@
-//! Child processes of corral: how a runner process is launched (environment, user, process
-//! group, log file) and how a process group is stopped.
+//! Child processes of corral: how a runner process is launched (environment, user, session,
+//! log file) and how a listener's session is stopped.
 //!
 //! Runner processes start from an empty environment plus a few basics and the runner's own
 //! `env`, so nothing of corral's (a `GITHUB_TOKEN` among it) reaches a job.
@@ -11,10 +11,12 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::{Gid, Pid, Uid};
+use std::os::fd::OwnedFd;
 
-use crate::observe::process_start_time;
+use nix::unistd::{Gid, Uid};
+use rustix::process::{pidfd_open, pidfd_send_signal, PidfdFlags, Signal};
+
+use crate::procfs::{self, process_start_time};
 
 /// Who a runner process runs as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,10 +79,13 @@ pub fn runner_command(
     tokio::process::Command::from(cmd)
 }
 
-/// Sends stdout and stderr of `cmd` to `log`, appended, in its own process group so that a
-/// stop reaches the listener, its Worker and the job's processes, and so that it outlives
-/// corral (a restarted corral adopts it).
-pub fn detach_to_log(cmd: &mut tokio::process::Command, log: &Path) -> std::io::Result<()> {
+/// Sends stdout and stderr of `cmd` to `log`, appended, and starts it in a session of its
+/// own (see [`in_own_session`]), so that it outlives corral (a restarted corral adopts it).
+pub fn detach_to_log(
+    cmd: &mut tokio::process::Command,
+    log: &Path,
+    enter: Vec<OwnedFd>,
+) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     // corral's alone, like every record: it names the runner's jobs.
     let file = OpenOptions::new()
@@ -91,9 +96,34 @@ pub fn detach_to_log(cmd: &mut tokio::process::Command, log: &Path) -> std::io::
     file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     cmd.stdout(file.try_clone()?)
         .stderr(file)
-        .process_group(0)
         .kill_on_drop(false);
+    in_own_session(cmd, enter);
     Ok(())
+}
+
+/// Makes `cmd` start in a session of its own, without a controlling terminal (`setsid`),
+/// after writing itself into each of `enter` (`cgroup.procs` files corral opened, so that
+/// the write works after the child dropped to the runner's user, and so that the child is
+/// in its cgroups before it can start anything).
+///
+/// A job can leave a process group (`setpgid`) but not its session without leaving the
+/// session for good (`setsid`), which the runner's cgroup then catches; without a terminal,
+/// no job can open `/dev/tty` and type into the shell that started corral (`TIOCSTI`).
+pub fn in_own_session(cmd: &mut tokio::process::Command, enter: Vec<OwnedFd>) {
+    let hook = move || -> std::io::Result<()> {
+        for procs in &enter {
+            // "0" is the writing process itself; the descriptor keeps corral's credentials.
+            rustix::io::write(procs, b"0")?;
+        }
+        rustix::process::setsid()?;
+        Ok(())
+    };
+    // SAFETY: the hook runs in the forked child before exec; it only makes the `write` and
+    // `setsid` system calls (async-signal-safe), allocates nothing and takes no lock.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(hook);
+    }
 }
 
 /// True while `pid` is alive and is the process that started at `start_time`.
@@ -134,26 +164,121 @@ pub async fn wait_gone(pid: i32, start_time: u64) {
     }
 }
 
-/// Stops the process group led by `pid` (started at `start_time`): SIGINT, which lets the
-/// runner finish cleanly (and cancel a job), then SIGKILL to the group after `grace`.
-/// Returns true when it ended within the grace period.
-pub async fn stop_group(pid: i32, start_time: u64, grace: Duration) -> bool {
-    let group = Pid::from_raw(pid);
-    if !is_same_process(pid, start_time) {
-        return true;
-    }
-    let _ = killpg(group, Signal::SIGINT);
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if !is_same_process(pid, start_time) {
-            // The leader is gone; anything left in its group goes too.
-            let _ = killpg(group, Signal::SIGKILL);
-            return true;
+/// Stops the listener `pid` (started at `start_time`) and its session: SIGINT to the
+/// listener, which lets the runner finish cleanly (and cancel a job), then, once it is gone
+/// or after `grace`, SIGKILL to every process still in its session. Returns true when the
+/// listener ended within the grace period.
+pub async fn stop_session(pid: i32, start_time: u64, grace: Duration) -> bool {
+    let mut clean = true;
+    if interrupt_session(pid, start_time) {
+        let deadline = Instant::now() + grace;
+        while is_same_process(pid, start_time) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        clean = !is_same_process(pid, start_time);
     }
-    let _ = killpg(group, Signal::SIGKILL);
-    false
+    // What the job left in the session goes too: the kernel answers with little work.
+    tokio::task::spawn_blocking(move || kill_session(pid, start_time))
+        .await
+        .unwrap_or(0);
+    clean
+}
+
+/// SIGINTs the listener and every member of its session, as Ctrl-C does to a terminal's
+/// foreground group: the listener cancels its job, and the job's own processes (a `docker
+/// build` client, a shell) get the signal as they did under a process group. True when the
+/// listener was signalled.
+fn interrupt_session(sid: i32, start_time: u64) -> bool {
+    let listener = signal_if_same(sid, start_time, Signal::INT);
+    if listener {
+        for (pid, started) in session_members(sid, start_time) {
+            if pid != sid {
+                signal_checked(pid, Signal::INT, |s| {
+                    s.session == sid && s.start_time == started
+                });
+            }
+        }
+    }
+    listener
+}
+
+/// Sends `signal` to `pid` if it is the process that started at `start_time`, through a
+/// pidfd opened first, so a pid reused meanwhile is never signalled. True when sent.
+fn signal_if_same(pid: i32, start_time: u64, signal: Signal) -> bool {
+    signal_checked(pid, signal, |s| s.start_time == start_time)
+}
+
+/// SIGKILLs every process in the session of the listener `sid` (started at `start_time`),
+/// the listener included, until none is left; returns how many were killed.
+///
+/// A session id stays taken while any process of the session lives, so the processes found
+/// are the listener's own unless its whole session ended and `sid` was given to a new
+/// process that made its own session: that one started later than the listener, and is
+/// told by its start time when it is alive. Members are checked by start time (none can
+/// predate the listener) and signalled through pidfds.
+pub fn kill_session(sid: i32, start_time: u64) -> usize {
+    let mut killed = 0;
+    for _ in 0..ROUNDS {
+        let members = session_members(sid, start_time);
+        if members.is_empty() {
+            break;
+        }
+        for (pid, started) in members {
+            if signal_member(pid, started, sid) {
+                killed += 1;
+            }
+        }
+        // Forks made while the round ran are in the next one.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    killed
+}
+
+/// Rounds of [`kill_session`]: a session that keeps forking faster is the cgroup's to end.
+const ROUNDS: usize = 20;
+
+/// The live members of `sid`'s session, as (pid, start time); empty when `sid` now names
+/// another process than the listener that started at `start_time`.
+pub fn session_members(sid: i32, start_time: u64) -> Vec<(i32, u64)> {
+    let mut buf = String::new();
+    if let Some(leader) = procfs::read_stat(sid, &mut buf) {
+        if leader.start_time != start_time {
+            return Vec::new();
+        }
+    }
+    procfs::pids()
+        .into_iter()
+        .filter_map(|pid| {
+            let stat = procfs::read_stat(pid, &mut buf)?;
+            (stat.session == sid && stat.start_time >= start_time).then_some((pid, stat.start_time))
+        })
+        .collect()
+}
+
+/// SIGKILLs `pid` through a pidfd, if it is still the member of `sid` that started at
+/// `started`.
+fn signal_member(pid: i32, started: u64, sid: i32) -> bool {
+    signal_checked(pid, Signal::KILL, |s| {
+        s.session == sid && s.start_time == started
+    })
+}
+
+/// SIGKILLs `pid` through a pidfd if it is still the process that started at `started`.
+pub fn kill_checked(pid: i32, started: u64) -> bool {
+    signal_checked(pid, Signal::KILL, |s| s.start_time == started)
+}
+
+/// Sends `signal` to `pid` through a pidfd opened before `check` approves of the process,
+/// so the process checked is the one signalled.
+fn signal_checked(pid: i32, signal: Signal, check: impl Fn(&procfs::Stat<'_>) -> bool) -> bool {
+    let Some(fd) =
+        rustix::process::Pid::from_raw(pid).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok())
+    else {
+        return false;
+    };
+    let mut buf = String::new();
+    let approved = procfs::read_stat(pid, &mut buf).is_some_and(|s| check(&s));
+    approved && pidfd_send_signal(&fd, signal).is_ok()
 }
 
 /// Caps a log file: past `max` bytes it moves to `<name>.log.1` (replacing an older one)

@@ -30,6 +30,9 @@ fn spec(name: &str) -> RunnerSpec {
         marker: None,
         version: None,
         docker: None,
+        resources: crate::cgroup::Limits::default(),
+        clean: crate::config::Clean::None,
+        leftovers: crate::config::Leftovers::Kill,
     }
 }
 

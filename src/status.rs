@@ -115,6 +115,30 @@ pub struct RunnerStatus {
     /// Its Docker socket and what was refused and reaped there (`docker.enabled`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker: Option<crate::docker::Counters>,
+    /// Its cgroup's path, or `degraded (reason)` when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// What becomes of what its jobs leave running: `after every job`, `at removal`
+    /// (`leftovers: keep`), or `degraded (reason)` (its session and own user only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup: Option<String>,
+    /// What its cgroup used (its jobs included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::cgroup::Usage>,
+    /// Limits of `resources` that are not in force, each with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits_not_applied: Vec<String>,
+    /// Processes its jobs left running that corral killed after them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub leftovers_killed: u64,
+}
+
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if signature"
+)]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Writes `status` to `path` atomically (a temporary file renamed over it).

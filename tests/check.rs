@@ -521,3 +521,43 @@ fn a_repository_on_another_host_than_github_url_is_refused() {
         schema::Beyond::OtherFieldsValue,
     );
 }
+
+#[test]
+fn resources_out_of_range_are_refused() {
+    refused(
+        &with_head("runners:\n  - name: a\n    repo: o/r\n    resources: { cpu: ⟨0 }\n"),
+        "runners[0].resources.cpu: 0 is not a number of CPUs from 0.01 to 4096",
+    );
+    refused(
+        &with_head("defaults:\n  resources: { cpu: ⟨5000 }\n"),
+        "defaults.resources.cpu: 5000 is not a number of CPUs",
+    );
+    refused(
+        &with_head("runners:\n  - name: a\n    repo: o/r\n    resources: { memory: ⟨lots }\n"),
+        "runners[0].resources.memory: `lots` is not a size",
+    );
+    refused(
+        &with_head("runners:\n  - name: a\n    repo: o/r\n    resources: { memory: ⟨1000 }\n"),
+        "runners[0].resources.memory: `1000` is less than 1MiB",
+    );
+    refused(
+        &with_head("runners:\n  - name: a\n    repo: o/r\n    resources: { pids: ⟨0 }\n"),
+        "runners[0].resources.pids: 0 is not a number of processes from 1 to 4194304",
+    );
+    refused(
+        &with_head("runners:\n  - name: a\n    repo: o/r\n    resources: { ⟨memroy: 1GiB }\n"),
+        "runners[0].resources.memroy: unknown field `memroy`, did you mean `memory`?",
+    );
+}
+
+#[test]
+fn clean_and_leftovers_take_their_words_only() {
+    refused(
+        &with_head("runners:\n  - name: a\n    repo: o/r\n    clean: ⟨everything\n"),
+        "runners[0].clean",
+    );
+    refused(
+        &with_head("defaults:\n  leftovers: ⟨ignore\n"),
+        "defaults.leftovers",
+    );
+}

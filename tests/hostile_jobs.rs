@@ -2,7 +2,7 @@
 //! user (`isolation: user-per-runner`, corral as root), through the real binary, and each
 //! asserting that its outcome is gone: no set-id root file from a re-base, no registration or
 //! removal token anywhere the job's user can read, a fresh directory after every ephemeral
-//! job. (Listeners in their own session, the fourth attack, are issue 19's.)
+//! job. (Listeners in their own session, the fourth attack, are in `tests/containment.rs`.)
 
 use std::collections::HashSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -242,7 +242,9 @@ fn a_job_never_sees_a_registration_or_removal_token() {
         return;
     }
     let mut world = world();
-    world.write_config(&own_user("hj-tok", ""));
+    // The job kills its listener from a process it leaves behind, which `leftovers: keep`
+    // lets run after the job (by default corral kills it first).
+    world.write_config(&own_user("hj-tok", "    leftovers: keep\n"));
     world.start();
     let pid = world.wait_idle(&["hj-tok"])[0];
     let root = world.runner_dir("hj-tok");

@@ -122,6 +122,7 @@ fn the_schema_accepts_what_check_accepts() {
         "base: {path: ./b}\ngithub: {token_env: T, marker_label: \"\"}\nrunners: []\n",
         "base: {path: ./b}\ngithub: {app: {id: 1, private_key_file: k.pem}, url: https://ghe.example.com}\napi: {listen: \"[::1]:9180\"}\n",
         "base: {path: ./b}\napi: {listen: 0.0.0.0:9180, token_file: t, webhook_secret_env: W}\n",
+        "base: {path: ./b}\ngithub: {token_env: T}\ndefaults: {resources: {cpu: 0.01, memory: 1048576, pids: 4194304}, clean: workspace, leftovers: keep}\nrunners:\n  - {name: a, repo: o/r, resources: {cpu: 4096, memory: 4 GiB, pids: 1}, clean: none, leftovers: kill}\n",
         "base: {path: ./b}\ngithub: {token_env: T}\ndefaults: {isolation: user-per-runner, count: 500}\nrunners:\n  - {name: a.b_c-1, repos: [o/r, https://github.com/o/r2.git/], labels: [gpu, café], env: {TZ: UTC, _X: y}, hosts: [h1]}\n  - {name: s, repo: o/s, scale: {max: 500, min_idle: 500, idle_timeout: 90s}, ephemeral: true}\n",
     ];
     for case in cases {

@@ -37,7 +37,12 @@ pub(crate) fn run_steps(
         world.gh.wait_until(TIMEOUT, |v| v
             .job(job)
             .is_some_and(|j| j.status == JobStatus::Completed)),
-        "job {job} did not complete on {runner}"
+        "job {job} did not complete on {runner}; corral's log:\n{}",
+        world
+            .corral
+            .as_ref()
+            .map(|c| c.output())
+            .unwrap_or_default()
     );
     let conclusion = world
         .gh

@@ -47,7 +47,10 @@ async fn metrics_text() -> String {
             "name": "web-1", "repo_url": "https://github.com/o/r", "status": "running",
             "pid": 1, "state": "busy", "busy": true, "job": "build", "restarts": 1,
             "last_exit_code": 2, "registration": "registered", "last_error": null,
-            "disk": {"unique_bytes": 40960, "shared_bytes": 1_000_000}
+            "disk": {"unique_bytes": 40960, "shared_bytes": 1_000_000},
+            "cgroup": "/sys/fs/cgroup/corral-0123abcd/web-1", "leftovers_killed": 2,
+            "usage": {"cpu_seconds": 12.25, "memory_bytes": 4096, "memory_peak_bytes": 8192,
+                      "oom_kills": 1, "processes": 4}
         }))
         .expect("runner");
         p.status = Some(Status {

@@ -188,7 +188,8 @@ impl Collector for Snapshot {
         self.counted_families(&mut encoder)?;
         self.disk_family(&mut encoder)?;
         self.github_families(&mut encoder)?;
-        self.docker_families(&mut encoder)
+        self.docker_families(&mut encoder)?;
+        self.cgroup_families(&mut encoder)
     }
 }
 
@@ -348,6 +349,87 @@ impl Snapshot {
         )
     }
 
+    /// Each runner's cgroup: usage, OOM kills, leftovers killed, degraded clean-up.
+    fn cgroup_families(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        let contained: Vec<&RunnerStatus> =
+            self.runners.iter().filter(|r| r.cgroup.is_some()).collect();
+        if contained.is_empty() {
+            // A status without cgroup fields (an older corral's): no families.
+            return Ok(());
+        }
+        let label = |r: &RunnerStatus| [("runner", r.name.clone())];
+        family(
+            encoder,
+            "corral_runner_cleanup_degraded",
+            "1 when the runner has no cgroup and clean-up falls back to its session and user.",
+            MetricType::Gauge,
+            contained.iter().map(|r| {
+                let degraded = r
+                    .cgroup
+                    .as_deref()
+                    .is_some_and(|c| c.starts_with("degraded"));
+                (label(r), u64::from(degraded))
+            }),
+        )?;
+        family(
+            encoder,
+            "corral_runner_leftover_processes_killed",
+            "Processes the runner's jobs left running that corral killed after them.",
+            MetricType::Counter,
+            contained.iter().map(|r| (label(r), r.leftovers_killed)),
+        )?;
+        let used: Vec<(&RunnerStatus, crate::cgroup::Usage)> = contained
+            .iter()
+            .filter_map(|r| Some((*r, r.usage?)))
+            .collect();
+        let mut cpu = encoder.encode_descriptor(
+            "corral_runner_cpu_seconds",
+            "CPU time used in the runner's cgroup, its jobs included.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (r, u) in &used {
+            #[allow(
+                clippy::cast_precision_loss,
+                reason = "CPU microseconds stay far below 2^52"
+            )]
+            let seconds = u.cpu_micros as f64 / 1e6;
+            cpu.encode_family(&label(r))?
+                .encode_counter::<NoLabelSet, _, u64>(&seconds, None)?;
+        }
+        family(
+            encoder,
+            "corral_runner_memory_bytes",
+            "Memory in use in the runner's cgroup.",
+            MetricType::Gauge,
+            used.iter()
+                .filter_map(|(r, u)| Some((label(r), u.memory_bytes?))),
+        )?;
+        family(
+            encoder,
+            "corral_runner_memory_peak_bytes",
+            "The most memory the runner's cgroup used at once.",
+            MetricType::Gauge,
+            used.iter()
+                .filter_map(|(r, u)| Some((label(r), u.memory_peak_bytes?))),
+        )?;
+        family(
+            encoder,
+            "corral_runner_oom_kills",
+            "Processes the kernel's OOM killer killed in the runner's cgroup.",
+            MetricType::Counter,
+            used.iter()
+                .filter_map(|(r, u)| Some((label(r), u.oom_kills?))),
+        )?;
+        family(
+            encoder,
+            "corral_runner_processes",
+            "Processes in the runner's cgroup.",
+            MetricType::Gauge,
+            used.iter().map(|(r, u)| (label(r), u.processes)),
+        )
+    }
+
     /// GitHub requests and the rate limit left.
     fn github_families(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
         family(
@@ -416,6 +498,37 @@ mod golden {
             ready: true,
             metrics,
         }
+    }
+
+    /// A runner with a cgroup gets its usage families; one without, none.
+    #[test]
+    fn usage_families_follow_the_cgroups() {
+        let mut p = sample();
+        let status = p.status.as_mut().expect("status");
+        status.runners[0].cgroup = Some("/sys/fs/cgroup/corral-1/web-1".into());
+        status.runners[0].leftovers_killed = 3;
+        status.runners[0].usage = Some(crate::cgroup::Usage {
+            cpu_micros: 1_500_000,
+            memory_bytes: Some(4096),
+            memory_peak_bytes: Some(8192),
+            oom_kills: Some(1),
+            processes: 5,
+        });
+        status.runners[1].cgroup = Some("degraded (no cgroup2 hierarchy is mounted)".into());
+        let text = render(&p);
+        for line in [
+            "corral_runner_cpu_seconds_total{runner=\"web-1\"} 1.5",
+            "corral_runner_memory_bytes{runner=\"web-1\"} 4096",
+            "corral_runner_memory_peak_bytes{runner=\"web-1\"} 8192",
+            "corral_runner_oom_kills_total{runner=\"web-1\"} 1",
+            "corral_runner_processes{runner=\"web-1\"} 5",
+            "corral_runner_leftover_processes_killed_total{runner=\"web-1\"} 3",
+            "corral_runner_cleanup_degraded{runner=\"web-1\"} 0",
+            "corral_runner_cleanup_degraded{runner=\"web-\\\"2\\\"\"} 1",
+        ] {
+            assert!(text.contains(line), "no `{line}` in:\n{text}");
+        }
+        assert!(!text.contains("corral_runner_memory_bytes{runner=\"web-\\\"2"));
     }
 
     /// The exposition is the one corral wrote by hand before `prometheus-client`: the same

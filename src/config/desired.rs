@@ -248,6 +248,15 @@ pub struct RunnerSpec {
     /// Its own Docker socket and policy, when `docker.enabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker: Option<super::docker::DockerPolicy>,
+    /// Limits of its cgroup (`resources`), applied in place: no restart.
+    #[serde(default, skip_serializing_if = "crate::cgroup::Limits::is_empty")]
+    pub resources: crate::cgroup::Limits,
+    /// What corral empties after each job (`clean`).
+    #[serde(default)]
+    pub clean: super::resources::Clean,
+    /// What becomes of processes a job leaves running (`leftovers`).
+    #[serde(default)]
+    pub leftovers: super::resources::Leftovers,
 }
 
 impl RunnerSpec {

@@ -41,6 +41,7 @@ pub(super) fn check_defaults(c: &mut Checker<'_>, defaults: &RunnerDefaults) {
             super::docker::parse_bytes(budget).map(drop),
         );
     }
+    super::resources::check_defaults(c, defaults);
     if defaults.count == Some(0) {
         c.error("defaults.count", "count must be at least 1".into());
     }
@@ -143,6 +144,7 @@ pub(super) fn resolve_entry(
     let drain_timeout = c.duration(&drain_path, drain, DEFAULT_DRAIN);
     let version = resolve_version(c, i, entry, defaults);
     let docker = super::docker::resolve(c, i, entry, defaults, dir);
+    let resources = super::resources::resolve(c, i, entry, defaults);
     let all_names = names.iter().flatten().cloned().collect();
     if c.errors.len() > errors_before {
         return Resolved {
@@ -170,6 +172,15 @@ pub(super) fn resolve_entry(
         marker: github.marker_label.clone(),
         version,
         docker,
+        resources,
+        clean: merged!(entry, defaults, i, clean)
+            .0
+            .copied()
+            .unwrap_or_default(),
+        leftovers: merged!(entry, defaults, i, leftovers)
+            .0
+            .copied()
+            .unwrap_or_default(),
     };
     let mut out = Resolved {
         names: all_names,

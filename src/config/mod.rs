@@ -11,6 +11,7 @@ mod entry;
 mod error;
 mod model;
 mod patterns;
+mod resources;
 mod rules;
 mod scale;
 mod tree;
@@ -30,6 +31,7 @@ pub use model::{
     ApiSpec, BaseSpec, GitHubAppSpec, GitHubSpec, Isolation, RunnerDefaults, RunnerEntry,
     RunnersFile, ScaleSpec,
 };
+pub use resources::{Clean, Leftovers, ResourcesSpec, Size};
 pub use rules::check_host_id;
 pub use tree::Position;
 

@@ -254,6 +254,17 @@ macro_rules! runner_struct {
         /// A Docker socket of the runner's own, with what its jobs may do (`enabled: true`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub docker: Option<super::docker::DockerSpec>,
+        /// Limits of the runner's cgroup, its jobs included: `{ cpu: 2, memory: 4GiB, pids: 4096 }`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub resources: Option<super::resources::ResourcesSpec>,
+        /// `workspace`: empty `_work` after every job, but the tool cache (`_work/_tool`);
+        /// `none` (default): as the runner leaves it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub clean: Option<super::resources::Clean>,
+        /// Processes a job leaves running: `kill` them once the job ends (default), or
+        /// `keep` them until the runner is removed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub leftovers: Option<super::resources::Leftovers>,
         }
     };
 }

@@ -36,6 +36,8 @@ const LISTEN: &str =
     "^([0-9]{1,3}(\\.[0-9]{1,3}){3}|\\[[0-9A-Fa-f:.]+(%[0-9A-Za-z]+)?\\]):[0-9]{1,5}$";
 /// A loopback `api.listen` (`127.0.0.0/8` or `::1`), which needs no token.
 const LOOPBACK: &str = "^(127\\.|\\[(0{0,4}:){2,7}0{0,3}1\\]:)";
+/// `resources.memory` as text: a whole number, not zero, and a unit of `parse_bytes`.
+pub const SIZE: &str = "^\\s*0*[1-9][0-9]*\\s*(B|kB|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\\s*$";
 /// `humantime::parse_duration`: numbers, each with a unit, optionally spaced.
 pub const DURATION: &str = "^\\s*([0-9][0-9\\s]*(\\.[0-9\\s]*[0-9][0-9\\s]*)?\\s*(nanos|nsec|ns|usec|us|µs|millis|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|wks|wk|w|months|month|M|years|year|yrs|yr|y)\\s*)+$";
 
@@ -316,6 +318,18 @@ mod tests {
                 "2..0",
                 "2.336.0.1",
                 "Latest",
+            ],
+        );
+    }
+
+    #[test]
+    fn sizes_match_parse_bytes() {
+        agree(
+            &pattern(SIZE),
+            |s| crate::config::parse_bytes(s).is_ok_and(|b| b > 0),
+            &[
+                "4GiB", "512MiB", "10 GB", " 7 ", "1", "0", "00", "1.5GiB", "4 gib", "GiB", "-1",
+                "4GiBs",
             ],
         );
     }

@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 use crate::config::{Registration, RunnerSpec};
 use crate::github::GitHubClient;
 use crate::layout::{read_record, write_record, ProcessRecord, SpecRecord, StateLayout};
-use crate::process::{detach_to_log, runner_command, stop_group, RunAs};
+use crate::process::{detach_to_log, runner_command, stop_session, RunAs};
 use crate::provision::{Base, Provisioner};
 use crate::reconcile::Action;
 use crate::registration;
@@ -21,7 +21,7 @@ use crate::users;
 
 use super::{github_steps, Trigger};
 
-/// How long a listener may take to stop after SIGINT before its group is killed.
+/// How long a listener may take to stop after SIGINT before its session is killed.
 const STOP_GRACE: Duration = Duration::from_secs(30);
 /// How often a draining runner is tried again.
 pub const DRAIN_RETRY: Duration = Duration::from_secs(2);
@@ -36,6 +36,8 @@ pub struct ApplyCtx {
     pub triggers: mpsc::UnboundedSender<Trigger>,
     /// The runners' Docker sockets.
     pub docker: Arc<crate::docker::Hub>,
+    /// The runners' cgroups.
+    pub contain: Arc<super::contain::Contain>,
 }
 
 /// One runner's steps and what it knew before them.
@@ -75,6 +77,10 @@ pub struct Outcome {
     pub requeue: Option<Duration>,
     /// A JIT configuration not yet given to a listener (a start that had to wait).
     pub jit: Option<Secret>,
+    /// The limits of a started listener that are not in force, and why.
+    pub not_applied: Option<Vec<crate::cgroup::NotApplied>>,
+    /// The limits it was started with.
+    pub limits: Option<crate::cgroup::Limits>,
 }
 
 /// A change of a runner's identity.
@@ -150,13 +156,15 @@ async fn step(
         Action::Start { .. } => {
             secure(ctx, job).await?;
             let docker = docker_env(ctx, job).await?;
-            return start(ctx, job, out, &docker);
+            let entry = enter_cgroup(ctx, job).await?;
+            return start(ctx, job, out, &docker, entry);
         }
         Action::Restart { .. } => {
             stop(ctx, name, out).await;
             secure(ctx, job).await?;
             let docker = docker_env(ctx, job).await?;
-            return start(ctx, job, out, &docker);
+            let entry = enter_cgroup(ctx, job).await?;
+            return start(ctx, job, out, &docker, entry);
         }
         Action::Deregister { .. } => {
             return github_steps::deregister(ctx, job, recorded, out).await;
@@ -181,6 +189,14 @@ async fn step(
         }
         Action::Stop { .. } => stop(ctx, name, out).await,
         Action::Deprovision { .. } => {
+            // Everything its jobs left running, its cgroup with it.
+            let isolation = job.spec.as_ref().or(recorded).map(|s| s.isolation);
+            let (contain, owned) = (Arc::clone(&ctx.contain), name.to_string());
+            let _ = tokio::task::spawn_blocking(move || {
+                let uid = super::contain::own_uid(&owned, isolation);
+                contain.remove(&owned, uid);
+            })
+            .await;
             // Its jobs' containers, networks, volumes and images, and its socket.
             ctx.docker.remove(name).await;
             let owned = name.to_string();
@@ -373,11 +389,24 @@ async fn configure_in_private(
     result
 }
 
+/// The runner's cgroup made, emptied and limited before its listener starts (none while it
+/// waits out a backoff, when `start` does not start it).
+async fn enter_cgroup(ctx: &ApplyCtx, job: &Job) -> Result<super::contain::Entry, String> {
+    if !job.backoff_wait.is_zero() {
+        return Ok(super::contain::Entry::default());
+    }
+    let (contain, spec) = (Arc::clone(&ctx.contain), desired(job)?.clone());
+    tokio::task::spawn_blocking(move || contain.prepare(&spec))
+        .await
+        .map_err(|e| format!("cgroup task failed: {e}"))?
+}
+
 fn start(
     ctx: &ApplyCtx,
     job: &Job,
     out: &mut Outcome,
     docker: &[(String, String)],
+    entry: super::contain::Entry,
 ) -> Result<bool, String> {
     if !job.backoff_wait.is_zero() {
         out.requeue = Some(job.backoff_wait);
@@ -412,7 +441,13 @@ fn start(
     {
         cmd.env("ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE", "true");
     }
-    detach_to_log(&mut cmd, &log).map_err(|e| format!("open `{}`: {e}", log.display()))?;
+    for missing in &entry.not_applied {
+        warn!(controller = %missing.controller, reason = %missing.reason, "a resource limit is not applied");
+    }
+    out.not_applied = Some(entry.not_applied);
+    out.limits = Some(spec.resources);
+    detach_to_log(&mut cmd, &log, entry.fds)
+        .map_err(|e| format!("open `{}`: {e}", log.display()))?;
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("start the listener: {e}"))?;
@@ -484,7 +519,10 @@ pub(super) async fn stop(ctx: &ApplyCtx, name: &str, out: &mut Outcome) {
         return;
     };
     out.stopping = Some(rec.pid);
-    let clean = stop_group(rec.pid, rec.start_time, STOP_GRACE).await;
+    let clean = stop_session(rec.pid, rec.start_time, STOP_GRACE).await;
+    // The listener is gone: so goes everything in its cgroup.
+    let (contain, owned) = (Arc::clone(&ctx.contain), name.to_string());
+    let _ = tokio::task::spawn_blocking(move || contain.reap(&owned, None)).await;
     crate::crashpoint::reached("stop.done");
     info!(pid = rec.pid, clean, "listener stopped");
     let _ = std::fs::remove_file(ctx.layout.process_record(name));

@@ -7,6 +7,7 @@
 //! signal forces.
 
 mod apply;
+mod contain;
 mod docker_steps;
 mod github_steps;
 mod passes;

@@ -23,6 +23,8 @@ use crate::status::{self, GitHubStatus};
 
 #[path = "base_source.rs"]
 mod base_source;
+#[path = "contain_pass.rs"]
+mod contain_pass;
 #[path = "demand.rs"]
 mod demand;
 #[path = "refresh.rs"]
@@ -77,6 +79,10 @@ pub struct Controller {
     /// a registered runner's listener is not started: its registration may have been
     /// deleted while corral was down, and a listener would then start only to fail.
     first_listing_due: Option<Instant>,
+    /// The runners' cgroups, for the state directory they were made for.
+    contain: (PathBuf, Arc<super::contain::Contain>),
+    /// When usage was last measured.
+    last_usage: Option<Instant>,
 }
 
 impl Controller {
@@ -92,7 +98,13 @@ impl Controller {
             crate::docker::engine_socket_from_env(),
             &desired.state_dir,
         ));
+        let contain = (
+            desired.state_dir.clone(),
+            Arc::new(super::contain::Contain::establish(&desired.state_dir)),
+        );
         Controller {
+            contain,
+            last_usage: None,
             config_digest,
             config_path,
             desired,
@@ -282,6 +294,7 @@ impl Controller {
             observed.leftovers.clear();
         }
         self.follow_processes(&layout, &observed);
+        self.contain_pass(&layout, &observed).await;
         let desired = &self.desired;
         super::docker_steps::serve_adopted(&self.docker, &layout, &observed, |n| {
             desired.spec_for(n)
@@ -346,6 +359,11 @@ impl Controller {
                 // A job began or ended: a drain waiting on it is tried again at once.
                 runtime.retry_at = None;
             }
+            if !finished.is_empty() || seen.process.is_some_and(|p| p.busy) {
+                // A job ran: once its Worker is gone, what it left goes.
+                runtime.contain.sweep_due = true;
+                runtime.contain.clean_due = true;
+            }
             super::docker_steps::job_events(
                 &self.docker,
                 name,
@@ -368,8 +386,10 @@ impl Controller {
             if runtime.watched_pid == Some(process.pid) || self.workers.running(name) {
                 continue;
             }
-            // Not our child (corral restarted): its pidfd tells of the exit.
+            // Not our child (corral restarted): its pidfd tells of the exit. A job may have
+            // ended while corral was away: what it left goes.
             runtime.watched_pid = Some(process.pid);
+            runtime.contain.sweep_due = true;
             let record = crate::layout::read_record::<crate::layout::ProcessRecord>(
                 &layout.process_record(name),
             )
@@ -404,6 +424,7 @@ impl Controller {
             github: self.github_client(),
             triggers: self.triggers.clone(),
             docker: Arc::clone(&self.docker),
+            contain: self.contain(),
         });
         let now = Instant::now();
         for (name, actions) in group(actions) {
@@ -515,6 +536,11 @@ impl Controller {
         if let Some(pid) = out.started {
             runtime.watched_pid = Some(pid);
             runtime.backoff.started(now);
+            if let Some(not_applied) = out.not_applied {
+                runtime.contain.not_applied = not_applied;
+                runtime.contain.applied = out.limits;
+                runtime.contain.applied_pid = Some(pid);
+            }
         }
         if out.change == Some(apply::Change::Registered) {
             // A fresh identity: earlier errors are history.
@@ -608,6 +634,18 @@ impl Controller {
             info!(runner = %gone, from = %self.last_states[gone], to = "removed", reason = "", "runner state changed");
         }
         self.last_states = now;
+    }
+
+    /// The runners' cgroups, made anew when `state_dir` changed.
+    pub fn contain(&mut self) -> Arc<super::contain::Contain> {
+        if self.contain.0 != self.desired.state_dir {
+            let state_dir = self.desired.state_dir.clone();
+            self.contain = (
+                state_dir.clone(),
+                Arc::new(super::contain::Contain::establish(&state_dir)),
+            );
+        }
+        Arc::clone(&self.contain.1)
     }
 
     /// The runners' Docker sockets.

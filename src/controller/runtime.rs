@@ -46,6 +46,31 @@ pub struct Runtime {
     pub pending_jit: Option<crate::secret::Secret>,
     /// Its last disk measurement.
     pub disk: Option<crate::provision::DiskUsage>,
+    /// Its cgroup, limits, usage and the clean-up after its jobs.
+    pub contain: ContainState,
+}
+
+/// What corral knows of a runner's cgroup and the clean-up after its jobs.
+#[derive(Debug, Default)]
+pub struct ContainState {
+    /// Its cgroup's path, or `degraded (reason)`.
+    pub cgroup: Option<String>,
+    /// The listener `cgroup` was read for.
+    pub described_pid: Option<i32>,
+    /// What it used, as last measured.
+    pub usage: Option<crate::cgroup::Usage>,
+    /// Limits not in force, and why.
+    pub not_applied: Vec<crate::cgroup::NotApplied>,
+    /// The limits last set on the cgroup of listener `applied_pid`.
+    pub applied: Option<crate::cgroup::Limits>,
+    /// That listener.
+    pub applied_pid: Option<i32>,
+    /// A job ended (or may have, while corral was down): kill what it left.
+    pub sweep_due: bool,
+    /// A job ended: empty `_work` (`clean: workspace`).
+    pub clean_due: bool,
+    /// Processes its jobs left that corral killed.
+    pub leftovers_killed: u64,
 }
 
 /// What the exit of a listener means (`reference/runner-contract.md` §4.1).
@@ -215,6 +240,26 @@ fn runner_status(
         registration: registration.into(),
         last_error: rt.last_error.clone(),
         docker: None,
+        cgroup: rt.contain.cgroup.clone(),
+        cleanup: rt.contain.cgroup.as_ref().map(|cgroup| {
+            let keep = spec_of(name, desired, seen)
+                .is_some_and(|s| s.leftovers == crate::config::Leftovers::Keep);
+            if cgroup.starts_with("degraded") {
+                cgroup.clone()
+            } else if keep {
+                "at removal (leftovers: keep)".to_string()
+            } else {
+                "after every job".to_string()
+            }
+        }),
+        usage: rt.contain.usage,
+        limits_not_applied: rt
+            .contain
+            .not_applied
+            .iter()
+            .map(|n| format!("{}: {}", n.controller, n.reason))
+            .collect(),
+        leftovers_killed: rt.contain.leftovers_killed,
     }
 }
 

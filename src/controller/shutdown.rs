@@ -1,19 +1,17 @@
 //! Graceful shutdown: every listener is stopped; a busy one first gets `shutdown_timeout`
 //! to finish its job (SIGINT then cancels it, as the runner itself would on Ctrl-C).
-//! A second signal kills every runner's process group at once.
+//! A second signal kills every runner's session at once.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use super::passes::Controller;
 use crate::layout::{read_record, ProcessRecord};
 use crate::observe::{self, has_worker_child};
-use crate::process::{is_same_process, stop_group};
+use crate::process::{is_same_process, kill_session, stop_session};
 
 const STOP_GRACE: Duration = Duration::from_secs(30);
 const BUSY_POLL: Duration = Duration::from_millis(250);
@@ -22,15 +20,18 @@ const BUSY_POLL: Duration = Duration::from_millis(250);
 pub async fn stop_all(ctl: &mut Controller, force: impl Future<Output = ()>) {
     let layout = ctl.layout();
     let timeout = ctl.desired().shutdown_timeout;
+    let contain = ctl.contain();
     let mut groups = Vec::new();
     let mut tasks = JoinSet::new();
-    for (name, seen) in observe::observe(&layout).runners {
+    let observed = observe::observe(&layout);
+    for (name, seen) in &observed.runners {
         if seen.process.is_none() {
             continue;
         }
-        let Some(rec) = read_record::<ProcessRecord>(&layout.process_record(&name)) else {
+        let Some(rec) = read_record::<ProcessRecord>(&layout.process_record(name)) else {
             continue;
         };
+        let name = name.clone();
         groups.push((rec.pid, rec.start_time));
         tasks.spawn(async move {
             let deadline = Instant::now() + timeout;
@@ -40,7 +41,7 @@ pub async fn stop_all(ctl: &mut Controller, force: impl Future<Output = ()>) {
             if has_worker_child(rec.pid) {
                 warn!(runner = %name, "shutdown_timeout reached: cancelling the running job");
             }
-            let clean = stop_group(rec.pid, rec.start_time, STOP_GRACE).await;
+            let clean = stop_session(rec.pid, rec.start_time, STOP_GRACE).await;
             info!(runner = %name, pid = rec.pid, clean, "listener stopped");
         });
     }
@@ -49,13 +50,27 @@ pub async fn stop_all(ctl: &mut Controller, force: impl Future<Output = ()>) {
         () = force => {
             warn!("second signal: killing every runner now");
             for (pid, start_time) in groups {
-                // A listener that already ended may have left its pid to another process.
-                if is_same_process(pid, start_time) {
-                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-                }
+                kill_session(pid, start_time);
             }
         }
     }
+    // Whatever their jobs left goes with them, and so do their cgroups.
+    let names: Vec<(String, Option<crate::config::Isolation>)> = observed
+        .runners
+        .iter()
+        .map(|(name, seen)| {
+            let spec = ctl.desired().spec_for(name);
+            let recorded = seen.spec.as_ref().and_then(|r| r.spec.clone());
+            (name.clone(), spec.or(recorded).map(|s| s.isolation))
+        })
+        .collect();
+    let _ = tokio::task::spawn_blocking(move || {
+        for (name, isolation) in names {
+            contain.remove(&name, super::contain::own_uid(&name, isolation));
+        }
+        contain.remove_empty();
+    })
+    .await;
     // The listeners' jobs ended with them: what they left in Docker goes.
     ctl.docker().stop_all().await;
     // Leave no record that would make a later corral adopt a process that is gone.

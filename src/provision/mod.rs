@@ -22,6 +22,7 @@
 
 pub mod base;
 pub mod beneath;
+pub mod clean;
 mod error;
 mod ops;
 mod remove;

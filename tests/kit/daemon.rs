@@ -24,6 +24,8 @@ pub struct World {
     pub gh: FakeGitHub,
     /// The running corral, when started.
     pub corral: Option<Proc>,
+    /// `CORRAL_CGROUP_ROOT` given to corral, if any.
+    pub cgroup_root: Option<PathBuf>,
 }
 
 impl World {
@@ -55,6 +57,7 @@ impl World {
             dir,
             gh,
             corral: None,
+            cgroup_root: None,
         }
     }
 
@@ -105,6 +108,9 @@ impl World {
     }
 
     fn start_command(&mut self, mut cmd: Command, extra: &[(&str, &str)]) {
+        if let Some((_, root)) = extra.iter().find(|(k, _)| *k == corral::cgroup::ROOT_ENV) {
+            self.cgroup_root = Some(PathBuf::from(root));
+        }
         cmd.args(["run", "-c"])
             .arg(self.config())
             .current_dir(self.dir.path())
@@ -237,11 +243,22 @@ pub fn cmdlines_under(dir: &Path) -> Vec<String> {
 }
 
 impl Drop for World {
-    /// Leaves nothing running: corral first, then any listener group still alive.
+    /// Leaves nothing running: corral first, then any listener group still alive, then
+    /// the cgroups corral made for this state directory (a killed corral leaves them).
     fn drop(&mut self) {
         drop(self.corral.take());
         for pid in listeners_under(self.dir.path()) {
+            // Its session too: a job's process may have left the listener's group.
+            if let Some(start) = corral::procfs::process_start_time(pid) {
+                corral::process::kill_session(pid, start);
+            }
             let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
         }
+        let root = self.cgroup_root.take();
+        corral::cgroup::discard(
+            &corral::cgroup::Host::detect(),
+            &self.state(),
+            root.as_deref(),
+        );
     }
 }
