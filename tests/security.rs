@@ -41,7 +41,7 @@ pub(crate) fn run_steps(
         world
             .corral
             .as_ref()
-            .map(|c| c.output())
+            .map(super::kit::proc::Proc::output)
             .unwrap_or_default()
     );
     let conclusion = world
