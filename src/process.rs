@@ -164,13 +164,16 @@ pub async fn wait_gone(pid: i32, start_time: u64) {
     }
 }
 
-/// Stops the listener `pid` (started at `start_time`) and its session: SIGINT to the
-/// listener, which lets the runner finish cleanly (and cancel a job), then, once it is gone
-/// or after `grace`, SIGKILL to every process still in its session. Returns true when the
-/// listener ended within the grace period.
+/// Stops the listener `pid` (started at `start_time`) and its session: SIGINT to its
+/// process group, as a terminal's Ctrl-C (the runner finishes cleanly and cancels a job, a
+/// step's `docker build` stops), then, once the listener is gone or after `grace`, SIGKILL
+/// to every process still in its session. Returns true when the listener ended within the
+/// grace period.
 pub async fn stop_session(pid: i32, start_time: u64, grace: Duration) -> bool {
     let mut clean = true;
-    if interrupt_session(pid, start_time) {
+    if signal_if_same(pid, start_time, Signal::INT) {
+        let group = tokio::task::spawn_blocking(move || interrupt_group(pid, start_time));
+        let _ = group.await;
         let deadline = Instant::now() + grace;
         while is_same_process(pid, start_time) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -182,24 +185,6 @@ pub async fn stop_session(pid: i32, start_time: u64, grace: Duration) -> bool {
         .await
         .unwrap_or(0);
     clean
-}
-
-/// SIGINTs the listener and every member of its session, as Ctrl-C does to a terminal's
-/// foreground group: the listener cancels its job, and the job's own processes (a `docker
-/// build` client, a shell) get the signal as they did under a process group. True when the
-/// listener was signalled.
-fn interrupt_session(sid: i32, start_time: u64) -> bool {
-    let listener = signal_if_same(sid, start_time, Signal::INT);
-    if listener {
-        for (pid, started) in session_members(sid, start_time) {
-            if pid != sid {
-                signal_checked(pid, Signal::INT, |s| {
-                    s.session == sid && s.start_time == started
-                });
-            }
-        }
-    }
-    listener
 }
 
 /// Sends `signal` to `pid` if it is the process that started at `start_time`, through a
@@ -232,6 +217,20 @@ pub fn kill_session(sid: i32, start_time: u64) -> usize {
         std::thread::sleep(Duration::from_millis(10));
     }
     killed
+}
+
+/// SIGINTs the other members of the listener's process group (its Worker, the job's steps
+/// that did not leave it), each checked and signalled through a pidfd.
+fn interrupt_group(sid: i32, start_time: u64) {
+    let mut buf = String::new();
+    for (pid, started) in session_members(sid, start_time) {
+        let in_group = procfs::read_stat(pid, &mut buf).is_some_and(|s| s.pgrp == sid);
+        if pid != sid && in_group {
+            signal_checked(pid, Signal::INT, |s| {
+                s.pgrp == sid && s.start_time == started
+            });
+        }
+    }
 }
 
 /// Rounds of [`kill_session`]: a session that keeps forking faster is the cgroup's to end.

@@ -24,7 +24,15 @@ pub fn document() -> Value {
             "last_exit_code": {"type": "integer", "nullable": true},
             "registration": {"type": "string", "enum": ["registered", "unregistered", "local-only"]},
             "version": {"type": "string"},
-            "last_error": {"type": "string", "nullable": true}
+            "last_error": {"type": "string", "nullable": true},
+            "cgroup": {"type": "string", "description": "the runner's cgroup path, or `degraded (reason)`"},
+            "cleanup": {"type": "string", "description": "`after every job`, `at removal (leftovers: keep)` or `degraded (reason)`"},
+            "usage": {"type": "object", "properties": {
+                "cpu_seconds": {"type": "number"}, "memory_bytes": {"type": "integer"},
+                "memory_peak_bytes": {"type": "integer"}, "oom_kills": {"type": "integer"},
+                "processes": {"type": "integer"}}},
+            "limits_not_applied": {"type": "array", "items": {"type": "string"}},
+            "leftovers_killed": {"type": "integer"}
         }
     });
     let text = |description: &str| json!({"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}});
