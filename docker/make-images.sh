@@ -5,10 +5,12 @@
 #   debian:bookworm-slim   a minimal Debian bookworm root made by debootstrap, trimmed as the
 #                          official slim image is (no docs, man pages or locales), imported with
 #                          `docker import`;
-#   rust:1-bookworm        that image plus a C compiler (ring, the linker) and this machine's
-#                          Rust toolchain (`rustc --print sysroot`, docs left out). Debian
-#                          bookworm's own rustc (1.63) is older than corral's rust-version, so
-#                          the machine's toolchain must be 1.85 or newer.
+#   rust:1-bookworm        that image plus a C compiler (ring, the linker), this machine's
+#                          Rust toolchain (`rustc --print sysroot`, docs left out) and its local
+#                          CA certificates (/usr/local/share/ca-certificates), so that cargo in
+#                          the build reaches crates.io as it does here. Debian bookworm's own
+#                          rustc (1.63) is older than corral's rust-version: the machine's
+#                          toolchain must be 1.85 or newer.
 #
 #   sudo docker/make-images.sh [--refresh]
 #
@@ -159,14 +161,22 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates gcc libc6-dev make pkg-config git \
     && rm -rf /var/lib/apt/lists/*
+# This machine's own trust anchors (a TLS-inspecting egress proxy's CA, say), so that cargo
+# inside the build reaches crates.io as cargo on the machine does; none on most machines.
+COPY ca/ /usr/local/share/ca-certificates/
+RUN update-ca-certificates >/dev/null
 COPY rust /usr/local/rust
 ENV CARGO_HOME=/usr/local/cargo \
     PATH=/usr/local/cargo/bin:/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 RUN mkdir -p /usr/local/cargo/bin && rustc --version && cargo --version
 EOF
+    mkdir "$work/ca"
+    if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+        cp /usr/local/share/ca-certificates/*.crt "$work/ca/"
+    fi
     say "rust:1-bookworm with rustc $version from $sysroot"
-    # The context streamed as one tar: the Dockerfile, and the toolchain as rust/ (no copy).
-    tar -c -C "$work" Dockerfile \
+    # The context streamed as one tar: the Dockerfile, ca/, and the toolchain as rust/ (no copy).
+    tar -c -C "$work" Dockerfile ca \
         -C "$sysroot" --exclude=./share/doc --transform 's,^\./,rust/,;s,^\.$,rust,' . \
         | docker build -q -t rust:1-bookworm - >/dev/null
     rm -rf "$work"
