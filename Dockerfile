@@ -75,7 +75,10 @@ COPY --from=build /src/target/release/corral /usr/local/bin/corral
 COPY --from=build /bake/state/bases /var/lib/corral/bases
 
 # The default config; docker/docker-compose.yml mounts the config directory over /etc/corral.
+# CORRAL_CONFIG makes it the default of every command: `docker run IMAGE check`, `plan`,
+# `docker exec CONTAINER corral status` need no `-c`.
 COPY docker/config/runners.yaml /etc/corral/runners.yaml
+ENV CORRAL_CONFIG=/etc/corral/runners.yaml
 VOLUME ["/var/lib/corral"]
 
 # The status API that docker/config/runners.yaml enables on loopback (`api.listen`); /healthz

@@ -2,7 +2,11 @@
 //! Debian's `busybox-static`, and a guard that removes every object a test labelled or
 //! named with its prefix, even when the test fails.
 //!
-//! Kept small on purpose: a shared container kit may replace the image part.
+//! The corral image itself and compose projects on the shipped compose file are in
+//! [`image`] and [`compose`] (issue 18's container tests).
+
+pub mod compose;
+pub mod image;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
