@@ -169,30 +169,47 @@ impl Ctr {
         fs::rename(&tmp, self.etc.join("runners.yaml")).expect("rename over the config");
     }
 
-    /// The processes inside the container.
+    /// The processes inside the container, without `docker exec`'s own.
     fn procs(&self) -> Vec<ProcInfo> {
+        // /proc/PID/cmdline, not exe: reading another user's exe link needs CAP_SYS_PTRACE,
+        // which a container does not have.
         let script = r#"for d in /proc/[0-9]*; do
             s=$(cat "$d/stat" 2>/dev/null) || continue
             u=$(awk '/^Uid:/ { print $2 }' "$d/status" 2>/dev/null)
-            e=$(readlink "$d/exe" 2>/dev/null)
-            echo "$u|$e|$s"
+            c=$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null)
+            echo "$u|$c|$s"
         done"#;
         let out = self.exec(&["sh", "-c", script]);
         assert!(out.status.success(), "list processes: {out:?}");
-        String::from_utf8_lossy(&out.stdout)
+        let all: Vec<ProcInfo> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(ProcInfo::parse)
-            // `docker exec`'s own processes: their parent is outside the container.
-            .filter(|p| p.ppid != 0 || p.pid == 1)
-            .filter(|p| !p.exe.ends_with("/sh") && !p.exe.ends_with("/cat"))
-            .filter(|p| !p.exe.ends_with("awk") && !p.exe.ends_with("/readlink"))
-            .collect()
+            .collect();
+        // `docker exec`'s shell has its parent outside the container (ppid 0); drop it and
+        // everything below it.
+        let mut exec: Vec<i32> = all
+            .iter()
+            .filter(|p| p.ppid == 0 && p.pid != 1)
+            .map(|p| p.pid)
+            .collect();
+        loop {
+            let more: Vec<i32> = all
+                .iter()
+                .filter(|p| exec.contains(&p.ppid) && !exec.contains(&p.pid))
+                .map(|p| p.pid)
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            exec.extend(more);
+        }
+        all.into_iter().filter(|p| !exec.contains(&p.pid)).collect()
     }
 
     fn listeners(&self) -> Vec<ProcInfo> {
         self.procs()
             .into_iter()
-            .filter(|p| p.exe.ends_with("bin/Runner.Listener"))
+            .filter(|p| p.cmd.contains("Runner.Listener"))
             .collect()
     }
 
@@ -219,21 +236,21 @@ impl Ctr {
     }
 }
 
-/// One process: pid, parent, uid, state letter, executable.
+/// One process: pid, parent, uid, state letter, command line.
 #[derive(Debug, Clone)]
 struct ProcInfo {
     pid: i32,
     ppid: i32,
     uid: u32,
     state: char,
-    exe: String,
+    cmd: String,
 }
 
 impl ProcInfo {
-    /// `uid|exe|<contents of /proc/PID/stat>`; `comm` may hold spaces and parentheses.
+    /// `uid|cmdline|<contents of /proc/PID/stat>`; `comm` may hold spaces and parentheses.
     fn parse(line: &str) -> Option<Self> {
         let (uid, rest) = line.split_once('|')?;
-        let (exe, stat) = rest.split_once('|')?;
+        let (cmd, stat) = rest.rsplit_once('|')?;
         let pid = stat.split_whitespace().next()?.parse().ok()?;
         let after = &stat[stat.rfind(')')? + 1..];
         let mut fields = after.split_whitespace();
@@ -244,7 +261,7 @@ impl ProcInfo {
             ppid,
             uid: uid.trim().parse().unwrap_or(u32::MAX),
             state,
-            exe: exe.to_owned(),
+            cmd: cmd.trim().to_owned(),
         })
     }
 }
@@ -352,10 +369,10 @@ fn compose_brings_runners_online_under_tini_as_uid_1001() {
     );
     let procs = ctr.procs();
     let init = procs.iter().find(|p| p.pid == 1).expect("PID 1");
-    assert_eq!(init.exe, "/usr/bin/tini", "{procs:#?}");
+    assert!(init.cmd.starts_with("/usr/bin/tini -- "), "{procs:#?}");
     let corral: Vec<_> = procs
         .iter()
-        .filter(|p| p.exe == "/usr/local/bin/corral")
+        .filter(|p| p.cmd.starts_with("/usr/local/bin/corral run"))
         .collect();
     assert_eq!(corral.len(), 1, "{procs:#?}");
     assert_eq!((corral[0].uid, corral[0].ppid), (0, 1), "corral: root, tini's child");
@@ -479,7 +496,7 @@ fn docker_kill_then_up_brings_each_runner_back_once() {
     for name in NAMES {
         let own = listeners
             .iter()
-            .filter(|p| p.exe == format!("/var/lib/corral/runners/{name}/bin/Runner.Listener"))
+            .filter(|p| p.cmd.contains(&format!("/runners/{name}/bin/Runner.Listener")))
             .count();
         assert_eq!(own, 1, "{name}: {listeners:#?}");
     }
