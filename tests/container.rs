@@ -16,9 +16,9 @@ use corral::status::{State, Status};
 use serde_yaml::Value;
 
 use crate::kit::daemon::{runner, World, PAT, REPO};
-use crate::kit::docker::compose::{skip_without_compose, Project};
-use crate::kit::docker::image::{corral_image, corral_image_with, prefix, publish_release};
+use crate::kit::compose::{skip_without_compose, Project};
 use crate::kit::docker::{docker, docker_ok, ensure_image, Cleanup, IMAGE};
+use crate::kit::docker_image::{corral_image, corral_image_with, prefix, publish_release};
 use crate::kit::github::{JobSpec, JobStatus};
 use crate::ship::container_config;
 
@@ -607,6 +607,33 @@ fn tini_reaps_what_20_jobs_leave_behind() {
     });
 }
 
+/// The override's mounts for Docker in jobs: the engine's socket, and a Docker CLI (a
+/// derived image would install one; the host's static CLI stands in for it).
+fn docker_mounts() -> String {
+    format!(
+        "      - /var/run/docker.sock:/var/run/docker.sock\n      - {}:/usr/local/bin/docker:ro\n",
+        which("docker").display()
+    )
+}
+
+/// A job whose step runs `docker run --rm IMAGE true`; its conclusion.
+fn docker_job(ctr: &Ctr) -> Option<String> {
+    let script = format!("docker run --rm {IMAGE} true && echo container-ran");
+    let job = ctr.world.gh.queue_job_with_steps(
+        REPO,
+        &["docker-host"],
+        JobSpec::default(),
+        vec![serde_json::json!({ "run": script, "name": "docker" })],
+    );
+    ctr.wait("the docker job done", || {
+        ctr.world
+            .gh
+            .job(job)
+            .is_some_and(|j| j.status == JobStatus::Completed)
+    });
+    ctr.world.gh.job(job).and_then(|j| j.conclusion)
+}
+
 /// Test 9: Docker for jobs, as the README says: the socket mounted and `RUNNER_GID` set, a
 /// job runs `docker run --rm`; without `RUNNER_GID` the engine refuses the runner's user.
 #[test]
@@ -620,46 +647,45 @@ fn jobs_use_the_mounted_socket_only_with_runner_gid() {
         .expect("the engine's socket")
         .gid()
         .to_string();
-    let cli = which("docker");
-    // The socket and a Docker CLI (a derived image would install one; the host's static
-    // CLI stands in for it).
-    let mounts = format!(
-        "      - /var/run/docker.sock:/var/run/docker.sock\n      - {}:/usr/local/bin/docker:ro\n",
-        cli.display()
+    let ctr = Ctr::up(
+        "sock",
+        Spec {
+            image: corral_image_with(&[("RUNNER_GID", &gid)]),
+            ..Spec::new().service(&docker_mounts())
+        },
     );
-    let script = format!("docker run --rm {IMAGE} true && echo container-ran");
-    let run_job = |ctr: &Ctr| {
-        let job = ctr.world.gh.queue_job_with_steps(
-            REPO,
-            &["docker-host"],
-            JobSpec::default(),
-            vec![serde_json::json!({ "run": script, "name": "docker" })],
-        );
-        ctr.wait("the docker job done", || {
-            ctr.world
-                .gh
-                .job(job)
-                .is_some_and(|j| j.status == JobStatus::Completed)
-        });
-        ctr.world.gh.job(job).and_then(|j| j.conclusion)
-    };
-
-    let with_gid = corral_image_with(&[("RUNNER_GID", &gid)]);
-    let ctr = Ctr::up("sock", Spec {
-        image: with_gid,
-        ..Spec::new().service(&mounts)
-    });
     ctr.wait_idle(&NAMES);
-    assert_eq!(run_job(&ctr).as_deref(), Some("success"), "{}", ctr.worker_logs());
+    assert_eq!(docker_job(&ctr).as_deref(), Some("success"), "{}", ctr.worker_logs());
     assert!(ctr.worker_logs().contains("container-ran"));
     drop(ctr);
 
-    let ctr = Ctr::up("nosock", Spec::new().service(&mounts));
+    let ctr = Ctr::up("nosock", Spec::new().service(&docker_mounts()));
     ctr.wait_idle(&NAMES);
-    assert_eq!(run_job(&ctr).as_deref(), Some("failure"));
+    assert_eq!(docker_job(&ctr).as_deref(), Some("failure"));
     let logs = ctr.worker_logs();
     assert!(logs.contains("permission denied"), "{logs}");
     assert!(!logs.contains("container-ran"), "{logs}");
+}
+
+/// Docker for jobs the other way the README gives for the container: `docker: { enabled:
+/// true }` with the engine's socket mounted and no `RUNNER_GID`; corral, root in the
+/// container, serves each runner a socket of its own.
+#[test]
+fn a_runner_socket_of_its_own_works_inside_the_container() {
+    if skip_without_compose("container::a_runner_socket_of_its_own_works_inside_the_container") {
+        return;
+    }
+    ensure_image();
+    let ctr = Ctr::up(
+        "ownsock",
+        Spec::new()
+            .service(&docker_mounts())
+            .edit(|c| c["defaults"]["docker"] = serde_yaml::from_str("{enabled: true}").expect("YAML")),
+    );
+    ctr.wait_idle(&NAMES);
+    assert_eq!(docker_job(&ctr).as_deref(), Some("success"), "{}", ctr.worker_logs());
+    let logs = ctr.worker_logs();
+    assert!(logs.contains("container-ran"), "{logs}");
 }
 
 fn which(program: &str) -> PathBuf {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::{docker, docker_ok};
+use crate::kit::docker::{docker, docker_ok};
 use crate::kit::github::FakeGitHub;
 use crate::kit::install::FakeRunnerInstall;
 use crate::kit::tarball::{sha256_hex, tar_gz_of_dir};
@@ -101,15 +101,19 @@ pub fn corral_image_with(args: &[(&str, &str)]) -> String {
     }
     ensure_base_images();
     let sha = sha256_hex(release_tarball());
-    let hash = inputs_hash(&sha, args);
-    let tag = format!("{}:{hash}", repository());
+    let hash = inputs_hash(&sha);
+    let tag = if args.is_empty() {
+        format!("{}:{hash}", repository())
+    } else {
+        let digest = sha256_hex(format!("{args:?}").as_bytes());
+        format!("{}:{hash}-{}", repository(), &digest[..8])
+    };
     if !docker(&["image", "inspect", &tag]).status.success() {
         build(&tag, &sha, args);
     }
     built.insert(key, tag.clone());
-    let keep: Vec<String> = built.values().cloned().collect();
     drop(built);
-    remove_other_tags(&keep);
+    remove_stale_tags(&hash);
     tag
 }
 
@@ -134,8 +138,9 @@ pub fn ensure_base_images() {
     });
 }
 
-/// A digest of the build's inputs: the files it reads, the release and the arguments.
-fn inputs_hash(release_sha: &str, args: &[(&str, &str)]) -> String {
+/// A digest of the build's inputs: the files it reads and the release (a tag adds one of
+/// the build arguments).
+fn inputs_hash(release_sha: &str) -> String {
     let mut files = Vec::new();
     for input in INPUTS {
         collect_files(&Path::new(ROOT).join(input), &mut files);
@@ -149,7 +154,7 @@ fn inputs_hash(release_sha: &str, args: &[(&str, &str)]) -> String {
         hasher.update(fs::read(&file).expect("read a build input"));
         hasher.update([0]);
     }
-    hasher.update(format!("release {RELEASE} {release_sha} {args:?}"));
+    hasher.update(format!("release {RELEASE} {release_sha}"));
     sha256_hex(&hasher.finalize())[..16].to_owned()
 }
 
@@ -181,12 +186,14 @@ fn build(tag: &str, release_sha: &str, args: &[(&str, &str)]) {
     }
     cmd.arg(ROOT).env_remove("DOCKER_HOST");
     let started = Instant::now();
+    let before = dangling();
     let out = run_with_deadline(cmd, Duration::from_secs(40 * 60));
     assert!(
         out.status.success(),
         "docker build failed:\n{}",
         tail(&out, 60)
     );
+    keep_one_build_stage(&before);
     eprintln!(
         "built {tag} in {:.0?} (args {args:?})",
         started.elapsed()
@@ -198,14 +205,46 @@ fn build(tag: &str, release_sha: &str, args: &[(&str, &str)]) {
     );
 }
 
-/// Removes the test repository's tags other than `keep` (no `-f`: one a container still
-/// uses stays).
-fn remove_other_tags(keep: &[String]) {
+/// Removes the test repository's tags of other inputs than `hash` (no `-f`: one a container
+/// still uses stays).
+fn remove_stale_tags(hash: &str) {
     let repo = repository();
-    let listed = docker_ok(&["images", &repo, "--format", "{{.Repository}}:{{.Tag}}"]);
-    for tag in listed.lines().filter(|t| !keep.iter().any(|k| k == t)) {
-        let _ = docker(&["rmi", tag]);
+    let listed = docker_ok(&["images", &repo, "--format", "{{.Tag}}"]);
+    for tag in listed.lines().filter(|t| !t.starts_with(hash)) {
+        let _ = docker(&["rmi", &format!("{repo}:{tag}")]);
     }
+}
+
+/// Untagged top-level images (`<none>`), by id.
+fn dangling() -> Vec<String> {
+    docker_ok(&["images", "-q", "--no-trunc", "--filter", "dangling=true"])
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The classic builder keeps the build stage's last image untagged: the cache of the next
+/// build, a few hundred MB each time the sources change. Keeps the newest one the test
+/// builds made (recorded in cargo's test temp dir) and removes the ones before it; its
+/// ancestors, the crates' layer among them, stay while it does.
+fn keep_one_build_stage(before: &[String]) {
+    let made: Vec<String> = dangling()
+        .into_iter()
+        .filter(|id| !before.contains(id))
+        .collect();
+    if made.is_empty() {
+        return;
+    }
+    let record = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "container-build-stage-{}.txt",
+        repository().replace(['/', ':'], "_")
+    ));
+    for old in fs::read_to_string(&record).unwrap_or_default().lines() {
+        if !made.iter().any(|m| m == old) {
+            let _ = docker(&["rmi", old]);
+        }
+    }
+    let _ = fs::write(&record, made.join("\n"));
 }
 
 /// Runs `cmd` (output to a temp file), killed when `limit` passes.

@@ -6,8 +6,8 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::image::{run_with_deadline, tail};
-use super::{docker, engine_answers};
+use crate::kit::docker::{docker, engine_answers};
+use crate::kit::docker_image::{run_with_deadline, tail};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
