@@ -1,295 +1,20 @@
 //! The container, for real (issue 18): the image built from the repository's Dockerfile on the
-//! machine's engine, run with the shipped compose file and an override file each test writes.
+//! machine's engine, run with the shipped compose file and an override file each test writes
+//! (tests/kit/container.rs; host networking, the fake GitHub on the host's loopback).
 //! Skipped by name where no engine or compose tool answers; `.ci/run` fails in that case, so CI
 //! always runs them.
-//!
-//! Networking: the fake GitHub (and its release server) listens on the host's loopback, and
-//! every container here uses the host's network (`network_mode: host`), so corral and the
-//! fake runners inside reach it at `127.0.0.1:<port>` and nothing leaves the machine. The
-//! status API of each test listens on a port of its own for the same reason.
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use corral::status::{State, Status};
-use serde_yaml::Value;
-
-use crate::kit::daemon::{runner, World, PAT, REPO};
-use crate::kit::compose::{skip_without_compose, Project};
-use crate::kit::docker::{docker, docker_ok, ensure_image, Cleanup, IMAGE};
-use crate::kit::docker_image::{corral_image, corral_image_with, prefix, publish_release};
-use crate::kit::github::{JobSpec, JobStatus};
-use crate::ship::container_config;
-
-/// How long a container test waits for a condition (a container start, runners online).
-const WAIT: Duration = Duration::from_secs(90);
-/// The shipped config's runners (`ci`, `count: 2`).
-const NAMES: [&str; 2] = ["ci-1", "ci-2"];
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// One test's container: a fake GitHub, a config directory mounted at `/etc/corral`, and a
-/// compose project on the shipped file. Fields drop in order: the project (`down -v`), any
-/// leftover object named with its prefix, then the fake.
-struct Ctr {
-    project: Project,
-    _cleanup: Cleanup,
-    world: World,
-    etc: PathBuf,
-    port: u16,
-}
-
-/// What a test changes: the image, the config, and lines added to the override's service.
-struct Spec {
-    image: String,
-    edit: Box<dyn FnOnce(&mut Value)>,
-    service: String,
-}
-
-impl Spec {
-    fn new() -> Self {
-        Self {
-            image: corral_image(),
-            edit: Box::new(|_| {}),
-            service: String::new(),
-        }
-    }
-    fn edit(mut self, edit: impl FnOnce(&mut Value) + 'static) -> Self {
-        self.edit = Box::new(edit);
-        self
-    }
-    fn service(mut self, lines: &str) -> Self {
-        self.service = lines.to_owned();
-        self
-    }
-}
-
-impl Ctr {
-    /// `compose up -d` of the shipped file with the test's override, as project `<prefix><short>`.
-    fn up(short: &str, spec: Spec) -> Self {
-        let world = World::new();
-        publish_release(&world.gh);
-        let port = free_port();
-        let etc = world.dir.path().join("etc-corral");
-        fs::create_dir(&etc).expect("config dir");
-        let mut config = base_config(&world, port);
-        (spec.edit)(&mut config);
-        fs::write(etc.join("runners.yaml"), yaml(&config)).expect("config");
-        let override_file = world.dir.path().join("override.yml");
-        let text = format!(
-            "services:\n  corral:\n    image: {image}\n    network_mode: host\n    environment:\n      \
-             CORRAL_HEALTH_URL: http://127.0.0.1:{port}/healthz\n    volumes:\n      \
-             - {etc}:/etc/corral:ro\n{extra}",
-            image = spec.image,
-            etc = etc.display(),
-            extra = spec.service,
-        );
-        fs::write(&override_file, text).expect("override file");
-        let name = format!("{}{short}-{}", prefix(), std::process::id()).to_lowercase();
-        let project = Project::new(&name, &override_file).env("GITHUB_TOKEN", PAT);
-        let cleanup = Cleanup {
-            runners: Vec::new(),
-            prefix: name,
-        };
-        let ctr = Ctr {
-            project,
-            _cleanup: cleanup,
-            world,
-            etc,
-            port,
-        };
-        ctr.project.ok(&["up", "-d", "--no-build"]);
-        ctr
-    }
-
-    fn id(&self) -> String {
-        self.project.container()
-    }
-
-    /// `docker exec CONTAINER ARGS…`.
-    fn exec(&self, args: &[&str]) -> std::process::Output {
-        let id = self.id();
-        let mut all = vec!["exec", id.as_str()];
-        all.extend_from_slice(args);
-        docker(&all)
-    }
-
-    /// `corral status --json` inside, when it answers.
-    fn status(&self) -> Option<Status> {
-        let out = self.exec(&["corral", "status", "--json"]);
-        serde_json::from_slice(&out.stdout).ok()
-    }
-
-    fn logs(&self) -> String {
-        let out = docker(&["logs", "--tail", "80", &self.id()]);
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    }
-
-    /// Waits until `cond` holds, failing with the container's log.
-    fn wait(&self, what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + WAIT;
-        while !cond() {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; container log:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-
-    /// Waits until `corral status` inside shows every one of `names` idle; that status.
-    fn wait_idle(&self, names: &[&str]) -> Status {
-        let mut last = None;
-        self.wait(&format!("{names:?} idle"), || {
-            last = self.status();
-            last.as_ref().is_some_and(|s| {
-                names
-                    .iter()
-                    .all(|n| runner(s, n).is_some_and(|r| r.state == State::Idle))
-            })
-        });
-        last.expect("a status")
-    }
-
-    /// Replaces the config as an editor saves: a new file renamed over the old one.
-    fn save(&self, text: &str) {
-        let tmp = self.etc.join(".runners.yaml.swp");
-        fs::write(&tmp, text).expect("write the new config");
-        fs::rename(&tmp, self.etc.join("runners.yaml")).expect("rename over the config");
-    }
-
-    /// The processes inside the container, without `docker exec`'s own.
-    fn procs(&self) -> Vec<ProcInfo> {
-        // /proc/PID/cmdline, not exe: reading another user's exe link needs CAP_SYS_PTRACE,
-        // which a container does not have.
-        let script = r#"for d in /proc/[0-9]*; do
-            s=$(cat "$d/stat" 2>/dev/null) || continue
-            u=$(awk '/^Uid:/ { print $2 }' "$d/status" 2>/dev/null)
-            c=$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null)
-            echo "$u|$c|$s"
-        done"#;
-        let out = self.exec(&["sh", "-c", script]);
-        assert!(out.status.success(), "list processes: {out:?}");
-        let all: Vec<ProcInfo> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(ProcInfo::parse)
-            .collect();
-        // `docker exec`'s shell has its parent outside the container (ppid 0); drop it and
-        // everything below it.
-        let mut exec: Vec<i32> = all
-            .iter()
-            .filter(|p| p.ppid == 0 && p.pid != 1)
-            .map(|p| p.pid)
-            .collect();
-        loop {
-            let more: Vec<i32> = all
-                .iter()
-                .filter(|p| exec.contains(&p.ppid) && !exec.contains(&p.pid))
-                .map(|p| p.pid)
-                .collect();
-            if more.is_empty() {
-                break;
-            }
-            exec.extend(more);
-        }
-        all.into_iter().filter(|p| !exec.contains(&p.pid)).collect()
-    }
-
-    fn listeners(&self) -> Vec<ProcInfo> {
-        self.procs()
-            .into_iter()
-            .filter(|p| p.cmd.contains("Runner.Listener"))
-            .collect()
-    }
-
-    /// The fake Worker logs of every runner inside.
-    fn worker_logs(&self) -> String {
-        let out = self.exec(&[
-            "sh",
-            "-c",
-            "cat /var/lib/corral/runners/*/_diag/Worker_* 2>/dev/null",
-        ]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn inspect(&self, format: &str) -> String {
-        docker_ok(&["inspect", "-f", format, &self.id()])
-            .trim()
-            .to_owned()
-    }
-
-    fn registrations(&self) -> Vec<(String, u64)> {
-        let mut ids = self.world.gh.runner_ids(REPO);
-        ids.sort();
-        ids
-    }
-}
-
-/// One process: pid, parent, uid, state letter, command line.
-#[derive(Debug, Clone)]
-struct ProcInfo {
-    pid: i32,
-    ppid: i32,
-    uid: u32,
-    state: char,
-    cmd: String,
-}
-
-impl ProcInfo {
-    /// `uid|cmdline|<contents of /proc/PID/stat>`; `comm` may hold spaces and parentheses.
-    fn parse(line: &str) -> Option<Self> {
-        let (uid, rest) = line.split_once('|')?;
-        let (cmd, stat) = rest.rsplit_once('|')?;
-        let pid = stat.split_whitespace().next()?.parse().ok()?;
-        let after = &stat[stat.rfind(')')? + 1..];
-        let mut fields = after.split_whitespace();
-        let state = fields.next()?.chars().next()?;
-        let ppid = fields.next()?.parse().ok()?;
-        Some(Self {
-            pid,
-            ppid,
-            uid: uid.trim().parse().unwrap_or(u32::MAX),
-            state,
-            cmd: cmd.trim().to_owned(),
-        })
-    }
-}
-
-/// docker/config/runners.yaml pointed at the fake GitHub, with the API on `port`.
-fn base_config(world: &World, port: u16) -> Value {
-    let mut config = container_config();
-    config["api"]["listen"] = format!("127.0.0.1:{port}").into();
-    config["github"]["url"] = world.gh.web_url().into();
-    config["github"]["api_url"] = world.gh.api_url().into();
-    // A release that is not installed is downloaded from the fake, never from github.com.
-    config["base"]["download_url"] = world.gh.download_url_template().into();
-    config["runners"][0]["repo"] = REPO.into();
-    config
-}
-
-fn yaml(config: &Value) -> String {
-    serde_yaml::to_string(config).expect("YAML")
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
+use crate::kit::compose::skip_without_compose;
+use crate::kit::container::{base_config, text, yaml, Ctr, Spec, NAMES, WAIT};
+use crate::kit::daemon::{World, REPO};
+use crate::kit::docker::{docker, docker_ok, ensure_image, IMAGE};
+use crate::kit::docker_image::{corral_image, corral_image_with};
+use crate::kit::github::{JobSpec, JobStatus, RunnerStatus};
 /// Test 1: the image builds from the Dockerfile; `check`, `plan` and the baked release work
 /// on a mounted config; the runner's libraries are there.
 #[test]
@@ -345,7 +70,10 @@ fn image_builds_and_checks_plans_a_mounted_config() {
         assert!(libs.contains(lib), "{lib} missing from the image");
     }
     let size = docker_ok(&["image", "inspect", "-f", "{{.Size}}", &image]);
-    eprintln!("image {image}: {} MB on disk", size.trim().parse::<u64>().unwrap_or(0) >> 20);
+    eprintln!(
+        "image {image}: {} MB on disk",
+        size.trim().parse::<u64>().unwrap_or(0) >> 20
+    );
 }
 
 /// Test 2: compose brings the runners online; tini is PID 1, corral root, listeners uid 1001.
@@ -357,12 +85,16 @@ fn compose_brings_runners_online_under_tini_as_uid_1001() {
     let started = Instant::now();
     let ctr = Ctr::up("online", Spec::new());
     ctr.wait_idle(&NAMES);
-    eprintln!("up to {} runners idle: {:.1?}", NAMES.len(), started.elapsed());
+    eprintln!(
+        "up to {} runners idle: {:.1?}",
+        NAMES.len(),
+        started.elapsed()
+    );
     assert!(
         ctr.world.gh.wait_until(WAIT, |v| v
             .runners(REPO)
             .iter()
-            .filter(|r| r.status == crate::kit::github::RunnerStatus::Online)
+            .filter(|r| r.status == RunnerStatus::Online)
             .count()
             == 2),
         "both runners online on the fake"
@@ -375,7 +107,11 @@ fn compose_brings_runners_online_under_tini_as_uid_1001() {
         .filter(|p| p.cmd.starts_with("/usr/local/bin/corral run"))
         .collect();
     assert_eq!(corral.len(), 1, "{procs:#?}");
-    assert_eq!((corral[0].uid, corral[0].ppid), (0, 1), "corral: root, tini's child");
+    assert_eq!(
+        (corral[0].uid, corral[0].ppid),
+        (0, 1),
+        "corral: root, tini's child"
+    );
     let listeners = ctr.listeners();
     assert_eq!(listeners.len(), 2, "{procs:#?}");
     assert!(listeners.iter().all(|p| p.uid == 1001), "{listeners:#?}");
@@ -398,7 +134,11 @@ fn a_renamed_save_converges_and_an_invalid_one_keeps_the_last_good() {
     ctr.save(&yaml(&config));
     let status = ctr.wait_idle(&["ci-1", "ci-2", "ci-3"]);
     eprintln!("save to ci-3 idle: {:.1?}", saved.elapsed());
-    let pids: Vec<_> = status.runners.iter().map(|r| (r.name.clone(), r.pid)).collect();
+    let pids: Vec<_> = status
+        .runners
+        .iter()
+        .map(|r| (r.name.clone(), r.pid))
+        .collect();
     let ids = ctr.registrations();
 
     config["runners"][0]["count"] = "three".into();
@@ -417,7 +157,11 @@ fn a_renamed_save_converges_and_an_invalid_one_keeps_the_last_good() {
         "{}",
         text(&table)
     );
-    let now: Vec<_> = status.runners.iter().map(|r| (r.name.clone(), r.pid)).collect();
+    let now: Vec<_> = status
+        .runners
+        .iter()
+        .map(|r| (r.name.clone(), r.pid))
+        .collect();
     assert_eq!(now, pids, "no runner touched by the invalid save");
     assert_eq!(ctr.registrations(), ids);
     assert_eq!(ctr.listeners().len(), 3);
@@ -451,7 +195,10 @@ fn compose_stop_lets_the_job_finish_and_up_reuses_the_registrations() {
     let stopping = Instant::now();
     let out = ctr.project.run_within(&["stop"], Duration::from_secs(300));
     assert!(out.status.success(), "{}", text(&out));
-    eprintln!("compose stop with a busy runner: {:.1?}", stopping.elapsed());
+    eprintln!(
+        "compose stop with a busy runner: {:.1?}",
+        stopping.elapsed()
+    );
     assert_eq!(ctr.inspect("{{.State.ExitCode}}"), "0", "{}", ctr.logs());
     let done = ctr.world.gh.job(job).expect("job");
     assert_eq!(
@@ -488,7 +235,7 @@ fn docker_kill_then_up_brings_each_runner_back_once() {
             .gh
             .runners(REPO)
             .iter()
-            .all(|r| r.status == crate::kit::github::RunnerStatus::Online)
+            .all(|r| r.status == RunnerStatus::Online)
     });
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(ctr.registrations(), ids, "the same registrations");
@@ -496,7 +243,10 @@ fn docker_kill_then_up_brings_each_runner_back_once() {
     for name in NAMES {
         let own = listeners
             .iter()
-            .filter(|p| p.cmd.contains(&format!("/runners/{name}/bin/Runner.Listener")))
+            .filter(|p| {
+                p.cmd
+                    .contains(&format!("/runners/{name}/bin/Runner.Listener"))
+            })
             .count();
         assert_eq!(own, 1, "{name}: {listeners:#?}");
     }
@@ -512,7 +262,11 @@ fn a_new_volume_is_seeded_and_a_bind_mount_downloads() {
     }
     let ctr = Ctr::up("seed", Spec::new());
     ctr.wait_idle(&NAMES);
-    assert_eq!(ctr.world.gh.download_count(), 0, "the seeded release is used");
+    assert_eq!(
+        ctr.world.gh.download_count(),
+        0,
+        "the seeded release is used"
+    );
     let out = ctr.exec(&["corral", "base", "verify"]);
     assert!(text(&out).contains("2.336.0: ok"), "{}", text(&out));
     drop(ctr);
@@ -641,7 +395,6 @@ fn jobs_use_the_mounted_socket_only_with_runner_gid() {
     if skip_without_compose("container::jobs_use_the_mounted_socket_only_with_runner_gid") {
         return;
     }
-    use std::os::unix::fs::MetadataExt;
     ensure_image();
     let gid = fs::metadata("/var/run/docker.sock")
         .expect("the engine's socket")
@@ -655,7 +408,12 @@ fn jobs_use_the_mounted_socket_only_with_runner_gid() {
         },
     );
     ctr.wait_idle(&NAMES);
-    assert_eq!(docker_job(&ctr).as_deref(), Some("success"), "{}", ctr.worker_logs());
+    assert_eq!(
+        docker_job(&ctr).as_deref(),
+        Some("success"),
+        "{}",
+        ctr.worker_logs()
+    );
     assert!(ctr.worker_logs().contains("container-ran"));
     drop(ctr);
 
@@ -678,12 +436,17 @@ fn a_runner_socket_of_its_own_works_inside_the_container() {
     ensure_image();
     let ctr = Ctr::up(
         "ownsock",
-        Spec::new()
-            .service(&docker_mounts())
-            .edit(|c| c["defaults"]["docker"] = serde_yaml::from_str("{enabled: true}").expect("YAML")),
+        Spec::new().service(&docker_mounts()).edit(|c| {
+            c["defaults"]["docker"] = serde_yaml::from_str("{enabled: true}").expect("YAML");
+        }),
     );
     ctr.wait_idle(&NAMES);
-    assert_eq!(docker_job(&ctr).as_deref(), Some("success"), "{}", ctr.worker_logs());
+    assert_eq!(
+        docker_job(&ctr).as_deref(),
+        Some("success"),
+        "{}",
+        ctr.worker_logs()
+    );
     let logs = ctr.worker_logs();
     assert!(logs.contains("container-ran"), "{logs}");
 }

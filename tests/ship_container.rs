@@ -1,4 +1,4 @@
-//! The container without Docker (no engine runs here): the Dockerfile's baking script installs
+//! The container without Docker (`container` runs the real image): the Dockerfile's baking script installs
 //! a release into a build-time state directory, that directory seeds a "named volume" as Docker
 //! does, and `corral run -c <config dir>/runners.yaml` runs on docker/config/runners.yaml (only
 //! what points at GitHub and the port changed), answers the HEALTHCHECK's `/healthz`, uses the

@@ -128,7 +128,14 @@ impl Project {
     /// The named volume `corral-state` of this project, as the engine names it.
     pub fn state_volume(&self) -> String {
         let listed = String::from_utf8_lossy(
-            &docker(&["volume", "ls", "-q", "--filter", &format!("name={}", self.name)]).stdout,
+            &docker(&[
+                "volume",
+                "ls",
+                "-q",
+                "--filter",
+                &format!("name={}", self.name),
+            ])
+            .stdout,
         )
         .into_owned();
         listed

@@ -194,10 +194,7 @@ fn build(tag: &str, release_sha: &str, args: &[(&str, &str)]) {
         tail(&out, 60)
     );
     keep_one_build_stage(&before);
-    eprintln!(
-        "built {tag} in {:.0?} (args {args:?})",
-        started.elapsed()
-    );
+    eprintln!("built {tag} in {:.0?} (args {args:?})", started.elapsed());
     assert_eq!(
         gh.download_count(),
         1,

@@ -3,6 +3,7 @@
 
 pub mod cmd;
 pub mod compose;
+pub mod container;
 pub mod daemon;
 pub mod docker;
 pub mod docker_image;
