@@ -177,7 +177,8 @@ fn build(tag: &str, release_sha: &str, args: &[(&str, &str)]) {
     let mut cmd = Command::new("docker");
     // Host networking: the fake listens on the host's 127.0.0.1, where the bake step's
     // `corral base install` must reach it.
-    cmd.args(["build", "--network", "host", "-t", tag])
+    // --force-rm: a failed step leaves no container behind.
+    cmd.args(["build", "--force-rm", "--network", "host", "-t", tag])
         .args(["--build-arg", &format!("RUNNER_VERSION={RELEASE}")])
         .args(["--build-arg", &format!("RUNNER_SHA256={release_sha}")])
         .args(["--build-arg", &format!("RUNNER_DOWNLOAD_URL={template}")]);
