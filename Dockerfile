@@ -4,29 +4,39 @@
 #   docker build -t corral .
 #   docker build -t corral --build-arg RUNNER_VERSION=2.336.0 --build-arg RUNNER_SHA256=<hex> .
 #   docker build -t corral --build-arg RUNNER_VERSION= .       # bake nothing; download at start
+#   docker build -t corral --build-arg RUNNER_DOWNLOAD_URL='https://mirror.example/actions-runner-linux-{arch}-{version}.tar.gz' \
+#       --build-arg RUNNER_SHA256=<hex> .                      # bake from a mirror
 #   docker build -t corral --build-arg RUNNER_GID=$(stat -c %g /var/run/docker.sock) .
 
 # ---------------------------------------------------------------------------------------------
 # Stage 1: corral from the locked dependencies, and the baked runner release.
 FROM rust:1-bookworm AS build
 WORKDIR /src
+# The dependencies first, in a layer of their own, built against a stub `main`: a change to
+# corral's sources then rebuilds corral alone, not its ~300 crates. Only the `corral` binary
+# is built, so the other targets Cargo.toml names (tests, benches, examples) need not exist.
 COPY Cargo.toml Cargo.lock ./
-# Every target Cargo.toml names must exist for cargo to read it; only `corral` is built.
+RUN mkdir src && echo 'fn main() {}' >src/main.rs \
+    && cargo build --release --locked --bin corral \
+    && rm -rf src
 COPY src ./src
-COPY benches ./benches
-COPY examples ./examples
-COPY tests ./tests
-RUN cargo build --release --locked --bin corral
+# touch: the stub's build is newer than the sources' copied modification times.
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin corral
 
 # The runner release baked into the image, downloaded and verified by corral itself
 # (`corral base install`: SHA-256 from RUNNER_SHA256, else the digest the releases API gives;
 # safe extraction; read-only tree; a manifest that `corral base verify` checks later).
 # It must equal `base.version` in docker/config/runners.yaml (a test keeps them equal), and be
 # a pinned version: with `base.version: latest` corral asks the releases API at start anyway.
+# RUNNER_DOWNLOAD_URL: where to download it from instead of github.com, a `base.download_url`
+# template ({version}, {arch}) such as a mirror's; with a mirror and no way to reach
+# api.github.com, give RUNNER_SHA256 too (the digest otherwise comes from the releases API).
 ARG RUNNER_VERSION=2.336.0
 ARG RUNNER_SHA256=
+ARG RUNNER_DOWNLOAD_URL=
 COPY docker/bake-runner.sh /usr/local/bin/bake-runner.sh
 RUN RUNNER_VERSION="$RUNNER_VERSION" RUNNER_SHA256="$RUNNER_SHA256" \
+    RUNNER_DOWNLOAD_URL="$RUNNER_DOWNLOAD_URL" \
     sh /usr/local/bin/bake-runner.sh target/release/corral /bake/state
 
 # ---------------------------------------------------------------------------------------------
@@ -65,7 +75,10 @@ COPY --from=build /src/target/release/corral /usr/local/bin/corral
 COPY --from=build /bake/state/bases /var/lib/corral/bases
 
 # The default config; docker/docker-compose.yml mounts the config directory over /etc/corral.
+# CORRAL_CONFIG makes it the default of every command: `docker run IMAGE check`, `plan`,
+# `docker exec CONTAINER corral status` need no `-c`.
 COPY docker/config/runners.yaml /etc/corral/runners.yaml
+ENV CORRAL_CONFIG=/etc/corral/runners.yaml
 VOLUME ["/var/lib/corral"]
 
 # The status API that docker/config/runners.yaml enables on loopback (`api.listen`); /healthz

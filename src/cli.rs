@@ -355,10 +355,24 @@ pub fn status(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> std::io::Result<ExitStatus> {
-    let Some(desired) = load_or_report(path, err)? else {
-        return Ok(1);
+    let (state_dir, api) = match config::load(path) {
+        Ok(desired) => (desired.state_dir, desired.api),
+        Err(errors) => {
+            writeln!(err, "{errors}")?;
+            // An invalid edit leaves the controller running on the last good file; its
+            // status says so. Find it where the file still says it is.
+            let Some(found) = config::status_locations(path) else {
+                return Ok(1);
+            };
+            writeln!(
+                err,
+                "{}: showing the running controller's status",
+                path.display()
+            )?;
+            found
+        }
     };
-    let live = desired.api.as_ref().and_then(|api| match live_status(api) {
+    let live = api.as_ref().and_then(|api| match live_status(api) {
         Ok(status) => Some(status),
         Err(e) => {
             let _ = writeln!(
@@ -369,7 +383,7 @@ pub fn status(
             None
         }
     });
-    let file = StateLayout::new(&desired.state_dir).status_file();
+    let file = StateLayout::new(&state_dir).status_file();
     let status = match live.map_or_else(|| crate::status::read(&file), Ok) {
         Ok(status) => status,
         Err(e) => {

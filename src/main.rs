@@ -20,7 +20,10 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Command) -> anyhow::Result<u8> {
-    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    // Unlocked handles: each write takes the lock for itself. Holding `stderr().lock()` for
+    // the whole command deadlocked `corral base install`: the unpack step runs on a blocking
+    // thread whose log lines wait for that lock while the main thread waits for the unpack.
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
     let code = match command {
         Command::Check { config, file } => {
             let path = file.as_ref().unwrap_or(&config.config);
@@ -45,7 +48,6 @@ fn run(command: Command) -> anyhow::Result<u8> {
             runtime.block_on(corral::cli_base::run(command, &mut out, &mut err))?
         }
         Command::Run { config } => {
-            drop((out, err));
             let runtime = tokio::runtime::Runtime::new()?;
             let host = config.host_id();
             if let Err(message) = corral::config::check_host_id(&host) {

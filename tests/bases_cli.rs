@@ -151,3 +151,48 @@ fn cli_installs_lists_verifies_and_prunes() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("404"), "{stderr}");
 }
+
+/// At the default log level (no `RUST_LOG`) the unpack step logs from a blocking thread while
+/// the main thread waits for it; an output lock held across that wait made `base install`
+/// hang right after the download (issue 18). The child is killed when the deadline passes.
+#[test]
+fn base_install_finishes_at_the_default_log_level() {
+    let env = Env::new();
+    env.publish(V);
+    let config = format!(
+        "base:\n  version: {V}\n  download_url: {}\nstate_dir: ./state\ngithub:\n  api_url: {}\nrunners: []\n",
+        env.gh.download_url_template(),
+        env.gh.api_url()
+    );
+    let dir = env.tmp.path();
+    fs::write(dir.join("runners.yaml"), config).expect("config");
+    let mut child = Command::new(cmd::binary())
+        .args(["base", "install", V])
+        .current_dir(dir)
+        .env_remove("CORRAL_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run corral");
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for corral") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("reap corral");
+            let (_, stderr) = cmd::texts(&out);
+            panic!("`corral base install` hung at the default log level; stderr:\n{stderr}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().expect("output");
+    let (stdout, stderr) = cmd::texts(&out);
+    assert!(status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("installed at"), "{stdout}");
+    // The info lines of both threads arrived: the download's and the unpack's.
+    assert!(stderr.contains("downloading runner release"), "{stderr}");
+    assert!(stderr.contains("installed runner release"), "{stderr}");
+}

@@ -5,6 +5,7 @@ mod kit;
 mod bases;
 mod bases_cli;
 mod check;
+mod container;
 mod containment;
 mod crash;
 mod docker_socket;

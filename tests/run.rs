@@ -112,6 +112,16 @@ fn invalid_edit_changes_nothing_until_fixed() {
         runner(&status, "b").is_none(),
         "b not created from a refused file"
     );
+    // `corral status` on the refused file: its errors, then the controller's status.
+    let out = crate::kit::cmd::run(world.dir.path(), &["status", "-c", "runners.yaml"]);
+    let (stdout, stderr) = crate::kit::cmd::texts(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("unknown field `lables`"), "{stderr}");
+    assert!(
+        stdout.contains("config error (last good config still in force)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("idle"), "{stdout}");
     world.write_config("  - name: a\n    repo: owner/repo\n  - name: b\n    repo: owner/repo\n");
     let status = world.wait_status("b added after the fix", |s| {
         s.config_error.is_none() && runner(s, "b").is_some_and(|r| r.state == State::Idle)

@@ -1,9 +1,10 @@
-//! The container without Docker (no engine runs here): the Dockerfile's baking script installs
-//! a release into a build-time state directory, that directory seeds a "named volume" as Docker
-//! does, and `corral run -c <config dir>/runners.yaml` runs on docker/config/runners.yaml (only
-//! what points at GitHub and the port changed), answers the HEALTHCHECK's `/healthz`, uses the
-//! seeded release without downloading, never writes into the read-only config directory, and
-//! on SIGTERM (what tini forwards from `docker stop`) stops its runners and exits 0.
+//! The container without Docker (`container` runs the real image): the Dockerfile's baking
+//! script installs a release into a build-time state directory, that directory seeds a
+//! "named volume" as Docker does, and `corral run -c <config dir>/runners.yaml` runs on
+//! docker/config/runners.yaml (only what points at GitHub and the port changed), answers the
+//! HEALTHCHECK's `/healthz`, uses the seeded release without downloading, never writes into
+//! the read-only config directory, and on SIGTERM (what tini forwards from `docker stop`)
+//! stops its runners and exits 0.
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

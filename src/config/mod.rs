@@ -9,6 +9,7 @@ mod docker;
 mod duration;
 mod entry;
 mod error;
+mod locations;
 mod model;
 mod patterns;
 mod resources;
@@ -27,6 +28,7 @@ pub use desired::{
 pub use docker::{parse_bytes, DockerPolicy, DockerSpec, DEFAULT_IMAGE_BUDGET};
 pub use duration::Duration;
 pub use error::{ConfigError, ConfigErrors};
+pub use locations::status_locations;
 pub use model::{
     ApiSpec, BaseSpec, GitHubAppSpec, GitHubSpec, Isolation, RunnerDefaults, RunnerEntry,
     RunnersFile, ScaleSpec,

@@ -57,7 +57,7 @@ pub struct RunnersFile {
     pub runners: Vec<RunnerEntry>,
 }
 
-fn default_state_dir() -> PathBuf {
+pub(super) fn default_state_dir() -> PathBuf {
     PathBuf::from("./state")
 }
 

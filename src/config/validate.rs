@@ -422,3 +422,15 @@ fn resolve_api(c: &mut Checker<'_>, spec: &ApiSpec, dir: &Path) -> Option<Api> {
         webhook_secret,
     })
 }
+
+/// [`resolve_api`] outside a full check: the API `spec` names, when it passes on its own.
+pub(super) fn api_alone(spec: &ApiSpec, file: &Path, dir: &Path) -> Option<Api> {
+    let positions = BTreeMap::new();
+    let mut c = Checker {
+        file,
+        positions: &positions,
+        errors: Vec::new(),
+    };
+    let api = resolve_api(&mut c, spec, dir);
+    api.filter(|_| c.errors.is_empty())
+}

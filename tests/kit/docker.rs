@@ -2,7 +2,8 @@
 //! Debian's `busybox-static`, and a guard that removes every object a test labelled or
 //! named with its prefix, even when the test fails.
 //!
-//! Kept small on purpose: a shared container kit may replace the image part.
+//! The corral image itself and compose projects on the shipped compose file are beside it,
+//! in `docker_image.rs` and `compose.rs` (issue 18's container tests).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
