@@ -220,10 +220,13 @@ fn provision_links_bin_and_top_level_and_symlinks_externals() {
     assert!(usage.shared_bytes > usage.unique_bytes, "{usage:?}");
 }
 
-/// Text of every `_diag` log whose name starts with `prefix`.
+/// Text of every `_diag` log whose name starts with `prefix`; empty when `_diag` is gone: an ephemeral runner's directory may be rebuilt as soon as its
+/// job ends.
 pub fn diag_text(diag: &Path, prefix: &str) -> String {
-    fs::read_dir(diag)
-        .expect("read _diag")
+    let Ok(entries) = fs::read_dir(diag) else {
+        return String::new();
+    };
+    entries
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
         .map(|e| fs::read_to_string(e.path()).expect("read log"))

@@ -536,6 +536,9 @@ impl Controller {
         if let Some(pid) = out.started {
             runtime.watched_pid = Some(pid);
             runtime.backoff.started(now);
+            // Its start emptied its cgroup: nothing of an earlier job is left to sweep, and a
+            // sweep would only freeze the new listener while it connects.
+            runtime.contain.sweep_due = false;
             if let Some(not_applied) = out.not_applied {
                 runtime.contain.not_applied = not_applied;
                 runtime.contain.applied = out.limits;

@@ -86,7 +86,12 @@ pub fn request(
 fn read_response(stream: &mut TcpStream, raw: &mut Vec<u8>) -> io::Result<()> {
     let mut buf = [0_u8; 8192];
     loop {
-        let n = stream.read(&mut buf)?;
+        // A read interrupted by a signal or a cgroup freeze is retried, as the .NET runtime
+        // the real runner uses does.
+        let n = match stream.read(&mut buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => other?,
+        };
         if n == 0 {
             return Ok(());
         }
