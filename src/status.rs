@@ -22,6 +22,62 @@ pub struct Status {
     /// Instances the file asks for that were not created because `max_runners` was reached.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_created: Vec<String>,
+    /// Every pool (entry with `scale`, per repository): the queued jobs it serves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<PoolStatus>,
+}
+
+/// A pool's demand as of the last poll.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolStatus {
+    /// The entry's name.
+    pub name: String,
+    /// The repository.
+    pub repo_url: String,
+    /// How demand is learnt: `rest` (polling the runs and jobs endpoints).
+    pub engine: String,
+    /// Queued jobs counted for this pool (each job counts for one pool only).
+    pub queued: usize,
+    /// How long the oldest of them has been queued, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_longest_seconds: Option<u64>,
+    /// How many have been queued longer than `queued_alert_after`.
+    pub queued_too_long: usize,
+    /// The pool's `queued_alert_after`, in seconds.
+    pub queued_alert_after_seconds: u64,
+    /// The ids of the jobs queued longer than that, oldest first (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_jobs: Vec<u64>,
+}
+
+impl PoolStatus {
+    /// `pool`'s status with `jobs` queued for it, at `now`.
+    pub fn new(
+        pool: &crate::config::Pool,
+        jobs: &[crate::observe::QueuedJob],
+        now: std::time::SystemTime,
+    ) -> Self {
+        let waited = |j: &crate::observe::QueuedJob| {
+            j.queued_at
+                .map(|at| now.duration_since(at).unwrap_or_default())
+        };
+        let mut late: Vec<(std::time::Duration, u64)> = jobs
+            .iter()
+            .filter_map(|j| Some((waited(j)?, j.id)))
+            .filter(|(w, _)| *w > pool.queued_alert_after)
+            .collect();
+        late.sort_by(|a, b| b.cmp(a));
+        PoolStatus {
+            name: pool.name.clone(),
+            repo_url: pool.spec.repo.url.clone(),
+            engine: "rest".into(),
+            queued: jobs.len(),
+            queued_longest_seconds: jobs.iter().filter_map(waited).max().map(|d| d.as_secs()),
+            queued_too_long: late.len(),
+            queued_alert_after_seconds: pool.queued_alert_after.as_secs(),
+            waiting_jobs: late.iter().take(10).map(|(_, id)| *id).collect(),
+        }
+    }
 }
 
 /// What is left of corral's GitHub API budget.

@@ -50,8 +50,14 @@ async fn metrics_text() -> String {
             "disk": {"unique_bytes": 40960, "shared_bytes": 1_000_000}
         }))
         .expect("runner");
+        let pool: corral::status::PoolStatus = serde_json::from_value(serde_json::json!({
+            "name": "ci", "repo_url": "https://github.com/o/r", "engine": "rest", "queued": 2,
+            "queued_longest_seconds": 400, "queued_too_long": 1, "queued_alert_after_seconds": 300,
+        }))
+        .expect("pool");
         p.status = Some(Status {
             runners: vec![runner],
+            pools: vec![pool],
             github: serde_json::from_value(serde_json::json!({"rate_limit":
                 {"limit": 5000, "remaining": 4000, "reset_at": "2030-01-01T00:00:00Z"}}))
             .ok(),
@@ -75,6 +81,10 @@ async fn metrics_text() -> String {
         .expect("body");
     assert!(
         body.contains("corral_jobs_total{runner=\"web-1\",result=\"succeeded\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("corral_jobs_queued_too_long{pool=\"ci\",repo=\"o/r\"} 1"),
         "{body}"
     );
     body

@@ -10,7 +10,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::Published;
-use crate::status::{RunnerStatus, State};
+use crate::status::{PoolStatus, RunnerStatus, State};
 
 /// Upper bounds of the histogram buckets, in seconds.
 const PASS_BUCKETS: &[f64] = &[
@@ -103,6 +103,11 @@ pub fn render(p: &Published) -> String {
             .as_ref()
             .map(|s| s.runners.clone())
             .unwrap_or_default(),
+        pools: p
+            .status
+            .as_ref()
+            .map(|s| s.pools.clone())
+            .unwrap_or_default(),
         rate_limit_remaining: p
             .status
             .as_ref()
@@ -120,6 +125,7 @@ pub fn render(p: &Published) -> String {
 #[derive(Debug)]
 struct Snapshot {
     runners: Vec<RunnerStatus>,
+    pools: Vec<PoolStatus>,
     rate_limit_remaining: Option<u64>,
     metrics: Metrics,
 }
@@ -188,6 +194,7 @@ impl Collector for Snapshot {
         self.counted_families(&mut encoder)?;
         self.disk_family(&mut encoder)?;
         self.github_families(&mut encoder)?;
+        self.pool_families(&mut encoder)?;
         self.docker_families(&mut encoder)
     }
 }
@@ -345,6 +352,45 @@ impl Snapshot {
             sockets
                 .iter()
                 .map(|(name, d)| ([("runner", name.clone())], d.image_bytes)),
+        )
+    }
+
+    /// Each pool's queued jobs, how long the oldest waits and how many wait too long.
+    fn pool_families(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        if self.pools.is_empty() {
+            // No entry has `scale`: no families, so a host without pools scrapes as before.
+            return Ok(());
+        }
+        let by_pool = |value: fn(&PoolStatus) -> u64| {
+            self.pools.iter().map(move |p| {
+                // `https://host/owner/repo` → `owner/repo`.
+                let repo = p.repo_url.splitn(4, '/').nth(3).unwrap_or(&p.repo_url);
+                (
+                    [("pool", p.name.clone()), ("repo", repo.to_string())],
+                    value(p),
+                )
+            })
+        };
+        family(
+            encoder,
+            "corral_jobs_queued",
+            "Queued jobs a pool serves (each job counted for one pool).",
+            MetricType::Gauge,
+            by_pool(|p| p.queued as u64),
+        )?;
+        family(
+            encoder,
+            "corral_jobs_queued_longest_seconds",
+            "How long the oldest queued job of a pool has waited.",
+            MetricType::Gauge,
+            by_pool(|p| p.queued_longest_seconds.unwrap_or(0)),
+        )?;
+        family(
+            encoder,
+            "corral_jobs_queued_too_long",
+            "Queued jobs of a pool waiting longer than its queued_alert_after.",
+            MetricType::Gauge,
+            by_pool(|p| p.queued_too_long as u64),
         )
     }
 

@@ -67,6 +67,8 @@ impl Desired {
 pub struct Pool {
     /// Index of the `runners` entry it comes from.
     pub entry: usize,
+    /// That entry's `name`.
+    pub name: String,
     /// Every instance name it may use, slot 1 first; `max` is its length.
     pub slots: Vec<String>,
     /// What each instance is (its `name` is set per slot).
@@ -75,6 +77,8 @@ pub struct Pool {
     pub min_idle: u32,
     /// How long a runner above `min_idle` may stay idle.
     pub idle_timeout: Duration,
+    /// A job queued longer than this is reported as waiting too long.
+    pub queued_alert_after: Duration,
 }
 
 impl Pool {

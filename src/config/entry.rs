@@ -175,7 +175,15 @@ pub(super) fn resolve_entry(
         names: all_names,
         ..Resolved::default()
     };
-    expand(&mut out, i, repos, names, &template, scale.as_ref());
+    expand(
+        &mut out,
+        i,
+        &entry.name,
+        repos,
+        names,
+        &template,
+        scale.as_ref(),
+    );
     out
 }
 
@@ -254,6 +262,7 @@ fn resolve_version(
 fn expand(
     out: &mut Resolved,
     i: usize,
+    entry_name: &str,
     repos: Vec<(Repo, String)>,
     names: Vec<Vec<String>>,
     template: &RunnerSpec,
@@ -267,10 +276,12 @@ fn expand(
         match scale {
             Some(s) => out.pools.push(Pool {
                 entry: i,
+                name: entry_name.to_string(),
                 slots,
                 spec,
                 min_idle: s.min_idle,
                 idle_timeout: s.idle_timeout,
+                queued_alert_after: s.queued_alert_after,
             }),
             None => out.specs.extend(slots.into_iter().map(|name| RunnerSpec {
                 name,

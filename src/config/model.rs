@@ -99,6 +99,10 @@ pub struct ScaleSpec {
     /// How long a runner above `min_idle` may stay idle before it is retired (default 5m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<Duration>,
+    /// A job of the pool queued longer than this is reported in status and metrics as
+    /// waiting too long (default 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_alert_after: Option<Duration>,
 }
 
 /// `base`: exactly one of `path` or `version`.

@@ -6,12 +6,17 @@ use super::validate::Checker;
 
 /// How long a runner above `min_idle` may stay idle by default.
 const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+/// How long a job may stay queued before it is reported, by default: a pool at rest starts a
+/// runner within two polls and the runner's start (well under a minute), so five minutes
+/// means something holds it back (`max`, `max_runners`, labels no runner of the pool has).
+const DEFAULT_QUEUED_ALERT: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 /// `scale` after checks.
 pub(super) struct Scale {
     pub min_idle: u32,
     pub max: u32,
     pub idle_timeout: std::time::Duration,
+    pub queued_alert_after: std::time::Duration,
 }
 
 /// Checks `scale` of entry `i`: exclusive with `count`, ephemeral runners only (a persistent
@@ -63,9 +68,15 @@ pub(super) fn resolve(
         spec.idle_timeout.as_ref(),
         DEFAULT_IDLE_TIMEOUT,
     );
+    let queued_alert_after = c.duration(
+        &format!("{path}.queued_alert_after"),
+        spec.queued_alert_after.as_ref(),
+        DEFAULT_QUEUED_ALERT,
+    );
     Scale {
         min_idle,
         max: spec.max,
         idle_timeout,
+        queued_alert_after,
     }
 }

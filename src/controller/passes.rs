@@ -64,6 +64,8 @@ pub struct Controller {
     demand: demand::Demand,
     /// The desired state of the last pass, pools expanded (for status and exits).
     effective: Option<Desired>,
+    /// The queued jobs each pool of `desired` served at the last pass.
+    pool_queues: Vec<Vec<crate::observe::QueuedJob>>,
     /// The runners' Docker sockets.
     docker: Arc<crate::docker::Hub>,
 }
@@ -102,6 +104,7 @@ impl Controller {
             docker,
             demand: demand::Demand::default(),
             effective: None,
+            pool_queues: Vec::new(),
         }
     }
 
@@ -230,7 +233,8 @@ impl Controller {
             .filter_map(|(source, base)| Some((source.clone(), base.as_ref().ok()?.path().into())))
             .collect();
         self.observe_demand(&mut observed).await;
-        let desired = crate::scale::effective(&self.desired, &observed);
+        let (desired, queues) = crate::scale::plan_pools(&self.desired, &observed);
+        self.pool_queues = queues;
         let actions = reconcile::plan(&desired, &observed);
         let mut requeue = self.desired.resync_interval;
         if !desired.pools.is_empty() {
@@ -462,6 +466,17 @@ impl Controller {
             Instant::now(),
         );
         super::docker_steps::attach_counters(&self.docker, &mut status);
+        let now = std::time::SystemTime::now();
+        status.pools = self
+            .desired
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, pool)| {
+                let jobs = self.pool_queues.get(i).map_or(&[][..], Vec::as_slice);
+                status::PoolStatus::new(pool, jobs, now)
+            })
+            .collect();
         self.log_state_changes(&status);
         if let Some(api) = &self.api {
             let ready = self.config_error.is_none();

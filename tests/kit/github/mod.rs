@@ -85,14 +85,16 @@ impl StateView<'_> {
         self.0.requests.len()
     }
 
-    /// `GET …/actions/runs` requests for `owner/repo` so far, and how many got `304`.
+    /// `GET …/actions/runs?status=queued` requests for `owner/repo` so far (one per poll of
+    /// corral's), and how many got `304`.
     pub fn run_polls(&self, repo: &str) -> (u64, u64) {
-        run_polls_of(self.0, repo)
+        run_polls_of(self.0, &format!("{repo}?queued"))
     }
 }
 
-fn run_polls_of(s: &State, repo: &str) -> (u64, u64) {
-    let key = repo.to_ascii_lowercase();
+/// Run listings counted under `key`: `owner/repo` (every listing) or `owner/repo?STATUS`.
+fn run_polls_of(s: &State, key: &str) -> (u64, u64) {
+    let key = key.to_ascii_lowercase();
     let get = |m: &std::collections::BTreeMap<String, u64>| m.get(&key).copied().unwrap_or(0);
     (get(&s.run_polls), get(&s.not_modified))
 }
@@ -249,6 +251,21 @@ impl FakeGitHub {
         self.shared.with(|s| s.add_run(&repo.to_ascii_lowercase()))
     }
 
+    /// Re-runs a job (see `State::rerun_job`); returns the new attempt's job id.
+    pub fn rerun_job(&self, job_id: u64) -> Option<u64> {
+        self.shared.with(|s| s.rerun_job(job_id))
+    }
+
+    /// `GET …/actions/runs/{id}/jobs` requests for `owner/repo` so far, and how many got `304`.
+    pub fn job_polls(&self, repo: &str) -> (u64, u64) {
+        let key = repo.to_ascii_lowercase();
+        self.shared.quiet(|s| {
+            let get =
+                |m: &std::collections::BTreeMap<String, u64>| m.get(&key).copied().unwrap_or(0);
+            (get(&s.job_polls), get(&s.jobs_not_modified))
+        })
+    }
+
     /// Queues a job in an existing run; `None` if the run is unknown.
     pub fn queue_job_in_run(&self, run_id: u64, labels: &[&str], spec: JobSpec) -> Option<u64> {
         self.shared.with(|s| s.add_job(run_id, labels, spec))
@@ -265,9 +282,17 @@ impl FakeGitHub {
         self.shared.quiet(|s| runners_of(s, repo))
     }
 
-    /// `GET …/actions/runs` requests for `owner/repo` so far, and how many got `304 Not
-    /// Modified` (an `If-None-Match` naming the listing as it still is; not charged).
+    /// `GET …/actions/runs?status=queued` requests for `owner/repo` so far (one per poll of
+    /// corral's), and how many got `304 Not Modified` (an `If-None-Match` naming the listing
+    /// as it still is; not charged).
     pub fn run_polls(&self, repo: &str) -> (u64, u64) {
+        self.shared
+            .quiet(|s| run_polls_of(s, &format!("{repo}?queued")))
+    }
+
+    /// Every `GET …/actions/runs` request for `owner/repo` (any status filter), and how many
+    /// got `304`.
+    pub fn run_listings(&self, repo: &str) -> (u64, u64) {
         self.shared.quiet(|s| run_polls_of(s, repo))
     }
 
