@@ -283,5 +283,23 @@ pub fn write_table(status: &Status, out: &mut dyn Write) -> std::io::Result<()> 
             status.not_created.join(", ")
         )?;
     }
+    for p in &status.pools {
+        write!(
+            out,
+            "pool {} ({}, {}): {} queued",
+            p.name, p.repo_url, p.engine, p.queued
+        )?;
+        if let Some(longest) = p.queued_longest_seconds {
+            write!(out, ", oldest waiting {longest}s")?;
+        }
+        if p.queued_too_long > 0 {
+            write!(
+                out,
+                ", {} waiting longer than {}s",
+                p.queued_too_long, p.queued_alert_after_seconds
+            )?;
+        }
+        writeln!(out)?;
+    }
     writeln!(out, "updated {}", status.updated_at)
 }

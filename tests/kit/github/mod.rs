@@ -489,6 +489,23 @@ impl FakeGitHub {
         });
     }
 
+    /// Starts a job on a runner the fake does not model (a GitHub-hosted one): its run is in
+    /// progress from now on, and the job runs until `finish_job`.
+    pub fn start_hosted_job(&self, job_id: u64) {
+        self.shared.with(|s| {
+            let now = s.now();
+            let id = s.id();
+            if let Some(rec) = s.jobs.get_mut(&job_id) {
+                rec.job.status = JobStatus::InProgress;
+                rec.job.runner_id = Some(id);
+                rec.job.runner_name = Some(format!("GitHub Actions {id}"));
+                rec.started_at = Some(now);
+                let run = rec.job.run_id;
+                s.touch_run(run);
+            }
+        });
+    }
+
     /// Test-side job start: assigns a queued job to a runner (e.g. a JIT runner with no listener).
     pub fn start_job(&self, job_id: u64, runner_id: u64) {
         self.shared.with(|s| s.start_job(job_id, runner_id));

@@ -475,7 +475,8 @@ impl State {
         self.touch_run(run_id);
     }
 
-    fn touch_run(&mut self, run_id: u64) {
+    /// Marks run `run_id` changed now.
+    pub fn touch_run(&mut self, run_id: u64) {
         let now = self.now();
         if let Some(run) = self.runs.get_mut(&run_id) {
             run.updated_at = now;
