@@ -25,6 +25,8 @@ mod render;
 mod rest;
 mod routes;
 mod runs;
+mod scaleset;
+mod scaleset_http;
 mod server;
 mod service;
 mod state;
@@ -504,6 +506,102 @@ impl FakeGitHub {
                 s.touch_run(run);
             }
         });
+    }
+
+    /// Scale-set service timing: how long a long poll is held before `202`, and how long a
+    /// session whose owner stopped polling keeps blocking a new one (`409`).
+    pub fn set_scaleset_timing(&self, poll_hold: Duration, session_ttl: Duration) {
+        self.shared.with(|s| {
+            s.scalesets.poll_hold = poll_hold;
+            s.scalesets.session_ttl = session_ttl;
+        });
+    }
+
+    /// Lifetime of admin tokens minted from now on by `/actions/runner-registration`.
+    pub fn set_admin_token_ttl(&self, ttl: Duration) {
+        self.shared.with(|s| s.scalesets.admin_ttl = ttl);
+    }
+
+    /// Lifetime of message-queue tokens issued from now on (sessions created or refreshed).
+    pub fn set_queue_token_ttl(&self, ttl: Duration) {
+        self.shared.with(|s| s.scalesets.queue_ttl = ttl);
+    }
+
+    /// Expires every message-queue token now: the next queue call gets `401`.
+    pub fn expire_queue_tokens(&self) {
+        self.shared.with(|s| {
+            let now = s.now();
+            for x in s.scalesets.sessions.values_mut() {
+                x.queue_expires = now;
+            }
+        });
+    }
+
+    /// Expires every admin token now: the next tenant call gets `401`.
+    pub fn expire_admin_tokens(&self) {
+        self.shared.with(|s| {
+            let now = s.now();
+            for t in s.service_tokens.values_mut() {
+                t.expires_at = now;
+            }
+        });
+    }
+
+    /// Whether jobs reach a scale set's runners only once acquired (default true).
+    pub fn set_require_acquire(&self, on: bool) {
+        self.shared.with(|s| s.scalesets.require_acquire = on);
+    }
+
+    /// Scale sets of `owner/repo`: (id, name, labels).
+    pub fn scale_sets(&self, repo: &str) -> Vec<(u64, String, Vec<String>)> {
+        let key = repo.to_ascii_lowercase();
+        self.shared.quiet(|s| {
+            s.scalesets
+                .sets
+                .values()
+                .filter(|x| x.repo == key)
+                .map(|x| (x.id, x.name.clone(), x.labels.clone()))
+                .collect()
+        })
+    }
+
+    /// Sessions of scale set `set` that still block a new one, with their owners.
+    pub fn scale_set_sessions(&self, set: u64) -> Vec<String> {
+        self.shared
+            .quiet(|s| s.live_session(set).map(|x| x.owner.clone()).into_iter().collect())
+    }
+
+    /// The statistics scale set `set` would report now.
+    pub fn scale_set_stats(&self, set: u64) -> serde_json::Value {
+        self.shared.quiet(|s| s.scale_set_stats(set))
+    }
+
+    /// The last `X-ScaleSetMaxCapacity` a poll of `set` sent.
+    pub fn scale_set_capacity(&self, set: u64) -> Option<u64> {
+        self.shared
+            .quiet(|s| s.scalesets.sets.get(&set).and_then(|x| x.last_capacity))
+    }
+
+    /// Jobs scale set `set` acquired.
+    pub fn scale_set_acquired(&self, set: u64) -> Vec<u64> {
+        self.shared.quiet(|s| {
+            s.scalesets
+                .sets
+                .get(&set)
+                .map(|x| x.acquired.iter().copied().collect())
+                .unwrap_or_default()
+        })
+    }
+
+    /// Runners registered with scale set `set`: (id, name).
+    pub fn scale_set_runners(&self, set: u64) -> Vec<(u64, String)> {
+        self.shared.quiet(|s| {
+            s.runners
+                .values()
+                .filter(|r| r.scale_set == Some(set))
+                .map(|r| (r.info.id, r.info.name.clone()))
+                .collect()
+        })
     }
 
     /// Test-side job start: assigns a queued job to a runner (e.g. a JIT runner with no listener).

@@ -72,6 +72,8 @@ pub struct RunnerRec {
     pub offline_since: SystemTime,
     /// `runner_group_id`, 1 for repo runners.
     pub group_id: u64,
+    /// The scale set whose JIT config registered it.
+    pub scale_set: Option<u64>,
 }
 
 /// A job plus timestamps.
@@ -169,6 +171,8 @@ pub struct State {
     pub jobs_not_modified: BTreeMap<String, u64>,
     /// Run listings answered `304 Not Modified`, by repo key.
     pub not_modified: BTreeMap<String, u64>,
+    /// The runner scale-set service.
+    pub scalesets: super::scaleset::ScaleSets,
 }
 
 impl State {
@@ -203,6 +207,7 @@ impl State {
             not_modified: BTreeMap::new(),
             job_polls: BTreeMap::new(),
             jobs_not_modified: BTreeMap::new(),
+            scalesets: super::scaleset::ScaleSets::default(),
         }
     }
 
@@ -284,6 +289,7 @@ impl State {
             messages: VecDeque::new(),
             offline_since,
             group_id: 1,
+            scale_set: None,
         };
         self.runners.insert(id, rec);
         id
@@ -411,7 +417,8 @@ impl State {
                 .unwrap_or_default();
             let wanted = rec.job.labels.clone();
             let runner = self.runners.values().find(|r| {
-                r.repo == run_repo
+                self.scale_set_allows(r.info.id, job_id)
+                    && r.repo == run_repo
                     && r.session.is_some()
                     && r.info.status == RunnerStatus::Online
                     && !r.info.busy
