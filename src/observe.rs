@@ -23,6 +23,8 @@ pub struct Observed {
     /// Queued jobs by repository URL (lower case), oldest first, for the pools (filled by
     /// the controller from its last demand poll).
     pub demand: BTreeMap<String, Vec<QueuedJob>>,
+    /// The engines of pools with `engine: scaleset`, by pool key (filled by the controller).
+    pub scalesets: BTreeMap<String, crate::scaleset::EngineStatus>,
     /// Runners online without a job, and since when (filled by the controller).
     pub idle_since: BTreeMap<String, SystemTime>,
     /// Runners whose log says a job runs, though no worker process shows yet.

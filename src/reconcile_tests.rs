@@ -30,6 +30,7 @@ fn spec(name: &str) -> RunnerSpec {
         marker: None,
         version: None,
         docker: None,
+        scale_set: None,
     }
 }
 

@@ -119,7 +119,9 @@ pub fn assign_jobs(
         .collect();
     let labels: Vec<Vec<String>> = pools.iter().map(|p| p.spec.all_labels()).collect();
     for (repo, jobs) in &observed.demand {
+        // A scale-set pool learns its demand from its session, not from these jobs.
         let of_repo: Vec<usize> = (0..pools.len())
+            .filter(|i| pools[*i].scale_set.is_none())
             .filter(|i| pools[*i].spec.repo.url.to_lowercase() == *repo)
             .collect();
         for job in jobs {
@@ -167,8 +169,15 @@ pub fn plan_pools(desired: &Desired, observed: &Observed) -> (Desired, Vec<Vec<Q
         .collect();
     let queues = assign_jobs(desired, &slots, observed);
     for ((pool, slots), queue) in desired.pools.iter().zip(&slots).zip(&queues) {
+        // A scale-set pool: the jobs assigned to its set and not running yet.
+        let demand = match pool.scale_set_key() {
+            Some(key) => observed.scalesets.get(&key).map_or(0, |s| {
+                usize::try_from(s.waiting_jobs()).unwrap_or(usize::MAX)
+            }),
+            None => queue.len(),
+        };
         let (active, left_out) =
-            active_slots(slots, pool.min_idle, pool.idle_timeout, queue.len(), budget);
+            active_slots(slots, pool.min_idle, pool.idle_timeout, demand, budget);
         budget = budget.saturating_sub(active.len());
         for i in active {
             let name = pool.slots[i].clone();

@@ -27,6 +27,7 @@ mod run_faults;
 mod run_github;
 mod run_release;
 mod scale;
+mod scaleset;
 mod scaleset_client;
 mod schema;
 mod security;

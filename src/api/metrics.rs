@@ -391,6 +391,40 @@ impl Snapshot {
             "Queued jobs of a pool waiting longer than its queued_alert_after.",
             MetricType::Gauge,
             by_pool(|p| p.queued_too_long as u64),
+        )?;
+        if self.pools.iter().all(|p| p.scale_set.is_none()) {
+            return Ok(());
+        }
+        let scaleset = |value: fn(&crate::status::ScaleSetStatus) -> u64| {
+            self.pools.iter().filter_map(move |p| {
+                let set = p.scale_set.as_ref()?;
+                let repo = p.repo_url.splitn(4, '/').nth(3).unwrap_or(&p.repo_url);
+                Some((
+                    [("pool", p.name.clone()), ("repo", repo.to_string())],
+                    value(set),
+                ))
+            })
+        };
+        family(
+            encoder,
+            "corral_scaleset_session_open",
+            "1 while the scale-set pool holds its message session.",
+            MetricType::Gauge,
+            scaleset(|s| u64::from(s.engine.session == crate::scaleset::SessionState::Open)),
+        )?;
+        family(
+            encoder,
+            "corral_scaleset_jobs_assigned",
+            "Jobs assigned to the pool's scale set, waiting or running.",
+            MetricType::Gauge,
+            scaleset(|s| s.engine.statistics.total_assigned_jobs),
+        )?;
+        family(
+            encoder,
+            "corral_scaleset_last_message_id",
+            "Id of the last message the scale-set session received.",
+            MetricType::Gauge,
+            scaleset(|s| u64::try_from(s.engine.last_message_id).unwrap_or(0)),
         )
     }
 

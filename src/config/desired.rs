@@ -61,6 +61,11 @@ impl Desired {
     }
 }
 
+/// The key of the engine of scale set `name` in the repository at `repo_url`.
+pub fn scale_set_key(repo_url: &str, name: &str) -> String {
+    format!("{}#{}", repo_url.to_lowercase(), name.to_lowercase())
+}
+
 /// An entry with `scale` for one repository: instances `slots[0]` … `slots[max-1]` exist while
 /// demand (queued jobs) or `min_idle` asks for them. Always ephemeral.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,9 +84,18 @@ pub struct Pool {
     pub idle_timeout: Duration,
     /// A job queued longer than this is reported as waiting too long.
     pub queued_alert_after: Duration,
+    /// The scale set's name with `engine: scaleset`; `None`: the REST engine.
+    pub scale_set: Option<String>,
 }
 
 impl Pool {
+    /// With `engine: scaleset`, the key of its engine: repository URL and scale set name,
+    /// lower case.
+    pub fn scale_set_key(&self) -> Option<String> {
+        let name = self.scale_set.as_ref()?;
+        Some(scale_set_key(&self.spec.repo.url, name))
+    }
+
     /// The spec of slot `name`, if it is one of this pool's.
     pub fn slot_spec(&self, name: &str) -> Option<RunnerSpec> {
         self.slots.iter().any(|s| s == name).then(|| RunnerSpec {
@@ -252,6 +266,9 @@ pub struct RunnerSpec {
     /// Its own Docker socket and policy, when `docker.enabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker: Option<super::docker::DockerPolicy>,
+    /// The scale set whose JIT configuration registers it (a pool with `engine: scaleset`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_set: Option<String>,
 }
 
 impl RunnerSpec {

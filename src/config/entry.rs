@@ -170,6 +170,7 @@ pub(super) fn resolve_entry(
         marker: github.marker_label.clone(),
         version,
         docker,
+        scale_set: None,
     };
     let mut out = Resolved {
         names: all_names,
@@ -274,15 +275,31 @@ fn expand(
             ..template.clone()
         };
         match scale {
-            Some(s) => out.pools.push(Pool {
-                entry: i,
-                name: entry_name.to_string(),
-                slots,
-                spec,
-                min_idle: s.min_idle,
-                idle_timeout: s.idle_timeout,
-                queued_alert_after: s.queued_alert_after,
-            }),
+            Some(s) => {
+                // A scale set is named after the pool's instances unless the file names it;
+                // its runners carry the name first, then the entry's labels.
+                let base = slots.first().map_or(entry_name, |first| {
+                    first.strip_suffix("-1").unwrap_or(first)
+                });
+                let scale_set = s
+                    .scaleset
+                    .then(|| s.set_name.clone().unwrap_or_else(|| base.to_string()));
+                let mut spec = spec;
+                if let Some(name) = &scale_set {
+                    spec.labels.insert(0, name.clone());
+                    spec.scale_set = Some(name.clone());
+                }
+                out.pools.push(Pool {
+                    entry: i,
+                    name: entry_name.to_string(),
+                    slots,
+                    spec,
+                    min_idle: s.min_idle,
+                    idle_timeout: s.idle_timeout,
+                    queued_alert_after: s.queued_alert_after,
+                    scale_set,
+                });
+            }
             None => out.specs.extend(slots.into_iter().map(|name| RunnerSpec {
                 name,
                 ..spec.clone()

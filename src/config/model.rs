@@ -103,6 +103,26 @@ pub struct ScaleSpec {
     /// waiting too long (default 5m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued_alert_after: Option<Duration>,
+    /// How demand is learnt: `rest` (default) polls the runs and jobs endpoints; `scaleset`
+    /// holds a runner scale set's message session (workflows then name the scale set in
+    /// `runs-on`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<ScaleEngine>,
+    /// With `engine: scaleset`: the scale set's name, which is also its first label
+    /// (default: the pool's instance base name, e.g. `ci` or `ci-web`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_set: Option<String>,
+}
+
+/// `scale.engine`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ScaleEngine {
+    /// Poll `GET …/actions/runs` (queued and in progress) and their jobs.
+    #[default]
+    Rest,
+    /// GitHub's runner scale-set protocol: one long-polled message session.
+    Scaleset,
 }
 
 /// `base`: exactly one of `path` or `version`.

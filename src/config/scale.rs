@@ -1,7 +1,7 @@
 //! `scale` on an entry: checked and resolved into the numbers a pool needs.
 
 use super::desired::Registration;
-use super::model::{RunnerEntry, ScaleSpec};
+use super::model::{RunnerEntry, ScaleEngine, ScaleSpec};
 use super::validate::Checker;
 
 /// How long a runner above `min_idle` may stay idle by default.
@@ -17,6 +17,10 @@ pub(super) struct Scale {
     pub max: u32,
     pub idle_timeout: std::time::Duration,
     pub queued_alert_after: std::time::Duration,
+    /// `engine: scaleset`.
+    pub scaleset: bool,
+    /// The scale set's name, if the file gives it.
+    pub set_name: Option<String>,
 }
 
 /// Checks `scale` of entry `i`: exclusive with `count`, ephemeral runners only (a persistent
@@ -73,10 +77,23 @@ pub(super) fn resolve(
         spec.queued_alert_after.as_ref(),
         DEFAULT_QUEUED_ALERT,
     );
+    let scaleset = spec.engine.unwrap_or_default() == ScaleEngine::Scaleset;
+    if let Some(name) = &spec.scale_set {
+        if scaleset {
+            c.check(&format!("{path}.scale_set"), super::rules::check_name(name));
+        } else {
+            c.error(
+                &format!("{path}.scale_set"),
+                format!("scale_set {name:?} needs engine: scaleset"),
+            );
+        }
+    }
     Scale {
         min_idle,
         max: spec.max,
         idle_timeout,
         queued_alert_after,
+        scaleset,
+        set_name: spec.scale_set.clone(),
     }
 }

@@ -41,7 +41,7 @@ impl Controller {
     /// Fills `observed` with demand (polled when due) and idle times, for the pools.
     pub(super) async fn observe_demand(&mut self, observed: &mut Observed) {
         self.track_idle(observed);
-        if self.desired.pools.is_empty() {
+        if self.desired.pools.iter().all(|p| p.scale_set.is_some()) {
             self.demand.repos.clear();
             return;
         }
@@ -74,6 +74,7 @@ impl Controller {
             .desired
             .pools
             .iter()
+            .filter(|p| p.scale_set.is_none())
             .map(|p| p.spec.repo.clone())
             .collect();
         repos.sort();

@@ -28,6 +28,8 @@ mod base_source;
 mod demand;
 #[path = "refresh.rs"]
 mod refresh;
+#[path = "scalesets.rs"]
+mod scalesets;
 
 use base_source::{Bases, ReleaseOutcome};
 
@@ -66,6 +68,10 @@ pub struct Controller {
     effective: Option<Desired>,
     /// The queued jobs each pool of `desired` served at the last pass.
     pool_queues: Vec<Vec<crate::observe::QueuedJob>>,
+    /// The engines of pools with `engine: scaleset`.
+    scalesets: scalesets::ScaleSetPools,
+    /// Their statuses at the last pass, by pool key.
+    scaleset_status: BTreeMap<String, crate::scaleset::EngineStatus>,
     /// The runners' Docker sockets.
     docker: Arc<crate::docker::Hub>,
 }
@@ -105,6 +111,8 @@ impl Controller {
             demand: demand::Demand::default(),
             effective: None,
             pool_queues: Vec::new(),
+            scalesets: scalesets::ScaleSetPools::default(),
+            scaleset_status: BTreeMap::new(),
         }
     }
 
@@ -172,6 +180,8 @@ impl Controller {
                 self.demand_changed();
                 return;
             }
+            // The pass that follows every trigger reads the engines' statuses.
+            Trigger::ScaleSetChanged => return,
             Trigger::ReleaseInstalled { version, result } => {
                 self.release_installed(version, result);
                 return;
@@ -233,6 +243,8 @@ impl Controller {
             .filter_map(|(source, base)| Some((source.clone(), base.as_ref().ok()?.path().into())))
             .collect();
         self.observe_demand(&mut observed).await;
+        self.observe_scalesets(&mut observed).await;
+        self.scaleset_status.clone_from(&observed.scalesets);
         let (desired, queues) = crate::scale::plan_pools(&self.desired, &observed);
         self.pool_queues = queues;
         let actions = reconcile::plan(&desired, &observed);
@@ -332,6 +344,7 @@ impl Controller {
             github: self.github_client(),
             triggers: self.triggers.clone(),
             docker: Arc::clone(&self.docker),
+            scalesets: self.scaleset_clients(),
         });
         let semaphore = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
         let mut tasks = JoinSet::new();
@@ -474,7 +487,10 @@ impl Controller {
             .enumerate()
             .map(|(i, pool)| {
                 let jobs = self.pool_queues.get(i).map_or(&[][..], Vec::as_slice);
-                status::PoolStatus::new(pool, jobs, now)
+                let engine = pool
+                    .scale_set_key()
+                    .and_then(|key| self.scaleset_status.get(&key));
+                status::PoolStatus::new(pool, jobs, engine, now)
             })
             .collect();
         self.log_state_changes(&status);

@@ -74,7 +74,10 @@ impl Reply {
         let type_name = body.type_name.split(',').next().unwrap_or("");
         let type_name = type_name.rsplit('.').next().unwrap_or("").to_string();
         let message = if body.message.is_empty() {
-            String::from_utf8_lossy(&self.body).chars().take(200).collect()
+            String::from_utf8_lossy(&self.body)
+                .chars()
+                .take(200)
+                .collect()
         } else {
             body.message
         };
@@ -164,7 +167,10 @@ impl ScaleSetClient {
     /// `Retry-After` seconds; any answer else is returned as it is.
     pub(super) async fn send(&self, req: &Request<'_>) -> Result<Reply, ScaleSetError> {
         let path = req.url.split('?').next().unwrap_or(&req.url);
-        let path = path.split("://").nth(1).map_or(path, |p| p.find('/').map_or(p, |i| &p[i..]));
+        let path = path
+            .split("://")
+            .nth(1)
+            .map_or(path, |p| p.find('/').map_or(p, |i| &p[i..]));
         let endpoint = format!("{} {path}", req.method);
         let mut attempt = 0;
         loop {
@@ -246,7 +252,8 @@ impl ScaleSetClient {
             .registration_token(&self.inner.repo)
             .await
             .map_err(ScaleSetError::GitHub)?;
-        let body = json!({"url": self.inner.repo.url.trim_end_matches('/'), "runner_event": "register"});
+        let body =
+            json!({"url": self.inner.repo.url.trim_end_matches('/'), "runner_event": "register"});
         let url = format!("{}/actions/runner-registration", self.inner.api_url);
         let endpoint = "POST /actions/runner-registration".to_string();
         let resp = self
@@ -254,7 +261,10 @@ impl ScaleSetClient {
             .http
             .post(&url)
             .timeout(TIMEOUT)
-            .header("Authorization", format!("RemoteAuth {}", registration.expose()))
+            .header(
+                "Authorization",
+                format!("RemoteAuth {}", registration.expose()),
+            )
             .json(&body)
             .send()
             .await
@@ -267,7 +277,10 @@ impl ScaleSetClient {
         let reply = Reply {
             endpoint,
             status,
-            body: bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes).to_vec(),
+            body: bytes
+                .strip_prefix(b"\xEF\xBB\xBF")
+                .unwrap_or(&bytes)
+                .to_vec(),
         };
         if !(200..300).contains(&status) {
             return Err(reply.error());
@@ -362,7 +375,11 @@ impl ScaleSetClient {
             .collect();
         if let Some(found) = self.find_scale_set(name).await? {
             let have: Vec<&str> = found.labels.iter().map(|l| l.name.as_str()).collect();
-            if have.iter().map(|l| l.to_lowercase()).ne(labels.iter().map(|l| l.to_lowercase())) {
+            if have
+                .iter()
+                .map(|l| l.to_lowercase())
+                .ne(labels.iter().map(|l| l.to_lowercase()))
+            {
                 let path = format!("_apis/runtime/runnerscalesets/{}", found.id);
                 let change = json!({"labels": labels_json});
                 return self.tenant_json(Method::PATCH, &path, Some(&change)).await;

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -19,7 +19,7 @@ use super::session::Session;
 use super::types::{Message, Statistics};
 
 /// What the engine needs to know of its pool.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
     /// The scale set's name (workflows use it in `runs-on`).
     pub name: String,
@@ -31,10 +31,14 @@ pub struct EngineConfig {
     pub owner: String,
     /// Wait before trying again after a conflict or an error.
     pub retry: Duration,
+    /// An empty poll (202) is followed by the next one no sooner than this after it began:
+    /// with the service's 50 s hold, one request a minute while idle. A message already
+    /// waiting is then answered at once, so nothing is lost, at most delayed.
+    pub idle_cycle: Duration,
 }
 
 /// Where the session stands.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionState {
     /// Not open yet.
@@ -51,7 +55,8 @@ pub enum SessionState {
 }
 
 /// What the engine knows, published after every change.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct EngineStatus {
     /// The scale set's id, once adopted or created.
     pub scale_set_id: Option<u64>,
@@ -129,7 +134,9 @@ async fn open(
     status: &watch::Sender<EngineStatus>,
 ) -> Option<Session> {
     let result = async {
-        let set = client.ensure_scale_set(&config.name, &config.labels).await?;
+        let set = client
+            .ensure_scale_set(&config.name, &config.labels)
+            .await?;
         status.send_modify(|s| s.scale_set_id = Some(set.id));
         client.create_session(set.id, &config.owner).await
     }
@@ -178,13 +185,19 @@ async fn listen(
     // Jobs offered while the pool was full, oldest first: acquired once there is room.
     let mut pending: Vec<i64> = Vec::new();
     loop {
+        let began = tokio::time::Instant::now();
         let message = client.get_message(session, last, config.max).await;
         let handled = match message {
-            Ok(None) => acquire_pending(client, config, session, &mut pending, status).await,
-            Ok(Some(message)) => match handle(client, session, &message, &mut pending, status).await {
-                Ok(()) => acquire_pending(client, config, session, &mut pending, status).await,
-                Err(err) => Err(err),
-            },
+            Ok(None) => {
+                tokio::time::sleep_until(began + config.idle_cycle).await;
+                acquire_pending(client, config, session, &mut pending, status).await
+            }
+            Ok(Some(message)) => {
+                match handle(client, session, &message, &mut pending, status).await {
+                    Ok(()) => acquire_pending(client, config, session, &mut pending, status).await,
+                    Err(err) => Err(err),
+                }
+            }
             Err(err) => Err(err),
         };
         match handled {

@@ -49,7 +49,11 @@ impl Session {
         if last <= 0 {
             return self.queue_url.clone();
         }
-        let sep = if self.queue_url.contains('?') { '&' } else { '?' };
+        let sep = if self.queue_url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
         format!("{}{sep}lastMessageId={last}", self.queue_url)
     }
 
@@ -144,11 +148,21 @@ impl ScaleSetClient {
         capacity: u32,
     ) -> Result<Option<Message>, ScaleSetError> {
         let headers = [
-            ("Accept", "application/json; api-version=6.0-preview".to_string()),
+            (
+                "Accept",
+                "application/json; api-version=6.0-preview".to_string(),
+            ),
             ("X-ScaleSetMaxCapacity", capacity.to_string()),
         ];
         let reply = self
-            .queue_call(session, Method::GET, |s| s.poll_url(last), None, &headers, POLL_TIMEOUT)
+            .queue_call(
+                session,
+                Method::GET,
+                |s| s.poll_url(last),
+                None,
+                &headers,
+                POLL_TIMEOUT,
+            )
             .await?;
         match reply.status {
             202 | 204 => Ok(None),
@@ -160,7 +174,14 @@ impl ScaleSetClient {
     /// Acknowledges message `id` (unacknowledged messages come again).
     pub async fn ack(&self, session: &mut Session, id: i64) -> Result<(), ScaleSetError> {
         let reply = self
-            .queue_call(session, Method::DELETE, |s| s.ack_url(id), None, &[], TIMEOUT)
+            .queue_call(
+                session,
+                Method::DELETE,
+                |s| s.ack_url(id),
+                None,
+                &[],
+                TIMEOUT,
+            )
             .await?;
         match reply.status {
             200..=299 => Ok(()),

@@ -567,8 +567,12 @@ impl FakeGitHub {
 
     /// Sessions of scale set `set` that still block a new one, with their owners.
     pub fn scale_set_sessions(&self, set: u64) -> Vec<String> {
-        self.shared
-            .quiet(|s| s.live_session(set).map(|x| x.owner.clone()).into_iter().collect())
+        self.shared.quiet(|s| {
+            s.live_session(set)
+                .map(|x| x.owner.clone())
+                .into_iter()
+                .collect()
+        })
     }
 
     /// The statistics scale set `set` would report now.

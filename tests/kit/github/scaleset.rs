@@ -141,11 +141,10 @@ impl State {
     pub fn live_session(&self, set: u64) -> Option<&SessionRec> {
         let now = self.now();
         let ttl = self.scalesets.session_ttl;
-        self.scalesets.sessions.values().find(|s| {
-            s.set == set
-                && !s.evicted
-                && (s.polling > 0 || s.last_seen + ttl > now)
-        })
+        self.scalesets
+            .sessions
+            .values()
+            .find(|s| s.set == set && !s.evicted && (s.polling > 0 || s.last_seen + ttl > now))
     }
 
     /// May runner `runner_id` take job `job_id`? Scale-set runners take only their set's
@@ -234,7 +233,9 @@ impl State {
             };
             let acquired = rec.acquired.contains(&job_id);
             let kinds: &[&'static str] = match job.status {
-                JobStatus::Queued if !acquired && live && self.scale_set_for(job_id) == Some(set) => {
+                JobStatus::Queued
+                    if !acquired && live && self.scale_set_for(job_id) == Some(set) =>
+                {
                     &["JobAvailable"]
                 }
                 JobStatus::Queued if acquired => &["JobAssigned"],

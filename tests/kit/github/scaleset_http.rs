@@ -32,7 +32,11 @@ fn admin(s: &State, ctx: &Ctx) -> Result<String, Response> {
     let now = s.now();
     match bearer(ctx).and_then(|t| s.service_tokens.get(t)) {
         Some(t) if t.expires_at > now => Ok(t.repo.clone()),
-        _ => Err(fail(401, "UnauthorizedException", "admin token expired or invalid")),
+        _ => Err(fail(
+            401,
+            "UnauthorizedException",
+            "admin token expired or invalid",
+        )),
     }
 }
 
@@ -47,7 +51,11 @@ fn queue_session(s: &State, ctx: &Ctx, set: u64) -> Result<SessionRec, Response>
         .find(|x| Some(x.queue_token.as_str()) == token && x.set == set)
     {
         Some(x) if x.queue_expires > now && !x.evicted => Ok(x.clone()),
-        _ => Err(fail(401, "UnauthorizedException", "message queue token expired")),
+        _ => Err(fail(
+            401,
+            "UnauthorizedException",
+            "message queue token expired",
+        )),
     }
 }
 
@@ -89,18 +97,34 @@ pub fn handle(s: &mut State, ctx: &Ctx, method: &str) -> Response {
         ),
         ("GET", ["_apis", "runtime", "runnerscalesets"]) => by_name(s, ctx, &repo),
         ("POST", ["_apis", "runtime", "runnerscalesets"]) => create_set(s, ctx, &repo),
-        ("GET", ["_apis", "runtime", "runnerscalesets", set]) => match s.scalesets.sets.get(&id(set)) {
-            Some(rec) => json_response(200, &rec.json(&s.scale_set_stats(rec.id))),
-            None => fail(404, "RunnerScaleSetNotFoundException", "scale set not found"),
-        },
+        ("GET", ["_apis", "runtime", "runnerscalesets", set]) => {
+            match s.scalesets.sets.get(&id(set)) {
+                Some(rec) => json_response(200, &rec.json(&s.scale_set_stats(rec.id))),
+                None => fail(
+                    404,
+                    "RunnerScaleSetNotFoundException",
+                    "scale set not found",
+                ),
+            }
+        }
         ("PATCH", ["_apis", "runtime", "runnerscalesets", set]) => patch_set(s, ctx, id(set)),
         ("DELETE", ["_apis", "runtime", "runnerscalesets", set]) => delete_set(s, id(set)),
-        ("POST", ["_apis", "runtime", "runnerscalesets", set, "sessions"]) => create_session(s, ctx, id(set)),
-        ("PATCH", ["_apis", "runtime", "runnerscalesets", set, "sessions", sid]) => refresh(s, id(set), sid),
-        ("DELETE", ["_apis", "runtime", "runnerscalesets", set, "sessions", sid]) => close(s, id(set), sid),
-        ("POST", ["_apis", "runtime", "runnerscalesets", set, "generatejitconfig"]) => jit(s, ctx, &repo, id(set)),
+        ("POST", ["_apis", "runtime", "runnerscalesets", set, "sessions"]) => {
+            create_session(s, ctx, id(set))
+        }
+        ("PATCH", ["_apis", "runtime", "runnerscalesets", set, "sessions", sid]) => {
+            refresh(s, id(set), sid)
+        }
+        ("DELETE", ["_apis", "runtime", "runnerscalesets", set, "sessions", sid]) => {
+            close(s, id(set), sid)
+        }
+        ("POST", ["_apis", "runtime", "runnerscalesets", set, "generatejitconfig"]) => {
+            jit(s, ctx, &repo, id(set))
+        }
         ("GET", ["_apis", "distributedtask", "pools", "0", "agents"]) => agents(s, ctx, &repo),
-        ("DELETE", ["_apis", "distributedtask", "pools", "0", "agents", runner]) => remove_agent(s, id(runner)),
+        ("DELETE", ["_apis", "distributedtask", "pools", "0", "agents", runner]) => {
+            remove_agent(s, id(runner))
+        }
         _ => fail(404, "NotFoundException", "no such route"),
     }
 }
@@ -127,17 +151,24 @@ fn create_set(s: &mut State, ctx: &Ctx, repo: &str) -> Response {
     let Some(name) = b["name"].as_str().filter(|n| !n.is_empty()) else {
         return fail(400, "ArgumentException", "name is required");
     };
-    if s
-        .scalesets
+    if s.scalesets
         .sets
         .values()
         .any(|x| x.repo == repo && x.name.eq_ignore_ascii_case(name))
     {
-        return fail(409, "RunnerScaleSetExistsException", &format!("A runner scale set named {name} already exists."));
+        return fail(
+            409,
+            "RunnerScaleSetExistsException",
+            &format!("A runner scale set named {name} already exists."),
+        );
     }
     let mut labels: Vec<String> = b["labels"]
         .as_array()
-        .map(|a| a.iter().filter_map(|l| l["name"].as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|l| l["name"].as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     if labels.is_empty() {
         labels.push(name.to_string());
@@ -162,24 +193,42 @@ fn create_set(s: &mut State, ctx: &Ctx, repo: &str) -> Response {
 fn patch_set(s: &mut State, ctx: &Ctx, set: u64) -> Response {
     let b = body(ctx);
     let Some(rec) = s.scalesets.sets.get_mut(&set) else {
-        return fail(404, "RunnerScaleSetNotFoundException", "scale set not found");
+        return fail(
+            404,
+            "RunnerScaleSetNotFoundException",
+            "scale set not found",
+        );
     };
     if let Some(name) = b["name"].as_str() {
         rec.name = name.to_string();
     }
     if let Some(labels) = b["labels"].as_array() {
-        rec.labels = labels.iter().filter_map(|l| l["name"].as_str().map(str::to_string)).collect();
+        rec.labels = labels
+            .iter()
+            .filter_map(|l| l["name"].as_str().map(str::to_string))
+            .collect();
     }
     let out = rec.json(&json!({}));
     json_response(200, &out)
 }
 
 fn delete_set(s: &mut State, set: u64) -> Response {
-    if s.runners.values().any(|r| r.scale_set == Some(set) && r.info.busy) {
-        return fail(400, "JobStillRunningException", "a runner of the scale set is running a job");
+    if s.runners
+        .values()
+        .any(|r| r.scale_set == Some(set) && r.info.busy)
+    {
+        return fail(
+            400,
+            "JobStillRunningException",
+            "a runner of the scale set is running a job",
+        );
     }
     if s.scalesets.sets.remove(&set).is_none() {
-        return fail(404, "RunnerScaleSetNotFoundException", "scale set not found");
+        return fail(
+            404,
+            "RunnerScaleSetNotFoundException",
+            "scale set not found",
+        );
     }
     s.scalesets.sessions.retain(|_, x| x.set != set);
     s.runners.retain(|_, r| r.scale_set != Some(set));
@@ -198,11 +247,24 @@ fn session_json(s: &State, x: &SessionRec) -> Value {
 
 fn create_session(s: &mut State, ctx: &Ctx, set: u64) -> Response {
     if !s.scalesets.sets.contains_key(&set) {
-        return fail(404, "RunnerScaleSetNotFoundException", "scale set not found");
+        return fail(
+            404,
+            "RunnerScaleSetNotFoundException",
+            "scale set not found",
+        );
     }
     if s.live_session(set).is_some() {
-        let name = s.scalesets.sets.get(&set).map(|x| x.name.clone()).unwrap_or_default();
-        return fail(409, "RunnerScaleSetSessionConflictException", &format!("The actions runner scaleset {name} already has an active session."));
+        let name = s
+            .scalesets
+            .sets
+            .get(&set)
+            .map(|x| x.name.clone())
+            .unwrap_or_default();
+        return fail(
+            409,
+            "RunnerScaleSetSessionConflictException",
+            &format!("The actions runner scaleset {name} already has an active session."),
+        );
     }
     // A lapsed session (its owner crashed) is reaped now.
     s.scalesets.sessions.retain(|_, x| x.set != set);
@@ -210,7 +272,10 @@ fn create_session(s: &mut State, ctx: &Ctx, set: u64) -> Response {
     let x = SessionRec {
         id: s.rng.guid(),
         set,
-        owner: body(ctx)["ownerName"].as_str().unwrap_or_default().to_string(),
+        owner: body(ctx)["ownerName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
         queue_token: queue_token(s),
         queue_expires: now + s.scalesets.queue_ttl,
         last_seen: now,
@@ -230,7 +295,12 @@ fn refresh(s: &mut State, set: u64, sid: &str) -> Response {
     let now = s.now();
     let ttl = s.scalesets.queue_ttl;
     let token = queue_token(s);
-    match s.scalesets.sessions.get_mut(sid).filter(|x| x.set == set && !x.evicted) {
+    match s
+        .scalesets
+        .sessions
+        .get_mut(sid)
+        .filter(|x| x.set == set && !x.evicted)
+    {
         Some(x) => {
             x.queue_token = token;
             x.queue_expires = now + ttl;
@@ -238,7 +308,11 @@ fn refresh(s: &mut State, set: u64, sid: &str) -> Response {
             let x = x.clone();
             json_response(200, &session_json(s, &x))
         }
-        None => fail(404, "RunnerAdminException", "A session ID that doesn't exist was given."),
+        None => fail(
+            404,
+            "RunnerAdminException",
+            "A session ID that doesn't exist was given.",
+        ),
     }
 }
 
@@ -248,20 +322,32 @@ fn close(s: &mut State, set: u64, sid: &str) -> Response {
             s.scalesets.sessions.remove(sid);
             empty(204)
         }
-        _ => fail(400, "RunnerScaleSetSessionExpiredException", &format!("The session identifier {sid} is not valid.")),
+        _ => fail(
+            400,
+            "RunnerScaleSetSessionExpiredException",
+            &format!("The session identifier {sid} is not valid."),
+        ),
     }
 }
 
 fn jit(s: &mut State, ctx: &Ctx, repo: &str, set: u64) -> Response {
     let Some(labels) = s.scalesets.sets.get(&set).map(|x| x.labels.clone()) else {
-        return fail(404, "RunnerScaleSetNotFoundException", "scale set not found");
+        return fail(
+            404,
+            "RunnerScaleSetNotFoundException",
+            "scale set not found",
+        );
     };
     let b = body(ctx);
     let Some(name) = b["name"].as_str().filter(|n| !n.is_empty()) else {
         return fail(400, "ArgumentException", "name is required");
     };
     if s.runner_by_name(repo, name).is_some() {
-        return fail(409, "AgentExistsException", &format!("Agent exists with name {name}"));
+        return fail(
+            409,
+            "AgentExistsException",
+            &format!("Agent exists with name {name}"),
+        );
     }
     let labels = labels.iter().map(|l| s.label(l, false)).collect();
     let id = s.create_runner(repo, name, labels, true, "unknown");
@@ -288,7 +374,11 @@ fn agents(s: &State, ctx: &Ctx, repo: &str) -> Response {
 
 fn remove_agent(s: &mut State, id: u64) -> Response {
     if s.runners.get(&id).is_some_and(|r| r.info.busy) {
-        return fail(400, "JobStillRunningException", "the runner is running a job");
+        return fail(
+            400,
+            "JobStillRunningException",
+            "the runner is running a job",
+        );
     }
     s.runners.remove(&id);
     empty(204)
@@ -302,7 +392,10 @@ fn acquire(s: &mut State, ctx: &Ctx, set: &str) -> Response {
     let wanted: Vec<u64> = serde_json::from_slice(&ctx.body).unwrap_or_default();
     let mut got = Vec::new();
     for job in wanted {
-        let free = s.jobs.get(&job).is_some_and(|j| j.job.status == super::types::JobStatus::Queued)
+        let free = s
+            .jobs
+            .get(&job)
+            .is_some_and(|j| j.job.status == super::types::JobStatus::Queued)
             && !s.scalesets.sets.values().any(|x| x.acquired.contains(&job))
             && s.scale_set_for(job) == Some(set);
         if free {
@@ -315,7 +408,14 @@ fn acquire(s: &mut State, ctx: &Ctx, set: &str) -> Response {
     json_response(200, &json!({"count": got.len(), "value": got}))
 }
 
-fn ack(s: &mut State, ctx: &Ctx, method: &str, set: &str, _session: &str, message: &str) -> Response {
+fn ack(
+    s: &mut State,
+    ctx: &Ctx,
+    method: &str,
+    set: &str,
+    _session: &str,
+    message: &str,
+) -> Response {
     let set = set.parse::<u64>().unwrap_or(0);
     if method != "DELETE" {
         return fail(404, "NotFoundException", "no such route");
@@ -340,12 +440,18 @@ fn look(s: &mut State, ctx: &Ctx, set: u64, session: &str) -> Result<Option<Valu
         .unwrap_or(0);
     let now = s.now();
     let stats = s.scale_set_stats(set);
-    let capacity = ctx.header("x-scalesetmaxcapacity").and_then(|v| v.parse().ok());
+    let capacity = ctx
+        .header("x-scalesetmaxcapacity")
+        .and_then(|v| v.parse().ok());
     if let Some(sx) = s.scalesets.sessions.get_mut(session) {
         sx.last_seen = now;
     }
     let Some(rec) = s.scalesets.sets.get_mut(&set) else {
-        return Err(fail(404, "RunnerScaleSetNotFoundException", "scale set not found"));
+        return Err(fail(
+            404,
+            "RunnerScaleSetNotFoundException",
+            "scale set not found",
+        ));
     };
     rec.last_capacity = capacity.or(rec.last_capacity);
     Ok(rec
