@@ -88,6 +88,7 @@ pub struct ApiSpec {
 /// `scale`: elastic capacity for an entry of ephemeral runners.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = patterns::scale)]
 pub struct ScaleSpec {
     /// Idle runners kept registered and waiting (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -111,6 +112,7 @@ pub struct ScaleSpec {
     /// With `engine: scaleset`: the scale set's name, which is also its first label
     /// (default: the pool's instance base name, e.g. `ci` or `ci-web`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = patterns::NAME))]
     pub scale_set: Option<String>,
 }
 
