@@ -55,9 +55,16 @@ async fn metrics_text() -> String {
             "queued_longest_seconds": 400, "queued_too_long": 1, "queued_alert_after_seconds": 300,
         }))
         .expect("pool");
+        let set: corral::status::PoolStatus = serde_json::from_value(serde_json::json!({
+            "name": "sets", "repo_url": "https://github.com/o/r", "engine": "scaleset",
+            "queued": 1, "queued_too_long": 0, "queued_alert_after_seconds": 300,
+            "scale_set": {"name": "sets", "scale_set_id": 7, "session": "open",
+                "last_message_id": 42, "statistics": {"totalAssignedJobs": 2}},
+        }))
+        .expect("scale-set pool");
         p.status = Some(Status {
             runners: vec![runner],
-            pools: vec![pool],
+            pools: vec![pool, set],
             github: serde_json::from_value(serde_json::json!({"rate_limit":
                 {"limit": 5000, "remaining": 4000, "reset_at": "2030-01-01T00:00:00Z"}}))
             .ok(),
@@ -85,6 +92,10 @@ async fn metrics_text() -> String {
     );
     assert!(
         body.contains("corral_jobs_queued_too_long{pool=\"ci\",repo=\"o/r\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("corral_scaleset_jobs_assigned{pool=\"sets\",repo=\"o/r\"} 2"),
         "{body}"
     );
     body
