@@ -46,6 +46,7 @@ pub mod provision;
 pub mod reconcile;
 pub mod registration;
 pub mod scale;
+pub mod scaleset;
 pub mod secret;
 pub mod status;
 pub mod users;

@@ -22,15 +22,28 @@ pub struct Observed {
     /// The tree each base source in use resolves to, once it is ready (filled by the
     /// controller).
     pub bases: BTreeMap<BaseSource, PathBuf>,
-    /// Queued jobs by repository URL (lower case), each as its `runs-on` labels, for the
-    /// pools (filled by the controller from its last demand poll).
-    pub demand: BTreeMap<String, Vec<Vec<String>>>,
+    /// Queued jobs by repository URL (lower case), oldest first, for the pools (filled by
+    /// the controller from its last demand poll).
+    pub demand: BTreeMap<String, Vec<QueuedJob>>,
+    /// The engines of pools with `engine: scaleset`, by pool key (filled by the controller).
+    pub scalesets: BTreeMap<String, crate::scaleset::EngineStatus>,
     /// Runners online without a job, and since when (filled by the controller).
     pub idle_since: BTreeMap<String, SystemTime>,
     /// Runners whose log says a job runs, though no worker process shows yet.
     pub busy: BTreeSet<String>,
     /// When this was observed; pools' idle times are measured against it.
     pub now: Option<SystemTime>,
+}
+
+/// A job GitHub lists as queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedJob {
+    /// Its id.
+    pub id: u64,
+    /// Its `runs-on` labels.
+    pub labels: Vec<String>,
+    /// Since when it is queued (its `created_at`, or when corral first saw it).
+    pub queued_at: Option<SystemTime>,
 }
 
 /// Registrations GitHub listed, for the repositories that could be listed.

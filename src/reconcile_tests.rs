@@ -33,6 +33,7 @@ fn spec(name: &str) -> RunnerSpec {
         resources: crate::cgroup::Limits::default(),
         clean: crate::config::Clean::None,
         leftovers: crate::config::Leftovers::Kill,
+        scale_set: None,
     }
 }
 

@@ -5,11 +5,14 @@
 //! whose labels its runners satisfy, add more, up to `max`; an idle runner above that is
 //! retired once it has been idle for `idle_timeout`; a busy or starting runner is never
 //! retired. Pools share what `max_runners` leaves after the fixed runners, in file order.
+//!
+//! A queued job counts for one pool only, however many pools' labels it matches
+//! ([`assign_jobs`]): two pools never both start a runner for it.
 
 use std::time::Duration;
 
-use crate::config::{Desired, Pool, RunnerSpec};
-use crate::observe::{Observed, ObservedRunner};
+use crate::config::{Desired, RunnerSpec};
+use crate::observe::{Observed, ObservedRunner, QueuedJob};
 
 /// One instance slot of a pool, as observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,33 +93,91 @@ pub fn slot_of(name: &str, seen: Option<&ObservedRunner>, observed: &Observed) -
     }
 }
 
-/// Queued jobs in the pool's repository that its runners could take.
-pub fn queued_for(pool: &Pool, observed: &Observed) -> usize {
-    let labels = pool.spec.all_labels();
-    observed
-        .demand
-        .get(&pool.spec.repo.url.to_lowercase())
-        .map_or(0, |jobs| {
-            jobs.iter().filter(|j| job_matches(j, &labels)).count()
+/// The queued jobs each pool serves (by index in `desired.pools`), every job once. Of the pools
+/// of its repository whose labels it matches, in file order, a job goes to the first with an
+/// idle or starting runner no earlier job took (that runner will get it), else to the first
+/// with room below `max`, else to the first. Jobs are taken oldest first, so the outcome
+/// depends only on the inputs.
+pub fn assign_jobs(
+    desired: &Desired,
+    slots: &[Vec<Slot>],
+    observed: &Observed,
+) -> Vec<Vec<QueuedJob>> {
+    let pools = &desired.pools;
+    let mut assigned: Vec<Vec<QueuedJob>> = vec![Vec::new(); pools.len()];
+    let mut spare: Vec<usize> = slots
+        .iter()
+        .map(|s| {
+            s.iter()
+                .filter(|s| matches!(s, Slot::Idle(_) | Slot::Starting))
+                .count()
         })
+        .collect();
+    let mut room: Vec<usize> = slots
+        .iter()
+        .map(|s| s.len() - s.iter().filter(|s| **s == Slot::Busy).count())
+        .collect();
+    let labels: Vec<Vec<String>> = pools.iter().map(|p| p.spec.all_labels()).collect();
+    for (repo, jobs) in &observed.demand {
+        // A scale-set pool learns its demand from its session, not from these jobs.
+        let of_repo: Vec<usize> = (0..pools.len())
+            .filter(|i| pools[*i].scale_set.is_none())
+            .filter(|i| pools[*i].spec.repo.url.to_lowercase() == *repo)
+            .collect();
+        for job in jobs {
+            let fits: Vec<usize> = of_repo
+                .iter()
+                .copied()
+                .filter(|i| job_matches(&job.labels, &labels[*i]))
+                .collect();
+            let Some(&first) = fits.first() else { continue };
+            let pick = fits
+                .iter()
+                .copied()
+                .find(|i| spare[*i] > 0)
+                .or_else(|| fits.iter().copied().find(|i| room[*i] > 0))
+                .unwrap_or(first);
+            spare[pick] = spare[pick].saturating_sub(1);
+            room[pick] = room[pick].saturating_sub(1);
+            assigned[pick].push(job.clone());
+        }
+    }
+    assigned
 }
 
 /// `desired` with each pool's active instances added to `runners`, and the instances
 /// `max_runners` kept from being created added to `capped`.
 pub fn effective(desired: &Desired, observed: &Observed) -> Desired {
+    plan_pools(desired, observed).0
+}
+
+/// [`effective`], and the queued jobs each pool serves ([`assign_jobs`]).
+pub fn plan_pools(desired: &Desired, observed: &Observed) -> (Desired, Vec<Vec<QueuedJob>>) {
     let mut out = desired.clone();
     let mut budget = desired.max_runners.map_or(usize::MAX, |n| {
         (n as usize).saturating_sub(desired.runners.len())
     });
-    for pool in &desired.pools {
-        let slots: Vec<Slot> = pool
-            .slots
-            .iter()
-            .map(|name| slot_of(name, observed.runners.get(name), observed))
-            .collect();
-        let queued = queued_for(pool, observed);
+    let slots: Vec<Vec<Slot>> = desired
+        .pools
+        .iter()
+        .map(|pool| {
+            pool.slots
+                .iter()
+                .map(|name| slot_of(name, observed.runners.get(name), observed))
+                .collect()
+        })
+        .collect();
+    let queues = assign_jobs(desired, &slots, observed);
+    for ((pool, slots), queue) in desired.pools.iter().zip(&slots).zip(&queues) {
+        // A scale-set pool: the jobs assigned to its set and not running yet.
+        let demand = match pool.scale_set_key() {
+            Some(key) => observed.scalesets.get(&key).map_or(0, |s| {
+                usize::try_from(s.waiting_jobs()).unwrap_or(usize::MAX)
+            }),
+            None => queue.len(),
+        };
         let (active, left_out) =
-            active_slots(&slots, pool.min_idle, pool.idle_timeout, queued, budget);
+            active_slots(slots, pool.min_idle, pool.idle_timeout, demand, budget);
         budget = budget.saturating_sub(active.len());
         for i in active {
             let name = pool.slots[i].clone();
@@ -134,7 +195,7 @@ pub fn effective(desired: &Desired, observed: &Observed) -> Desired {
                 .cloned(),
         );
     }
-    out
+    (out, queues)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::observe::QueuedJob;
 use Slot::{Absent, Busy, Idle, Starting};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -167,4 +168,69 @@ fn label_matching() {
         &["self-hosted".into(), "gpu".into()],
         &["gpu".into()]
     ));
+}
+
+/// Two pools of one repository (`a`: labels `x`; `b`: labels `x`, `y`) and one of another.
+fn three_pools() -> Desired {
+    let yaml = "base: {path: ./base}\ngithub: {token_env: T}\nrunners:\n  - {name: a, repo: o/r, labels: [x], scale: {max: 2}}\n  - {name: b, repo: o/r, labels: [x, y], scale: {max: 2}}\n  - {name: c, repo: o/other, labels: [x], scale: {max: 2}}\n";
+    crate::config::parse(yaml, std::path::Path::new("/nowhere/runners.yaml")).expect("valid")
+}
+
+fn queued(id: u64, labels: &[&str]) -> QueuedJob {
+    QueuedJob {
+        id,
+        labels: labels.iter().map(|l| (*l).to_string()).collect(),
+        queued_at: None,
+    }
+}
+
+fn assigned(desired: &Desired, slots: &[Vec<Slot>], jobs: Vec<QueuedJob>) -> Vec<Vec<u64>> {
+    let mut observed = Observed::default();
+    observed
+        .demand
+        .insert("https://github.com/o/r".into(), jobs);
+    assign_jobs(desired, slots, &observed)
+        .iter()
+        .map(|q| q.iter().map(|j| j.id).collect())
+        .collect()
+}
+
+#[test]
+fn a_job_counts_for_one_pool_only() {
+    let d = three_pools();
+    let empty = vec![vec![Absent; 2]; 3];
+    // Both pools match: the first in file order; only `b` matches: `b`; none: nobody.
+    let got = assigned(
+        &d,
+        &empty,
+        vec![queued(1, &["x"]), queued(2, &["x", "y"]), queued(3, &["z"])],
+    );
+    assert_eq!(got, [vec![1], vec![2], vec![]]);
+    // The other repository's pool never counts this repository's jobs.
+    let got = assigned(&d, &empty, vec![queued(1, &["self-hosted"])]);
+    assert_eq!(got, [vec![1], vec![], vec![]]);
+}
+
+#[test]
+fn a_job_goes_where_a_runner_waits_then_where_there_is_room() {
+    let d = three_pools();
+    // `b` has an idle runner: the job it matches goes there, not to `a`.
+    let slots = vec![vec![Absent; 2], vec![FRESH, Absent], vec![Absent; 2]];
+    assert_eq!(
+        assigned(&d, &slots, vec![queued(1, &["x"]), queued(2, &["x"])]),
+        [vec![2], vec![1], vec![]],
+        "the idle runner takes the oldest; the next goes to the first pool"
+    );
+    // `a` is full of busy runners: the job goes to `b`, which has room.
+    let slots = vec![vec![Busy, Busy], vec![Absent; 2], vec![Absent; 2]];
+    assert_eq!(
+        assigned(&d, &slots, vec![queued(1, &["x"])]),
+        [vec![], vec![1], vec![]]
+    );
+    // Both full: the first pool still counts it (it waits there).
+    let slots = vec![vec![Busy, Busy], vec![Busy, Busy], vec![Absent; 2]];
+    assert_eq!(
+        assigned(&d, &slots, vec![queued(1, &["x"])]),
+        [vec![1], vec![], vec![]]
+    );
 }

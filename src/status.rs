@@ -22,6 +22,94 @@ pub struct Status {
     /// Instances the file asks for that were not created because `max_runners` was reached.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_created: Vec<String>,
+    /// Every pool (entry with `scale`, per repository): the queued jobs it serves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<PoolStatus>,
+}
+
+/// A pool's demand as of the last poll.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolStatus {
+    /// The entry's name.
+    pub name: String,
+    /// The repository.
+    pub repo_url: String,
+    /// How demand is learnt: `rest` (polling the runs and jobs endpoints) or `scaleset`.
+    pub engine: String,
+    /// Queued jobs counted for this pool (each job counts for one pool only).
+    pub queued: usize,
+    /// How long the oldest of them has been queued, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_longest_seconds: Option<u64>,
+    /// How many have been queued longer than `queued_alert_after`.
+    pub queued_too_long: usize,
+    /// The pool's `queued_alert_after`, in seconds.
+    pub queued_alert_after_seconds: u64,
+    /// The ids of the jobs queued longer than that, oldest first (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_jobs: Vec<u64>,
+    /// With `engine: scaleset`: the scale set, its session and the last message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_set: Option<ScaleSetStatus>,
+}
+
+/// A scale-set pool's engine, as status shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaleSetStatus {
+    /// The scale set's name (what workflows put in `runs-on`).
+    pub name: String,
+    /// The engine's view: set id, session, last message, statistics.
+    #[serde(flatten)]
+    pub engine: crate::scaleset::EngineStatus,
+}
+
+impl PoolStatus {
+    /// `pool`'s status with `jobs` queued for it (REST) or its `engine`'s (scale set), at `now`.
+    pub fn new(
+        pool: &crate::config::Pool,
+        jobs: &[crate::observe::QueuedJob],
+        engine: Option<&crate::scaleset::EngineStatus>,
+        now: std::time::SystemTime,
+    ) -> Self {
+        if let Some(name) = &pool.scale_set {
+            let engine = engine.cloned().unwrap_or_default();
+            return PoolStatus {
+                name: pool.name.clone(),
+                repo_url: pool.spec.repo.url.clone(),
+                engine: "scaleset".into(),
+                queued: usize::try_from(engine.waiting_jobs()).unwrap_or(usize::MAX),
+                queued_longest_seconds: None,
+                queued_too_long: 0,
+                queued_alert_after_seconds: pool.queued_alert_after.as_secs(),
+                waiting_jobs: Vec::new(),
+                scale_set: Some(ScaleSetStatus {
+                    name: name.clone(),
+                    engine,
+                }),
+            };
+        }
+        let waited = |j: &crate::observe::QueuedJob| {
+            j.queued_at
+                .map(|at| now.duration_since(at).unwrap_or_default())
+        };
+        let mut late: Vec<(std::time::Duration, u64)> = jobs
+            .iter()
+            .filter_map(|j| Some((waited(j)?, j.id)))
+            .filter(|(w, _)| *w > pool.queued_alert_after)
+            .collect();
+        late.sort_by(|a, b| b.cmp(a));
+        PoolStatus {
+            name: pool.name.clone(),
+            repo_url: pool.spec.repo.url.clone(),
+            engine: "rest".into(),
+            queued: jobs.len(),
+            queued_longest_seconds: jobs.iter().filter_map(waited).max().map(|d| d.as_secs()),
+            queued_too_long: late.len(),
+            queued_alert_after_seconds: pool.queued_alert_after.as_secs(),
+            waiting_jobs: late.iter().take(10).map(|(_, id)| *id).collect(),
+            scale_set: None,
+        }
+    }
 }
 
 /// What is left of corral's GitHub API budget.
@@ -251,5 +339,49 @@ pub fn write_table(status: &Status, out: &mut dyn Write) -> std::io::Result<()> 
             status.not_created.join(", ")
         )?;
     }
+    for p in &status.pools {
+        pool_line(p, out)?;
+    }
     writeln!(out, "updated {}", status.updated_at)
+}
+
+/// One line about pool `p`: its queue and, for a scale-set pool, its session.
+fn pool_line(p: &PoolStatus, out: &mut dyn Write) -> std::io::Result<()> {
+    write!(
+        out,
+        "pool {} ({}, {}): {} queued",
+        p.name, p.repo_url, p.engine, p.queued
+    )?;
+    if let Some(longest) = p.queued_longest_seconds {
+        write!(out, ", oldest waiting {longest}s")?;
+    }
+    if p.queued_too_long > 0 {
+        write!(
+            out,
+            ", {} waiting longer than {}s",
+            p.queued_too_long, p.queued_alert_after_seconds
+        )?;
+    }
+    if let Some(set) = &p.scale_set {
+        let session = serde_json::to_value(set.engine.session).unwrap_or_default();
+        write!(
+            out,
+            "; scale set {} (session {}",
+            set.name,
+            session.as_str().unwrap_or("?")
+        )?;
+        if let (Some(at), Some(what)) = (&set.engine.last_message_at, &set.engine.last_message) {
+            write!(
+                out,
+                ", last message {} at {at}: {what}",
+                set.engine.last_message_id
+            )?;
+        }
+        write!(out, ")")?;
+        if let Some(err) = &set.engine.error {
+            write!(out, ": {err}")?;
+        }
+    }
+    writeln!(out)?;
+    Ok(())
 }

@@ -294,6 +294,14 @@ fn scale_rules_are_checked() {
         "base:\n  path: ./b\nrunners:\n  - name: ci\n    repo: a/b\n    registration_token_env: RT\n    scale: {⟨max: 2}\n",
         "runners[0].scale: scale needs github.token_env",
     );
+    refused(
+        &format!("{head}    scale: {{max: 2, scale_set: ⟨ci-set}}\n"),
+        "runners[0].scale.scale_set: scale_set \"ci-set\" needs engine: scaleset",
+    );
+    refused(
+        &format!("{head}    scale: {{engine: scaleset, max: 2, scale_set: ⟨\"../x\"}}\n"),
+        "runners[0].scale.scale_set: ",
+    );
 }
 
 #[test]

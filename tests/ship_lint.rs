@@ -53,8 +53,21 @@ async fn metrics_text() -> String {
                       "oom_kills": 1, "processes": 4}
         }))
         .expect("runner");
+        let pool: corral::status::PoolStatus = serde_json::from_value(serde_json::json!({
+            "name": "ci", "repo_url": "https://github.com/o/r", "engine": "rest", "queued": 2,
+            "queued_longest_seconds": 400, "queued_too_long": 1, "queued_alert_after_seconds": 300,
+        }))
+        .expect("pool");
+        let set: corral::status::PoolStatus = serde_json::from_value(serde_json::json!({
+            "name": "sets", "repo_url": "https://github.com/o/r", "engine": "scaleset",
+            "queued": 1, "queued_too_long": 0, "queued_alert_after_seconds": 300,
+            "scale_set": {"name": "sets", "scale_set_id": 7, "session": "open",
+                "last_message_id": 42, "statistics": {"totalAssignedJobs": 2}},
+        }))
+        .expect("scale-set pool");
         p.status = Some(Status {
             runners: vec![runner],
+            pools: vec![pool, set],
             github: serde_json::from_value(serde_json::json!({"rate_limit":
                 {"limit": 5000, "remaining": 4000, "reset_at": "2030-01-01T00:00:00Z"}}))
             .ok(),
@@ -78,6 +91,14 @@ async fn metrics_text() -> String {
         .expect("body");
     assert!(
         body.contains("corral_jobs_total{runner=\"web-1\",result=\"succeeded\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("corral_jobs_queued_too_long{pool=\"ci\",repo=\"o/r\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("corral_scaleset_jobs_assigned{pool=\"sets\",repo=\"o/r\"} 2"),
         "{body}"
     );
     body

@@ -10,7 +10,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::Published;
-use crate::status::{RunnerStatus, State};
+use crate::status::{PoolStatus, RunnerStatus, State};
 
 /// Upper bounds of the histogram buckets, in seconds.
 const PASS_BUCKETS: &[f64] = &[
@@ -103,6 +103,11 @@ pub fn render(p: &Published) -> String {
             .as_ref()
             .map(|s| s.runners.clone())
             .unwrap_or_default(),
+        pools: p
+            .status
+            .as_ref()
+            .map(|s| s.pools.clone())
+            .unwrap_or_default(),
         rate_limit_remaining: p
             .status
             .as_ref()
@@ -120,6 +125,7 @@ pub fn render(p: &Published) -> String {
 #[derive(Debug)]
 struct Snapshot {
     runners: Vec<RunnerStatus>,
+    pools: Vec<PoolStatus>,
     rate_limit_remaining: Option<u64>,
     metrics: Metrics,
 }
@@ -189,6 +195,7 @@ impl Collector for Snapshot {
         self.disk_family(&mut encoder)?;
         self.github_families(&mut encoder)?;
         self.docker_families(&mut encoder)?;
+        self.pool_families(&mut encoder)?;
         self.cgroup_families(&mut encoder)
     }
 }
@@ -427,6 +434,79 @@ impl Snapshot {
             "Processes in the runner's cgroup.",
             MetricType::Gauge,
             used.iter().map(|(r, u)| (label(r), u.processes)),
+        )
+    }
+
+    /// Each pool's queued jobs, how long the oldest waits and how many wait too long.
+    fn pool_families(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        if self.pools.is_empty() {
+            // No entry has `scale`: no families, so a host without pools scrapes as before.
+            return Ok(());
+        }
+        let by_pool = |value: fn(&PoolStatus) -> u64| {
+            self.pools.iter().map(move |p| {
+                // `https://host/owner/repo` → `owner/repo`.
+                let repo = p.repo_url.splitn(4, '/').nth(3).unwrap_or(&p.repo_url);
+                (
+                    [("pool", p.name.clone()), ("repo", repo.to_string())],
+                    value(p),
+                )
+            })
+        };
+        family(
+            encoder,
+            "corral_jobs_queued",
+            "Queued jobs a pool serves (each job counted for one pool).",
+            MetricType::Gauge,
+            by_pool(|p| p.queued as u64),
+        )?;
+        family(
+            encoder,
+            "corral_jobs_queued_longest_seconds",
+            "How long the oldest queued job of a pool has waited.",
+            MetricType::Gauge,
+            by_pool(|p| p.queued_longest_seconds.unwrap_or(0)),
+        )?;
+        family(
+            encoder,
+            "corral_jobs_queued_too_long",
+            "Queued jobs of a pool waiting longer than its queued_alert_after.",
+            MetricType::Gauge,
+            by_pool(|p| p.queued_too_long as u64),
+        )?;
+        if self.pools.iter().all(|p| p.scale_set.is_none()) {
+            return Ok(());
+        }
+        let scaleset = |value: fn(&crate::status::ScaleSetStatus) -> u64| {
+            self.pools.iter().filter_map(move |p| {
+                let set = p.scale_set.as_ref()?;
+                let repo = p.repo_url.splitn(4, '/').nth(3).unwrap_or(&p.repo_url);
+                Some((
+                    [("pool", p.name.clone()), ("repo", repo.to_string())],
+                    value(set),
+                ))
+            })
+        };
+        family(
+            encoder,
+            "corral_scaleset_session_open",
+            "1 while the scale-set pool holds its message session.",
+            MetricType::Gauge,
+            scaleset(|s| u64::from(s.engine.session == crate::scaleset::SessionState::Open)),
+        )?;
+        family(
+            encoder,
+            "corral_scaleset_jobs_assigned",
+            "Jobs assigned to the pool's scale set, waiting or running.",
+            MetricType::Gauge,
+            scaleset(|s| s.engine.statistics.total_assigned_jobs),
+        )?;
+        family(
+            encoder,
+            "corral_scaleset_last_message_id",
+            "Id of the last message the scale-set session received.",
+            MetricType::Gauge,
+            scaleset(|s| u64::try_from(s.engine.last_message_id).unwrap_or(0)),
         )
     }
 

@@ -61,12 +61,19 @@ impl Desired {
     }
 }
 
+/// The key of the engine of scale set `name` in the repository at `repo_url`.
+pub fn scale_set_key(repo_url: &str, name: &str) -> String {
+    format!("{}#{}", repo_url.to_lowercase(), name.to_lowercase())
+}
+
 /// An entry with `scale` for one repository: instances `slots[0]` … `slots[max-1]` exist while
 /// demand (queued jobs) or `min_idle` asks for them. Always ephemeral.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pool {
     /// Index of the `runners` entry it comes from.
     pub entry: usize,
+    /// That entry's `name`.
+    pub name: String,
     /// Every instance name it may use, slot 1 first; `max` is its length.
     pub slots: Vec<String>,
     /// What each instance is (its `name` is set per slot).
@@ -75,9 +82,20 @@ pub struct Pool {
     pub min_idle: u32,
     /// How long a runner above `min_idle` may stay idle.
     pub idle_timeout: Duration,
+    /// A job queued longer than this is reported as waiting too long.
+    pub queued_alert_after: Duration,
+    /// The scale set's name with `engine: scaleset`; `None`: the REST engine.
+    pub scale_set: Option<String>,
 }
 
 impl Pool {
+    /// With `engine: scaleset`, the key of its engine: repository URL and scale set name,
+    /// lower case.
+    pub fn scale_set_key(&self) -> Option<String> {
+        let name = self.scale_set.as_ref()?;
+        Some(scale_set_key(&self.spec.repo.url, name))
+    }
+
     /// The spec of slot `name`, if it is one of this pool's.
     pub fn slot_spec(&self, name: &str) -> Option<RunnerSpec> {
         self.slots.iter().any(|s| s == name).then(|| RunnerSpec {
@@ -257,6 +275,9 @@ pub struct RunnerSpec {
     /// What becomes of processes a job leaves running (`leftovers`).
     #[serde(default)]
     pub leftovers: super::resources::Leftovers,
+    /// The scale set whose JIT configuration registers it (a pool with `engine: scaleset`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_set: Option<String>,
 }
 
 impl RunnerSpec {

@@ -86,6 +86,25 @@ pub(super) struct Resolved {
     pub pools: Vec<Pool>,
 }
 
+/// `no_default_labels`, which needs a label of the runner's own.
+fn resolve_no_default_labels(
+    c: &mut Checker<'_>,
+    i: usize,
+    entry: &RunnerEntry,
+    defaults: &RunnerDefaults,
+    labels: &[String],
+) -> bool {
+    let (no_default, no_default_path) = merged!(entry, defaults, i, no_default_labels);
+    let no_default_labels = no_default.copied().unwrap_or(false);
+    if no_default_labels && labels.is_empty() {
+        c.error(
+            &no_default_path,
+            "no_default_labels: true needs at least one label in `labels`".into(),
+        );
+    }
+    no_default_labels
+}
+
 pub(super) fn resolve_entry(
     c: &mut Checker<'_>,
     i: usize,
@@ -100,14 +119,7 @@ pub(super) fn resolve_entry(
     check_hosts(c, i, entry.hosts.as_deref());
     let repos = resolve_repos(c, i, entry, defaults, github);
     let labels = resolve_labels(c, i, entry, defaults);
-    let (no_default, no_default_path) = merged!(entry, defaults, i, no_default_labels);
-    let no_default_labels = no_default.copied().unwrap_or(false);
-    if no_default_labels && labels.is_empty() {
-        c.error(
-            &no_default_path,
-            "no_default_labels: true needs at least one label in `labels`".into(),
-        );
-    }
+    let no_default_labels = resolve_no_default_labels(c, i, entry, defaults, &labels);
     let env = resolve_env(c, i, entry, defaults);
     let (user, user_path) = merged!(entry, defaults, i, user);
     let user_set = user.is_some();
@@ -152,6 +164,14 @@ pub(super) fn resolve_entry(
             ..Resolved::default()
         };
     }
+    let clean = merged!(entry, defaults, i, clean)
+        .0
+        .copied()
+        .unwrap_or_default();
+    let leftovers = merged!(entry, defaults, i, leftovers)
+        .0
+        .copied()
+        .unwrap_or_default();
     let template = RunnerSpec {
         name: String::new(),
         entry: i,
@@ -173,20 +193,23 @@ pub(super) fn resolve_entry(
         version,
         docker,
         resources,
-        clean: merged!(entry, defaults, i, clean)
-            .0
-            .copied()
-            .unwrap_or_default(),
-        leftovers: merged!(entry, defaults, i, leftovers)
-            .0
-            .copied()
-            .unwrap_or_default(),
+        clean,
+        leftovers,
+        scale_set: None,
     };
     let mut out = Resolved {
         names: all_names,
         ..Resolved::default()
     };
-    expand(&mut out, i, repos, names, &template, scale.as_ref());
+    expand(
+        &mut out,
+        i,
+        &entry.name,
+        repos,
+        names,
+        &template,
+        scale.as_ref(),
+    );
     out
 }
 
@@ -265,6 +288,7 @@ fn resolve_version(
 fn expand(
     out: &mut Resolved,
     i: usize,
+    entry_name: &str,
     repos: Vec<(Repo, String)>,
     names: Vec<Vec<String>>,
     template: &RunnerSpec,
@@ -276,13 +300,31 @@ fn expand(
             ..template.clone()
         };
         match scale {
-            Some(s) => out.pools.push(Pool {
-                entry: i,
-                slots,
-                spec,
-                min_idle: s.min_idle,
-                idle_timeout: s.idle_timeout,
-            }),
+            Some(s) => {
+                // A scale set is named after the pool's instances unless the file names it;
+                // its runners carry the name first, then the entry's labels.
+                let base = slots.first().map_or(entry_name, |first| {
+                    first.strip_suffix("-1").unwrap_or(first)
+                });
+                let scale_set = s
+                    .scaleset
+                    .then(|| s.set_name.clone().unwrap_or_else(|| base.to_string()));
+                let mut spec = spec;
+                if let Some(name) = &scale_set {
+                    spec.labels.insert(0, name.clone());
+                    spec.scale_set = Some(name.clone());
+                }
+                out.pools.push(Pool {
+                    entry: i,
+                    name: entry_name.to_string(),
+                    slots,
+                    spec,
+                    min_idle: s.min_idle,
+                    idle_timeout: s.idle_timeout,
+                    queued_alert_after: s.queued_alert_after,
+                    scale_set,
+                });
+            }
             None => out.specs.extend(slots.into_iter().map(|name| RunnerSpec {
                 name,
                 ..spec.clone()

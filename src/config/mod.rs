@@ -22,8 +22,8 @@ mod validate;
 use std::path::Path;
 
 pub use desired::{
-    Api, BaseSource, Desired, GitHub, GitHubAuth, Pool, Registration, Repo, RunnerSpec,
-    TokenSource, DEFAULT_DOWNLOAD_URL,
+    scale_set_key, Api, BaseSource, Desired, GitHub, GitHubAuth, Pool, Registration, Repo,
+    RunnerSpec, TokenSource, DEFAULT_DOWNLOAD_URL,
 };
 pub use docker::{parse_bytes, DockerPolicy, DockerSpec, DEFAULT_IMAGE_BUDGET};
 pub use duration::Duration;
@@ -31,7 +31,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use locations::status_locations;
 pub use model::{
     ApiSpec, BaseSpec, GitHubAppSpec, GitHubSpec, Isolation, RunnerDefaults, RunnerEntry,
-    RunnersFile, ScaleSpec,
+    RunnersFile, ScaleEngine, ScaleSpec,
 };
 pub use resources::{Clean, Leftovers, ResourcesSpec, Size};
 pub use rules::check_host_id;

@@ -88,6 +88,7 @@ pub struct ApiSpec {
 /// `scale`: elastic capacity for an entry of ephemeral runners.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = patterns::scale)]
 pub struct ScaleSpec {
     /// Idle runners kept registered and waiting (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -99,6 +100,31 @@ pub struct ScaleSpec {
     /// How long a runner above `min_idle` may stay idle before it is retired (default 5m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<Duration>,
+    /// A job of the pool queued longer than this is reported in status and metrics as
+    /// waiting too long (default 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_alert_after: Option<Duration>,
+    /// How demand is learnt: `rest` (default) polls the runs and jobs endpoints; `scaleset`
+    /// holds a runner scale set's message session (workflows then name the scale set in
+    /// `runs-on`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<ScaleEngine>,
+    /// With `engine: scaleset`: the scale set's name, which is also its first label
+    /// (default: the pool's instance base name, e.g. `ci` or `ci-web`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = patterns::NAME))]
+    pub scale_set: Option<String>,
+}
+
+/// `scale.engine`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ScaleEngine {
+    /// Poll `GET …/actions/runs` (queued and in progress) and their jobs.
+    #[default]
+    Rest,
+    /// GitHub's runner scale-set protocol: one long-polled message session.
+    Scaleset,
 }
 
 /// `base`: exactly one of `path` or `version`.

@@ -173,6 +173,17 @@ pub fn api(schema: &mut Schema) {
     );
 }
 
+/// `scale`: `scale_set` only with `engine: scaleset`.
+pub fn scale(schema: &mut Schema) {
+    all_of(
+        schema,
+        json!({
+            "if": {"required": ["scale_set"]},
+            "then": {"properties": {"engine": {"const": "scaleset"}}, "required": ["engine"]}
+        }),
+    );
+}
+
 /// `api.listen`.
 pub fn listen(schema: &mut Schema) {
     set(schema, "pattern", json!(LISTEN));

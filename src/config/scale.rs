@@ -1,17 +1,26 @@
 //! `scale` on an entry: checked and resolved into the numbers a pool needs.
 
 use super::desired::Registration;
-use super::model::{RunnerEntry, ScaleSpec};
+use super::model::{RunnerEntry, ScaleEngine, ScaleSpec};
 use super::validate::Checker;
 
 /// How long a runner above `min_idle` may stay idle by default.
 const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+/// How long a job may stay queued before it is reported, by default: a pool at rest starts a
+/// runner within two polls and the runner's start (well under a minute), so five minutes
+/// means something holds it back (`max`, `max_runners`, labels no runner of the pool has).
+const DEFAULT_QUEUED_ALERT: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 /// `scale` after checks.
 pub(super) struct Scale {
     pub min_idle: u32,
     pub max: u32,
     pub idle_timeout: std::time::Duration,
+    pub queued_alert_after: std::time::Duration,
+    /// `engine: scaleset`.
+    pub scaleset: bool,
+    /// The scale set's name, if the file gives it.
+    pub set_name: Option<String>,
 }
 
 /// Checks `scale` of entry `i`: exclusive with `count`, ephemeral runners only (a persistent
@@ -63,9 +72,28 @@ pub(super) fn resolve(
         spec.idle_timeout.as_ref(),
         DEFAULT_IDLE_TIMEOUT,
     );
+    let queued_alert_after = c.duration(
+        &format!("{path}.queued_alert_after"),
+        spec.queued_alert_after.as_ref(),
+        DEFAULT_QUEUED_ALERT,
+    );
+    let scaleset = spec.engine.unwrap_or_default() == ScaleEngine::Scaleset;
+    if let Some(name) = &spec.scale_set {
+        if scaleset {
+            c.check(&format!("{path}.scale_set"), super::rules::check_name(name));
+        } else {
+            c.error(
+                &format!("{path}.scale_set"),
+                format!("scale_set {name:?} needs engine: scaleset"),
+            );
+        }
+    }
     Scale {
         min_idle,
         max: spec.max,
         idle_timeout,
+        queued_alert_after,
+        scaleset,
+        set_name: spec.scale_set.clone(),
     }
 }

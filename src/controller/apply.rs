@@ -38,6 +38,8 @@ pub struct ApplyCtx {
     pub docker: Arc<crate::docker::Hub>,
     /// The runners' cgroups.
     pub contain: Arc<super::contain::Contain>,
+    /// Scale-set pools' clients and scale set ids, by pool key, for JIT registration.
+    pub scalesets: std::collections::BTreeMap<String, (crate::scaleset::ScaleSetClient, u64)>,
 }
 
 /// One runner's steps and what it knew before them.
@@ -317,6 +319,10 @@ async fn register(
         // files are written at the start (see `start`).
         if out.jit.is_some() {
             recorded_id
+        } else if let Some(name) = &spec.scale_set {
+            let (id, encoded) = github_steps::register_scale_set_jit(ctx, spec, name).await?;
+            out.jit = Some(encoded);
+            Some(id)
         } else {
             let jit = github_steps::register_jit(gh, spec).await?;
             out.jit = Some(jit.encoded);

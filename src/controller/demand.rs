@@ -1,6 +1,7 @@
 //! Demand for the pools: queued jobs per repository, polled at `demand_poll_interval` (or at
-//! once after a webhook), one conditional request per repository however many pools use it;
-//! and which runners are idle since when. Both become inputs of the pure [`crate::scale`].
+//! once after a webhook), once per repository however many pools use it, with conditional
+//! requests (`github::runs`); and which runners are idle since when. Both become inputs of the
+//! pure [`crate::scale`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Instant, SystemTime};
@@ -9,14 +10,23 @@ use tokio::task::JoinSet;
 
 use super::Controller;
 use crate::config::Repo;
-use crate::github::Polled;
-use crate::observe::Observed;
+use crate::github::DemandCache;
+use crate::observe::{Observed, QueuedJob};
+
+/// One repository's polls.
+#[derive(Debug, Default)]
+struct RepoDemand {
+    /// The listings as last read (`ETag`s included).
+    cache: DemandCache,
+    /// Its queued jobs, as of the last poll that read them.
+    jobs: Vec<QueuedJob>,
+}
 
 /// What the last polls said, per repository.
 #[derive(Debug, Default)]
 pub(super) struct Demand {
-    /// By repository URL (lower case): the listing's `ETag` and its queued jobs' labels.
-    repos: BTreeMap<String, (Option<String>, Vec<Vec<String>>)>,
+    /// By repository URL (lower case): what its polls read.
+    repos: BTreeMap<String, RepoDemand>,
     /// When the last poll started.
     last_poll: Option<Instant>,
     /// Poll at the next pass whatever the interval (a webhook said a job is queued).
@@ -31,7 +41,7 @@ impl Controller {
     /// Fills `observed` with demand (polled when due) and idle times, for the pools.
     pub(super) async fn observe_demand(&mut self, observed: &mut Observed) {
         self.track_idle(observed);
-        if self.desired.pools.is_empty() {
+        if self.desired.pools.iter().all(|p| p.scale_set.is_some()) {
             self.demand.repos.clear();
             return;
         }
@@ -50,7 +60,7 @@ impl Controller {
             .demand
             .repos
             .iter()
-            .map(|(url, (_, jobs))| (url.clone(), jobs.clone()))
+            .map(|(url, repo)| (url.clone(), repo.jobs.clone()))
             .collect();
     }
 
@@ -64,6 +74,7 @@ impl Controller {
             .desired
             .pools
             .iter()
+            .filter(|p| p.scale_set.is_none())
             .map(|p| p.spec.repo.clone())
             .collect();
         repos.sort();
@@ -74,22 +85,31 @@ impl Controller {
         let mut tasks = JoinSet::new();
         for repo in repos {
             let key = repo.url.to_lowercase();
-            let etag = self.demand.repos.get(&key).and_then(|(e, _)| e.clone());
+            let mut cache = self
+                .demand
+                .repos
+                .get_mut(&key)
+                .map(|r| std::mem::take(&mut r.cache))
+                .unwrap_or_default();
             let gh = gh.clone();
-            tasks.spawn(async move { (gh.queued_jobs(&repo, etag.as_deref()).await, key) });
+            tasks.spawn(async move {
+                let polled = gh.poll_demand(&repo, &mut cache).await;
+                (polled, cache, key)
+            });
         }
-        while let Some(Ok((polled, key))) = tasks.join_next().await {
+        let now = SystemTime::now();
+        while let Some(Ok((polled, cache, key))) = tasks.join_next().await {
+            let entry = self.demand.repos.entry(key.clone()).or_default();
             match polled {
-                Ok(Polled::NotModified) => {
-                    tracing::trace!(repo = %key, "queued jobs unchanged (304)");
-                }
-                Ok(Polled::Fresh { etag, value }) => {
-                    tracing::debug!(repo = %key, queued = value.len(), "queued jobs polled");
-                    let jobs = value.into_iter().map(|j| j.labels).collect();
-                    self.demand.repos.insert(key, (etag, jobs));
+                Ok(cost) => {
+                    tracing::debug!(repo = %key, requests = cost.requests, not_modified = cost.not_modified,
+                        unread_runs = cache.unread_runs(), "queued jobs polled");
                 }
                 Err(err) => tracing::warn!(repo = %key, error = %err, "cannot poll queued jobs"),
             }
+            // Even a poll cut short by an error leaves the cache with the best knowledge.
+            entry.jobs = with_queued_since(cache.queued_jobs(), &entry.jobs, now);
+            entry.cache = cache;
         }
     }
 
@@ -117,4 +137,24 @@ impl Controller {
         }
         self.demand.busy.clone_from(&observed.busy);
     }
+}
+
+/// `jobs` with a `queued_at` for each: GitHub's `created_at`, else when it was first seen.
+fn with_queued_since(
+    mut jobs: Vec<QueuedJob>,
+    before: &[QueuedJob],
+    now: SystemTime,
+) -> Vec<QueuedJob> {
+    for job in &mut jobs {
+        if job.queued_at.is_none() {
+            job.queued_at = Some(
+                before
+                    .iter()
+                    .find(|b| b.id == job.id)
+                    .and_then(|b| b.queued_at)
+                    .unwrap_or(now),
+            );
+        }
+    }
+    jobs
 }

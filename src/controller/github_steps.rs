@@ -103,6 +103,25 @@ pub async fn register_jit(gh: &GitHubClient, spec: &RunnerSpec) -> Result<JitCon
     Ok(jit)
 }
 
+/// A just-in-time registration with the scale set `name` of `spec`'s pool (its engine must
+/// have adopted or created the set).
+pub async fn register_scale_set_jit(
+    ctx: &ApplyCtx,
+    spec: &RunnerSpec,
+    name: &str,
+) -> Result<(u64, crate::secret::Secret), String> {
+    let key = crate::config::scale_set_key(&spec.repo.url, name);
+    let Some((client, set)) = ctx.scalesets.get(&key) else {
+        return Err(format!("scale set {name:?} is not ready yet"));
+    };
+    let (id, encoded) = client
+        .generate_jit_config(*set, &spec.name)
+        .await
+        .map_err(|e| chain(&e))?;
+    info!(runner_id = id, scale_set = %name, "registered just in time with the scale set");
+    Ok((id, encoded))
+}
+
 /// Deletes the offline, idle registration named like `spec`; refuses a live one.
 async fn replace_unused(gh: &GitHubClient, spec: &RunnerSpec) -> Result<(), String> {
     let Some(found) = gh

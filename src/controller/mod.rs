@@ -45,6 +45,8 @@ pub enum Trigger {
     },
     /// A valid webhook delivery said a job was queued: poll the demand now.
     JobQueued,
+    /// A scale-set pool's engine learnt something (a message, a session change): plan now.
+    ScaleSetChanged,
     /// A background install of `base.version` ended.
     ReleaseInstalled {
         /// The version as configured (`latest` included).

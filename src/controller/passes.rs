@@ -29,6 +29,8 @@ mod contain_pass;
 mod demand;
 #[path = "refresh.rs"]
 mod refresh;
+#[path = "scalesets.rs"]
+mod scalesets;
 
 use base_source::{Bases, ReleaseOutcome};
 
@@ -65,6 +67,12 @@ pub struct Controller {
     demand: demand::Demand,
     /// The desired state of the last pass, pools expanded (for status and exits).
     effective: Option<Desired>,
+    /// The queued jobs each pool of `desired` served at the last pass.
+    pool_queues: Vec<Vec<crate::observe::QueuedJob>>,
+    /// The engines of pools with `engine: scaleset`.
+    scalesets: scalesets::ScaleSetPools,
+    /// Their statuses at the last pass, by pool key.
+    scaleset_status: BTreeMap<String, crate::scaleset::EngineStatus>,
     /// The runners' Docker sockets.
     docker: Arc<crate::docker::Hub>,
     /// Each runner's apply steps, in flight.
@@ -130,6 +138,9 @@ impl Controller {
             requeue_at: None,
             exits_after_worker: Vec::new(),
             first_listing_due: Some(Instant::now() + FIRST_LISTING_GRACE),
+            pool_queues: Vec::new(),
+            scalesets: scalesets::ScaleSetPools::default(),
+            scaleset_status: BTreeMap::new(),
         }
     }
 
@@ -207,8 +218,9 @@ impl Controller {
                 self.release_installed(version, result);
                 return;
             }
-            // The next pass takes the listing.
-            Trigger::Listed => return,
+            // The pass that follows every trigger reads the engines' statuses and takes the
+            // listing.
+            Trigger::ScaleSetChanged | Trigger::Listed => return,
         };
         let spec = self.desired.spec_for(&name);
         if spec.is_none() && !self.runtimes.contains_key(&name) {
@@ -311,7 +323,10 @@ impl Controller {
             .filter_map(|(source, base)| Some((source.clone(), base.as_ref().ok()?.path().into())))
             .collect();
         self.observe_demand(&mut observed).await;
-        let desired = crate::scale::effective(&self.desired, &observed);
+        self.observe_scalesets(&mut observed).await;
+        self.scaleset_status.clone_from(&observed.scalesets);
+        let (desired, queues) = crate::scale::plan_pools(&self.desired, &observed);
+        self.pool_queues = queues;
         let actions = reconcile::plan(&desired, &observed);
         let mut requeue = self.desired.resync_interval;
         if !desired.pools.is_empty() {
@@ -425,6 +440,7 @@ impl Controller {
             triggers: self.triggers.clone(),
             docker: Arc::clone(&self.docker),
             contain: self.contain(),
+            scalesets: self.scaleset_clients(),
         });
         let now = Instant::now();
         for (name, actions) in group(actions) {
@@ -602,6 +618,20 @@ impl Controller {
             Instant::now(),
         );
         super::docker_steps::attach_counters(&self.docker, &mut status);
+        let now = std::time::SystemTime::now();
+        status.pools = self
+            .desired
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, pool)| {
+                let jobs = self.pool_queues.get(i).map_or(&[][..], Vec::as_slice);
+                let engine = pool
+                    .scale_set_key()
+                    .and_then(|key| self.scaleset_status.get(&key));
+                status::PoolStatus::new(pool, jobs, engine, now)
+            })
+            .collect();
         self.log_state_changes(&status);
         if let Some(api) = &self.api {
             let ready = self.config_error.is_none();

@@ -189,6 +189,7 @@ pub fn build_status(
         github,
         runners,
         not_created: desired.capped.clone(),
+        pools: Vec::new(),
     }
 }
 

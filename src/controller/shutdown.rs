@@ -73,6 +73,8 @@ pub async fn stop_all(ctl: &mut Controller, force: impl Future<Output = ()>) {
     .await;
     // The listeners' jobs ended with them: what they left in Docker goes.
     ctl.docker().stop_all().await;
+    // Sessions closed, so the next corral opens its own at once (no 409).
+    ctl.stop_scalesets().await;
     // Leave no record that would make a later corral adopt a process that is gone.
     for name in ctl.runtimes().keys() {
         let path = layout.process_record(name);

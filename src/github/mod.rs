@@ -7,7 +7,8 @@
 //!   [`GitHubError::RateLimited`] without sending, for every clone of the client.
 //! - `auth`: a PAT re-read on every use, or GitHub App installation tokens (cached, renewed early).
 //! - `runners`: the endpoints, `Link` pagination, JIT ghost-registration repair.
-//! - `runs`: queued jobs (demand for `scale` pools), polled with `If-None-Match`.
+//! - `runs`: queued jobs (demand for `scale` pools) in queued and in-progress runs, every page
+//!   polled with `If-None-Match`, a bounded number of requests per poll.
 //! - `types`, `error`: what comes back.
 //!
 //! No token ever appears in an error, a log line or `Debug` output: tokens live in [`Secret`](crate::secret::Secret).
@@ -26,7 +27,7 @@ use std::time::{Duration, SystemTime};
 use tracing::warn;
 
 pub use error::{AppKeyError, GitHubError};
-pub use runs::{Polled, QueuedJob};
+pub use runs::{DemandCache, PollCost, QueuedJob, MAX_JOB_REQUESTS, MAX_RUN_PAGES};
 pub use types::{JitConfig, RateBudget, RunnerLabel, RunnerRegistration};
 
 use crate::config::{GitHub, GitHubAuth, Repo};

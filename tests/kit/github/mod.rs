@@ -25,6 +25,8 @@ mod render;
 mod rest;
 mod routes;
 mod runs;
+mod scaleset;
+mod scaleset_http;
 mod server;
 mod service;
 mod state;
@@ -85,14 +87,16 @@ impl StateView<'_> {
         self.0.requests.len()
     }
 
-    /// `GET …/actions/runs` requests for `owner/repo` so far, and how many got `304`.
+    /// `GET …/actions/runs?status=queued` requests for `owner/repo` so far (one per poll of
+    /// corral's), and how many got `304`.
     pub fn run_polls(&self, repo: &str) -> (u64, u64) {
-        run_polls_of(self.0, repo)
+        run_polls_of(self.0, &format!("{repo}?queued"))
     }
 }
 
-fn run_polls_of(s: &State, repo: &str) -> (u64, u64) {
-    let key = repo.to_ascii_lowercase();
+/// Run listings counted under `key`: `owner/repo` (every listing) or `owner/repo?STATUS`.
+fn run_polls_of(s: &State, key: &str) -> (u64, u64) {
+    let key = key.to_ascii_lowercase();
     let get = |m: &std::collections::BTreeMap<String, u64>| m.get(&key).copied().unwrap_or(0);
     (get(&s.run_polls), get(&s.not_modified))
 }
@@ -249,6 +253,21 @@ impl FakeGitHub {
         self.shared.with(|s| s.add_run(&repo.to_ascii_lowercase()))
     }
 
+    /// Re-runs a job (see `State::rerun_job`); returns the new attempt's job id.
+    pub fn rerun_job(&self, job_id: u64) -> Option<u64> {
+        self.shared.with(|s| s.rerun_job(job_id))
+    }
+
+    /// `GET …/actions/runs/{id}/jobs` requests for `owner/repo` so far, and how many got `304`.
+    pub fn job_polls(&self, repo: &str) -> (u64, u64) {
+        let key = repo.to_ascii_lowercase();
+        self.shared.quiet(|s| {
+            let get =
+                |m: &std::collections::BTreeMap<String, u64>| m.get(&key).copied().unwrap_or(0);
+            (get(&s.job_polls), get(&s.jobs_not_modified))
+        })
+    }
+
     /// Queues a job in an existing run; `None` if the run is unknown.
     pub fn queue_job_in_run(&self, run_id: u64, labels: &[&str], spec: JobSpec) -> Option<u64> {
         self.shared.with(|s| s.add_job(run_id, labels, spec))
@@ -265,9 +284,17 @@ impl FakeGitHub {
         self.shared.quiet(|s| runners_of(s, repo))
     }
 
-    /// `GET …/actions/runs` requests for `owner/repo` so far, and how many got `304 Not
-    /// Modified` (an `If-None-Match` naming the listing as it still is; not charged).
+    /// `GET …/actions/runs?status=queued` requests for `owner/repo` so far (one per poll of
+    /// corral's), and how many got `304 Not Modified` (an `If-None-Match` naming the listing
+    /// as it still is; not charged).
     pub fn run_polls(&self, repo: &str) -> (u64, u64) {
+        self.shared
+            .quiet(|s| run_polls_of(s, &format!("{repo}?queued")))
+    }
+
+    /// Every `GET …/actions/runs` request for `owner/repo` (any status filter), and how many
+    /// got `304`.
+    pub fn run_listings(&self, repo: &str) -> (u64, u64) {
         self.shared.quiet(|s| run_polls_of(s, repo))
     }
 
@@ -462,6 +489,123 @@ impl FakeGitHub {
                 _ => s.complete_job(job_id, JobResult::Canceled),
             }
         });
+    }
+
+    /// Starts a job on a runner the fake does not model (a GitHub-hosted one): its run is in
+    /// progress from now on, and the job runs until `finish_job`.
+    pub fn start_hosted_job(&self, job_id: u64) {
+        self.shared.with(|s| {
+            let now = s.now();
+            let id = s.id();
+            if let Some(rec) = s.jobs.get_mut(&job_id) {
+                rec.job.status = JobStatus::InProgress;
+                rec.job.runner_id = Some(id);
+                rec.job.runner_name = Some(format!("GitHub Actions {id}"));
+                rec.started_at = Some(now);
+                let run = rec.job.run_id;
+                s.touch_run(run);
+            }
+        });
+    }
+
+    /// Scale-set service timing: how long a long poll is held before `202`, and how long a
+    /// session whose owner stopped polling keeps blocking a new one (`409`).
+    pub fn set_scaleset_timing(&self, poll_hold: Duration, session_ttl: Duration) {
+        self.shared.with(|s| {
+            s.scalesets.poll_hold = poll_hold;
+            s.scalesets.session_ttl = session_ttl;
+        });
+    }
+
+    /// Lifetime of admin tokens minted from now on by `/actions/runner-registration`.
+    pub fn set_admin_token_ttl(&self, ttl: Duration) {
+        self.shared.with(|s| s.scalesets.admin_ttl = ttl);
+    }
+
+    /// Lifetime of message-queue tokens issued from now on (sessions created or refreshed).
+    pub fn set_queue_token_ttl(&self, ttl: Duration) {
+        self.shared.with(|s| s.scalesets.queue_ttl = ttl);
+    }
+
+    /// Expires every message-queue token now: the next queue call gets `401`.
+    pub fn expire_queue_tokens(&self) {
+        self.shared.with(|s| {
+            let now = s.now();
+            for x in s.scalesets.sessions.values_mut() {
+                x.queue_expires = now;
+            }
+        });
+    }
+
+    /// Expires every admin token now: the next tenant call gets `401`.
+    pub fn expire_admin_tokens(&self) {
+        self.shared.with(|s| {
+            let now = s.now();
+            for t in s.service_tokens.values_mut() {
+                t.expires_at = now;
+            }
+        });
+    }
+
+    /// Whether jobs reach a scale set's runners only once acquired (default true).
+    pub fn set_require_acquire(&self, on: bool) {
+        self.shared.with(|s| s.scalesets.require_acquire = on);
+    }
+
+    /// Scale sets of `owner/repo`: (id, name, labels).
+    pub fn scale_sets(&self, repo: &str) -> Vec<(u64, String, Vec<String>)> {
+        let key = repo.to_ascii_lowercase();
+        self.shared.quiet(|s| {
+            s.scalesets
+                .sets
+                .values()
+                .filter(|x| x.repo == key)
+                .map(|x| (x.id, x.name.clone(), x.labels.clone()))
+                .collect()
+        })
+    }
+
+    /// Sessions of scale set `set` that still block a new one, with their owners.
+    pub fn scale_set_sessions(&self, set: u64) -> Vec<String> {
+        self.shared.quiet(|s| {
+            s.live_session(set)
+                .map(|x| x.owner.clone())
+                .into_iter()
+                .collect()
+        })
+    }
+
+    /// The statistics scale set `set` would report now.
+    pub fn scale_set_stats(&self, set: u64) -> serde_json::Value {
+        self.shared.quiet(|s| s.scale_set_stats(set))
+    }
+
+    /// The last `X-ScaleSetMaxCapacity` a poll of `set` sent.
+    pub fn scale_set_capacity(&self, set: u64) -> Option<u64> {
+        self.shared
+            .quiet(|s| s.scalesets.sets.get(&set).and_then(|x| x.last_capacity))
+    }
+
+    /// Jobs scale set `set` acquired.
+    pub fn scale_set_acquired(&self, set: u64) -> Vec<u64> {
+        self.shared.quiet(|s| {
+            s.scalesets
+                .sets
+                .get(&set)
+                .map(|x| x.acquired.iter().copied().collect())
+                .unwrap_or_default()
+        })
+    }
+
+    /// Runners registered with scale set `set`: (id, name).
+    pub fn scale_set_runners(&self, set: u64) -> Vec<(u64, String)> {
+        self.shared.quiet(|s| {
+            s.runners
+                .values()
+                .filter(|r| r.scale_set == Some(set))
+                .map(|r| (r.info.id, r.info.name.clone()))
+                .collect()
+        })
     }
 
     /// Test-side job start: assigns a queued job to a runner (e.g. a JIT runner with no listener).

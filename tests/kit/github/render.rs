@@ -38,7 +38,7 @@ impl State {
             "html_url": format!("{}/{}/actions/runs/{}/job/{}", self.base, j.repo, j.run_id, j.id),
             "check_run_url": format!("{repo_url}/check-runs/{}", j.id),
             "head_sha": "0000000000000000000000000000000000000000", "head_branch": "main",
-            "workflow_name": "CI", "run_attempt": 1,
+            "workflow_name": "CI", "run_attempt": rec.attempt,
             "status": j.status.as_str(), "conclusion": j.conclusion,
             "created_at": rfc3339_utc(rec.created_at),
             "started_at": rfc3339_utc(rec.started_at.unwrap_or(rec.created_at)),
@@ -58,10 +58,17 @@ impl State {
             .unwrap_or_else(|| run.repo.clone());
         let url = format!("{}/repos/{repo}/actions/runs/{}", self.base, run.id);
         let (status, conclusion) = self.run_status(run);
+        let attempt = run
+            .job_ids
+            .iter()
+            .filter_map(|id| self.jobs.get(id))
+            .map(|j| j.attempt)
+            .max()
+            .unwrap_or(1);
         json!({
             "id": run.id, "name": "CI", "head_branch": "main",
             "head_sha": "0000000000000000000000000000000000000000",
-            "run_number": run.id, "run_attempt": 1, "event": "push", "workflow_id": 1,
+            "run_number": run.id, "run_attempt": attempt, "event": "push", "workflow_id": 1,
             "status": status, "conclusion": conclusion,
             "url": url, "jobs_url": format!("{url}/jobs"),
             "html_url": format!("{}/{repo}/actions/runs/{}", self.base, run.id),

@@ -167,7 +167,7 @@ fn generate_jitconfig(s: &mut State, ctx: &Ctx, repo: &str) -> Response {
 }
 
 /// The README's JIT blob: base64 of `{".runner", ".credentials", ".credentials_rsaparams"}`, each base64 JSON.
-fn encode_jit(s: &State, id: u64) -> String {
+pub(super) fn encode_jit(s: &State, id: u64) -> String {
     let Some(rec) = s.runners.get(&id) else {
         return String::new();
     };

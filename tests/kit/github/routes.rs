@@ -31,6 +31,10 @@ pub fn parse(method: &str, path: &str) -> Option<Target> {
         .collect();
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     match s.as_slice() {
+        ["_fake", "scaleset-queue", _, _] if method == "GET" => Some(bare(Route::ScaleSetPoll)),
+        ["_fake", tail @ ..] if super::scaleset_http::is_scaleset_path(tail) => {
+            Some(bare(Route::ScaleSet))
+        }
         ["_fake", tail @ ..] => service(method, tail),
         ["actions", "runner-registration"] if method == "POST" => {
             Some(bare(Route::ServiceExchange))
@@ -123,6 +127,8 @@ pub fn is_service(route: Route) -> bool {
             | Route::ServiceDeleteSession
             | Route::ServicePoll
             | Route::ServiceCompleteJob
+            | Route::ScaleSet
+            | Route::ScaleSetPoll
     )
 }
 

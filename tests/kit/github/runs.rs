@@ -33,19 +33,42 @@ pub fn handle(s: &mut State, ctx: &Ctx, repo: &str) -> Response {
                 runs
             };
             let resp = listing(s, ctx, "workflow_runs", runs);
-            conditional(s, ctx, repo, resp)
+            // Counted per repository and per repository and status filter.
+            let keys = [
+                repo.to_string(),
+                format!("{repo}?{}", status.as_deref().unwrap_or("")),
+            ];
+            for key in &keys {
+                *s.run_polls.entry(key.clone()).or_default() += 1;
+            }
+            let resp = conditional(s, ctx, resp);
+            if resp.status() == 304 {
+                for key in keys {
+                    *s.not_modified.entry(key).or_default() += 1;
+                }
+            }
+            resp
         }
         Route::ListRunJobs => {
             let Some(run) = s.runs.get(&ctx.target.id).filter(|r| r.repo == repo) else {
                 return not_found();
             };
+            // `latest` (the default): the last attempt of each job; `all`: every attempt.
+            let all = query_param(ctx.query.as_deref(), "filter").as_deref() == Some("all");
             let jobs = run
                 .job_ids
                 .iter()
                 .filter_map(|id| s.jobs.get(id))
+                .filter(|j| all || !j.superseded)
                 .map(|j| s.job_json(j))
                 .collect();
-            listing(s, ctx, "jobs", jobs)
+            let resp = listing(s, ctx, "jobs", jobs);
+            *s.job_polls.entry(repo.to_string()).or_default() += 1;
+            let resp = conditional(s, ctx, resp);
+            if resp.status() == 304 {
+                *s.jobs_not_modified.entry(repo.to_string()).or_default() += 1;
+            }
+            resp
         }
         _ => match s
             .jobs
@@ -58,9 +81,9 @@ pub fn handle(s: &mut State, ctx: &Ctx, repo: &str) -> Response {
     }
 }
 
-/// `ETag` on the run listing, and `304 Not Modified` (no body, not charged to the rate limit)
-/// when `If-None-Match` names the listing as it still is (github-api.md §1.5).
-fn conditional(s: &mut State, ctx: &Ctx, repo: &str, mut resp: Response) -> Response {
+/// `ETag` on a run or job listing, and `304 Not Modified` (no body, not charged to the rate
+/// limit) when `If-None-Match` names the listing as it still is (github-api.md §1.5).
+fn conditional(s: &mut State, ctx: &Ctx, mut resp: Response) -> Response {
     let Some(etag) = resp
         .extensions()
         .get::<ListingDigest>()
@@ -68,10 +91,8 @@ fn conditional(s: &mut State, ctx: &Ctx, repo: &str, mut resp: Response) -> Resp
     else {
         return resp;
     };
-    *s.run_polls.entry(repo.to_string()).or_default() += 1;
     if ctx.header("if-none-match") == Some(etag.as_str()) {
         s.rate.used = s.rate.used.saturating_sub(1);
-        *s.not_modified.entry(repo.to_string()).or_default() += 1;
         let mut resp = empty(304);
         set_header(&mut resp, "etag", &etag);
         return resp;

@@ -13,7 +13,7 @@ use super::routes::{self, Target};
 use super::state::State;
 use super::types::{Fault, RecordedRequest, Route};
 use super::util::{not_found, set_header};
-use super::{app, auth, faults, releases, rest, service};
+use super::{app, auth, faults, releases, rest, scaleset_http, service};
 
 /// State plus the two ways to wait for a change: `Condvar` for test threads, `Notify` for long polls.
 pub struct Shared {
@@ -42,6 +42,7 @@ impl Shared {
             let mut s = self.lock();
             let r = f(&mut s);
             s.assign_jobs();
+            s.scaleset_tick();
             r
         };
         self.cond.notify_all();
@@ -52,6 +53,8 @@ impl Shared {
 
 /// One request, read in full.
 pub struct Ctx {
+    /// HTTP method.
+    pub method: String,
     /// Path as sent.
     pub path: String,
     /// Raw query.
@@ -116,6 +119,7 @@ pub async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Resp
     };
     let route = target.route;
     let ctx = Ctx {
+        method: parts.method.to_string(),
         path: parts.uri.path().to_string(),
         query: parts.uri.query().map(str::to_string),
         headers: parts.headers,
@@ -148,6 +152,13 @@ async fn respond(shared: &Shared, ctx: &Ctx, fault: Option<&Fault>) -> Response 
     }
     if ctx.target.route == Route::ServicePoll {
         return service::poll(shared, ctx).await;
+    }
+    if ctx.target.route == Route::ScaleSetPoll {
+        return scaleset_http::poll(shared, ctx).await;
+    }
+    if ctx.target.route == Route::ScaleSet {
+        let method = ctx.method.clone();
+        return shared.with(|s| scaleset_http::handle(s, ctx, &method));
     }
     if routes::is_service(ctx.target.route) {
         return shared.with(|s| service::handle(s, ctx));

@@ -62,11 +62,18 @@ fn exchange(s: &mut State, ctx: &Ctx) -> Response {
     else {
         return not_found();
     };
-    let service_token = s.rng.token(40);
+    // A JWT, as GitHub's is: the scale-set client reads its `exp` (reference/scaleset-api.md §1.4).
+    let expires_at = now + s.scalesets.admin_ttl;
+    let service_token = jwt_shaped(
+        expires_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        &s.rng.token(40),
+    );
     s.service_tokens.insert(
         service_token.clone(),
         RunnerToken {
-            expires_at: now + Duration::from_secs(3600),
+            expires_at,
             ..token
         },
     );
@@ -75,6 +82,16 @@ fn exchange(s: &mut State, ctx: &Ctx) -> Response {
         200,
         &json!({"url": url, "token": service_token, "token_schema": "OAuthAccessToken"}),
     )
+}
+
+/// `header.payload.signature` with `exp` in the payload; the signature is random (clients
+/// never verify it).
+fn jwt_shaped(exp: u64, signature: &str) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+    use base64::Engine as _;
+    let header = B64URL.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
+    let payload = B64URL.encode(json!({"exp": exp, "iss": "fake-actions"}).to_string());
+    format!("{header}.{payload}.{signature}")
 }
 
 /// The repo a valid service token of `usage` is for, or the 401 to send.

@@ -72,6 +72,8 @@ pub struct RunnerRec {
     pub offline_since: SystemTime,
     /// `runner_group_id`, 1 for repo runners.
     pub group_id: u64,
+    /// The scale set whose JIT config registered it.
+    pub scale_set: Option<u64>,
 }
 
 /// A job plus timestamps.
@@ -87,6 +89,10 @@ pub struct JobRec {
     pub completed_at: Option<SystemTime>,
     /// What the fake worker does besides waiting (`steps` of the job message).
     pub steps: Vec<Value>,
+    /// `run_attempt`: 1, then one more for each re-run.
+    pub attempt: u32,
+    /// Re-run since: `filter=latest` leaves it out.
+    pub superseded: bool,
 }
 
 /// A workflow run.
@@ -159,8 +165,14 @@ pub struct State {
     pub apps: Apps,
     /// Run listings asked for, by repo key.
     pub run_polls: BTreeMap<String, u64>,
+    /// Job listings asked for, by repo key.
+    pub job_polls: BTreeMap<String, u64>,
+    /// Job listings answered `304 Not Modified`, by repo key.
+    pub jobs_not_modified: BTreeMap<String, u64>,
     /// Run listings answered `304 Not Modified`, by repo key.
     pub not_modified: BTreeMap<String, u64>,
+    /// The runner scale-set service.
+    pub scalesets: super::scaleset::ScaleSets,
 }
 
 impl State {
@@ -193,6 +205,9 @@ impl State {
             apps: Apps::default(),
             run_polls: BTreeMap::new(),
             not_modified: BTreeMap::new(),
+            job_polls: BTreeMap::new(),
+            jobs_not_modified: BTreeMap::new(),
+            scalesets: super::scaleset::ScaleSets::default(),
         }
     }
 
@@ -274,6 +289,7 @@ impl State {
             messages: VecDeque::new(),
             offline_since,
             group_id: 1,
+            scale_set: None,
         };
         self.runners.insert(id, rec);
         id
@@ -349,11 +365,35 @@ impl State {
                 started_at: None,
                 completed_at: None,
                 steps: Vec::new(),
+                attempt: 1,
+                superseded: false,
             },
         );
         if let Some(run) = self.runs.get_mut(&run_id) {
             run.job_ids.push(id);
             run.updated_at = created_at;
+        }
+        Some(id)
+    }
+
+    /// Re-runs job `job_id` (a completed one, as "Re-run failed jobs" does): a new queued job
+    /// with the same name and labels, the next `run_attempt`, in the same run, which goes back
+    /// in progress; the old attempt is listed by `filter=all` only. Returns the new job id.
+    pub fn rerun_job(&mut self, job_id: u64) -> Option<u64> {
+        let old = self.jobs.get_mut(&job_id)?;
+        old.superseded = true;
+        let (run, labels, spec, steps, attempt) = (
+            old.job.run_id,
+            old.job.labels.clone(),
+            old.job.spec.clone(),
+            old.steps.clone(),
+            old.attempt + 1,
+        );
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        let id = self.add_job(run, &labels, spec)?;
+        if let Some(rec) = self.jobs.get_mut(&id) {
+            rec.attempt = attempt;
+            rec.steps = steps;
         }
         Some(id)
     }
@@ -377,7 +417,8 @@ impl State {
                 .unwrap_or_default();
             let wanted = rec.job.labels.clone();
             let runner = self.runners.values().find(|r| {
-                r.repo == run_repo
+                self.scale_set_allows(r.info.id, job_id)
+                    && r.repo == run_repo
                     && r.session.is_some()
                     && r.info.status == RunnerStatus::Online
                     && !r.info.busy
@@ -441,7 +482,8 @@ impl State {
         self.touch_run(run_id);
     }
 
-    fn touch_run(&mut self, run_id: u64) {
+    /// Marks run `run_id` changed now.
+    pub fn touch_run(&mut self, run_id: u64) {
         let now = self.now();
         if let Some(run) = self.runs.get_mut(&run_id) {
             run.updated_at = now;
@@ -454,6 +496,7 @@ impl State {
             .job_ids
             .iter()
             .filter_map(|id| self.jobs.get(id))
+            .filter(|r| !r.superseded)
             .map(|r| &r.job)
             .collect();
         if !jobs.is_empty() && jobs.iter().all(|j| j.status == JobStatus::Completed) {

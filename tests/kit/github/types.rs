@@ -268,6 +268,10 @@ pub enum Route {
     ServicePoll,
     /// Private service: `POST /_fake/jobs/{id}/complete`.
     ServiceCompleteJob,
+    /// Scale-set service: tenant API and message acknowledgements (`scaleset_http.rs`).
+    ScaleSet,
+    /// Scale-set service: the message queue's long poll.
+    ScaleSetPoll,
 }
 
 /// A way to make a success body odd but still valid (§6.6 item 9); applied to runner objects.
