@@ -17,11 +17,32 @@ pub struct Status {
     /// corral's GitHub API budget, when it talks to GitHub.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub github: Option<GitHubStatus>,
+    /// The git repository the runner list is followed from, when the file has a `source`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceStatus>,
     /// Every runner, by name.
     pub runners: Vec<RunnerStatus>,
     /// Instances the file asks for that were not created because `max_runners` was reached.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_created: Vec<String>,
+}
+
+/// `source` in status: the revision in force and why a newer one is not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceStatus {
+    /// Repository URL.
+    pub url: String,
+    /// Branch, tag or commit followed.
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    /// The file inside the repository.
+    pub path: String,
+    /// The 40-hex commit in force; `null` before the first good fetch.
+    pub revision: Option<String>,
+    /// When the last fetch ended (RFC 3339, UTC).
+    pub fetched_at: Option<String>,
+    /// Why the newest fetched commit is not in force (naming it), or why fetching fails.
+    pub error: Option<String>,
 }
 
 /// What is left of corral's GitHub API budget.

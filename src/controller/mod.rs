@@ -12,6 +12,7 @@ mod github_steps;
 mod passes;
 mod runtime;
 mod shutdown;
+mod source_follow;
 mod workers;
 
 use std::path::{Path, PathBuf};
@@ -53,6 +54,8 @@ pub enum Trigger {
     },
     /// A background listing of the registrations ended: the next pass takes it.
     Listed,
+    /// A fetch of `source.git` ended.
+    SourceFetched(Box<crate::gitsource::Fetched>),
 }
 
 /// Why `corral run` could not start or had to stop.
@@ -247,6 +250,7 @@ pub async fn run(config_path: &Path, host_id: &str) -> Result<(), RunError> {
         None => None,
     };
     let mut ctl = passes::Controller::new(config_path, digest, desired, tx);
+    ctl.follow_source();
     if let Some(shared) = api {
         ctl.publish_to(shared);
     }

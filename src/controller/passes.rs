@@ -77,6 +77,8 @@ pub struct Controller {
     /// a registered runner's listener is not started: its registration may have been
     /// deleted while corral was down, and a listener would then start only to fail.
     first_listing_due: Option<Instant>,
+    /// `source.git`: its fetch task and what the last fetch said.
+    source: super::source_follow::SourceState,
 }
 
 impl Controller {
@@ -118,7 +120,18 @@ impl Controller {
             requeue_at: None,
             exits_after_worker: Vec::new(),
             first_listing_due: Some(Instant::now() + FIRST_LISTING_GRACE),
+            source: super::source_follow::SourceState::default(),
         }
+    }
+
+    /// Starts (or restarts) following the config's `source`, if any.
+    pub fn follow_source(&mut self) {
+        self.source.follow(&self.desired, &self.triggers);
+    }
+
+    /// Fetches the source now; shared with the webhook.
+    pub fn source_kicker(&self) -> Arc<tokio::sync::Notify> {
+        self.source.kicker()
     }
 
     /// Polls demand at the next pass, whatever the interval (a webhook reported a queued job).
@@ -164,6 +177,7 @@ impl Controller {
                 info!(runners = desired.runners.len(), "config reloaded");
                 self.desired = desired;
                 self.config_error = None;
+                self.follow_source();
             }
             Err(errors) => {
                 error!(errors = %errors, "config edit refused; the last good config stays in force");
@@ -197,6 +211,13 @@ impl Controller {
             }
             // The next pass takes the listing.
             Trigger::Listed => return,
+            Trigger::SourceFetched(fetched) => {
+                if let Some(next) = self.source.fetched(*fetched, &self.desired, &self.config_path)
+                {
+                    self.desired = next;
+                }
+                return;
+            }
         };
         let spec = self.desired.spec_for(&name);
         if spec.is_none() && !self.runtimes.contains_key(&name) {
@@ -572,6 +593,7 @@ impl Controller {
             github,
             Instant::now(),
         );
+        status.source = self.source.status(&self.desired);
         super::docker_steps::attach_counters(&self.docker, &mut status);
         self.log_state_changes(&status);
         if let Some(api) = &self.api {
