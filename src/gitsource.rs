@@ -109,7 +109,10 @@ async fn follow(
             at: SystemTime::now(),
             result,
         };
-        if triggers.send(Trigger::SourceFetched(Box::new(fetched))).is_err() {
+        if triggers
+            .send(Trigger::SourceFetched(Box::new(fetched)))
+            .is_err()
+        {
             return;
         }
         tokio::select! {
@@ -180,7 +183,10 @@ pub async fn fetch(source: &GitSource, dir: &Path, deadline: Duration) -> Result
 fn git(source: &GitSource, dir: &Path) -> Result<Command, String> {
     let mut cmd = Command::new("git");
     cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
+        .env(
+            "PATH",
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+        )
         .env("LC_ALL", "C")
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -204,7 +210,9 @@ fn git(source: &GitSource, dir: &Path) -> Result<Command, String> {
             match token {
                 TokenSource::Env(name) => {
                     let value = std::env::var(name).map_err(|_| {
-                        format!("the environment variable `{name}` (source.git.token_env) is not set")
+                        format!(
+                            "the environment variable `{name}` (source.git.token_env) is not set"
+                        )
                     })?;
                     cmd.env("CORRAL_GIT_TOKEN", value.trim());
                 }
@@ -243,9 +251,7 @@ fn shell_quote(text: &str) -> String {
 }
 
 async fn run(mut cmd: Command, deadline: Duration, what: &str) -> Result<Vec<u8>, String> {
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot run git: {e}"))?;
+    let child = cmd.spawn().map_err(|e| format!("cannot run git: {e}"))?;
     match tokio::time::timeout(deadline, child.wait_with_output()).await {
         Err(_) => Err(format!("{what} took longer than {}s", deadline.as_secs())),
         Ok(Err(e)) => Err(format!("{what}: {e}")),
@@ -256,7 +262,11 @@ async fn run(mut cmd: Command, deadline: Duration, what: &str) -> Result<Vec<u8>
             Err(format!(
                 "{what} failed ({}): {}",
                 out.status,
-                if stderr.is_empty() { "no message" } else { stderr }
+                if stderr.is_empty() {
+                    "no message"
+                } else {
+                    stderr
+                }
             ))
         }
     }

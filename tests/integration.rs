@@ -13,6 +13,7 @@ mod fleet;
 mod fuzz_corpus;
 mod github_client;
 mod github_client_app;
+mod gitops;
 mod hostile_jobs;
 mod identity;
 mod openapi;

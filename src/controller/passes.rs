@@ -212,7 +212,9 @@ impl Controller {
             // The next pass takes the listing.
             Trigger::Listed => return,
             Trigger::SourceFetched(fetched) => {
-                if let Some(next) = self.source.fetched(*fetched, &self.desired, &self.config_path)
+                if let Some(next) = self
+                    .source
+                    .fetched(*fetched, &self.desired, &self.config_path)
                 {
                     self.desired = next;
                 }
