@@ -345,3 +345,73 @@ fn an_https_token_goes_through_askpass_never_argv() {
     let output = world.corral().output();
     assert!(!output.contains(TOKEN), "the token never reaches the log");
 }
+
+#[test]
+fn a_signed_push_delivery_fetches_at_once() {
+    const SECRET: &str = "gitops-hook-secret";
+    let mut world = World::new();
+    let repo = Repo::new(world.dir.path());
+    let first = repo.push(&format!("{FLEET_HEAD}  - name: web\n    repo: {REPO}\n"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let api = format!(
+        "api:\n  listen: \"127.0.0.1:{port}\"\n  token_env: API_TOKEN\n  webhook_secret_env: HOOK_SECRET\n"
+    );
+    std::fs::write(
+        world.config(),
+        format!(
+            "{api}{}",
+            local_config(
+                &world,
+                &format!(
+                    "    url: {}\n    ref: main\n    path: runners/prod.yaml\n    interval: 1h\n",
+                    repo.url()
+                )
+            )
+        ),
+    )
+    .expect("write config");
+    world.start_with_env(&[("HOOK_SECRET", SECRET), ("API_TOKEN", "api-token")]);
+    world.wait_status("the first revision", |s| {
+        revision(s) == Some(first.as_str())
+    });
+    let second = repo.push(&format!("{FLEET_HEAD}  - name: api\n    repo: {REPO}\n"));
+    let deliver = |body: &str, signature: &str| {
+        reqwest::blocking::Client::new()
+            .post(format!("http://127.0.0.1:{port}/webhook"))
+            .header("X-GitHub-Event", "push")
+            .header("X-GitHub-Delivery", "p-1")
+            .header("X-Hub-Signature-256", signature)
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .expect("POST /webhook")
+            .status()
+            .as_u16()
+    };
+    // A push to another repository and a forged one change nothing.
+    let other =
+        r#"{"ref":"refs/heads/main","repository":{"clone_url":"https://example.com/o/other.git"}}"#;
+    let sig = corral::api::signature(SECRET.as_bytes(), other.as_bytes());
+    assert_eq!(deliver(other, &sig), 202);
+    let body = format!(
+        r#"{{"ref":"refs/heads/main","repository":{{"clone_url":"{}"}}}}"#,
+        repo.url()
+    );
+    let forged = corral::api::signature(b"nope", body.as_bytes());
+    assert_eq!(deliver(&body, &forged), 401);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(
+        world.status().as_ref().and_then(revision),
+        Some(first.as_str()),
+        "nothing fetched yet (the interval is an hour)"
+    );
+    let good = corral::api::signature(SECRET.as_bytes(), body.as_bytes());
+    assert_eq!(deliver(&body, &good), 202);
+    world.wait_status("the pushed revision applied", |s| {
+        revision(s) == Some(second.as_str()) && idle(s, &["api"])
+    });
+}

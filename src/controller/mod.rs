@@ -197,6 +197,7 @@ impl Sources {
 async fn start_api(
     api: &crate::config::Api,
     triggers: mpsc::UnboundedSender<Trigger>,
+    on_push: std::sync::Arc<dyn Fn(&serde_json::Value) + Send + Sync>,
 ) -> Result<crate::api::Shared, RunError> {
     let token = api
         .token
@@ -215,6 +216,7 @@ async fn start_api(
             on_queued: std::sync::Arc::new(move || {
                 let _ = triggers.send(Trigger::JobQueued);
             }),
+            on_push: Some(on_push),
         });
     let listener = tokio::net::TcpListener::bind(api.listen)
         .await
@@ -245,12 +247,13 @@ pub async fn run(config_path: &Path, host_id: &str) -> Result<(), RunError> {
     }
     let (tx, rx) = mpsc::unbounded_channel();
     let mut sources = Sources::new(&config_path, &records, rx)?;
-    let api = match &desired.api {
-        Some(api) => Some(start_api(api, tx.clone()).await?),
+    let api_spec = desired.api.clone();
+    let mut ctl = passes::Controller::new(config_path, digest, desired, tx.clone());
+    ctl.follow_source();
+    let api = match &api_spec {
+        Some(api) => Some(start_api(api, tx, ctl.source_on_push()).await?),
         None => None,
     };
-    let mut ctl = passes::Controller::new(config_path, digest, desired, tx);
-    ctl.follow_source();
     if let Some(shared) = api {
         ctl.publish_to(shared);
     }

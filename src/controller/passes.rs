@@ -129,9 +129,9 @@ impl Controller {
         self.source.follow(&self.desired, &self.triggers);
     }
 
-    /// Fetches the source now; shared with the webhook.
-    pub fn source_kicker(&self) -> Arc<tokio::sync::Notify> {
-        self.source.kicker()
+    /// What a valid `push` webhook delivery does (fetch the source now if it is for it).
+    pub fn source_on_push(&self) -> Arc<dyn Fn(&serde_json::Value) + Send + Sync> {
+        self.source.on_push()
     }
 
     /// Polls demand at the next pass, whatever the interval (a webhook reported a queued job).

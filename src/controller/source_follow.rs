@@ -18,6 +18,8 @@ pub struct SourceState {
     follower: Option<Follower>,
     /// Shared with the webhook: a push fetches at once.
     kick: Arc<Notify>,
+    /// The URL followed, shared with the webhook to match a push's repository.
+    watched: Arc<std::sync::Mutex<Option<String>>>,
     fetched_at: Option<String>,
     /// Why the newest fetched commit is not in force.
     error: Option<String>,
@@ -36,19 +38,34 @@ fn same_source(a: &GitSource, b: &GitSource) -> bool {
 }
 
 impl SourceState {
-    /// Fetches at once (a push webhook delivery for the source repository).
-    pub fn kicker(&self) -> Arc<Notify> {
-        self.kick.clone()
+    /// What a valid `push` delivery does: fetch at once when it is for the source repository.
+    pub fn on_push(&self) -> Arc<dyn Fn(&serde_json::Value) + Send + Sync> {
+        let kick = self.kick.clone();
+        let watched = self.watched.clone();
+        Arc::new(move |payload: &serde_json::Value| {
+            let url = watched.lock().ok().and_then(|w| w.clone());
+            match url {
+                Some(url) if push_is_for(payload, &url) => {
+                    info!(url, "a push to the source repository: fetching now");
+                    kick.notify_one();
+                }
+                _ => tracing::debug!("a push delivery for another repository"),
+            }
+        })
     }
 
     /// Starts, restarts or stops the fetch task so it follows `desired`'s source.
     pub fn follow(&mut self, desired: &Desired, triggers: &mpsc::UnboundedSender<Trigger>) {
+        if let Ok(mut watched) = self.watched.lock() {
+            *watched = desired.source.as_ref().map(|s| s.url.clone());
+        }
         match (&desired.source, &self.follower) {
             (None, None) => {}
             (None, Some(_)) => {
                 info!("the config has no source any more: fetching stops");
                 *self = SourceState {
                     kick: self.kick.clone(),
+                    watched: self.watched.clone(),
                     ..SourceState::default()
                 };
             }
@@ -142,5 +159,55 @@ impl SourceState {
             fetched_at: self.fetched_at.clone(),
             error: self.error.clone(),
         })
+    }
+}
+
+/// `host/owner/repo` of a git URL (`https://`, `ssh://`, scp-like `git@host:owner/repo`,
+/// `file://`), lowercased, without `.git`, a user or a trailing slash.
+fn normalized(url: &str) -> String {
+    let url = url.trim().to_ascii_lowercase();
+    let rest = match url.split_once("://") {
+        Some((_, rest)) => rest.to_string(),
+        // scp-like: git@github.com:owner/repo.git
+        None => url.replacen(':', "/", 1),
+    };
+    let rest = match rest.split_once('/') {
+        Some((authority, path)) => {
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            format!("{host}/{path}")
+        }
+        None => rest,
+    };
+    let rest = rest.trim_end_matches('/');
+    rest.strip_suffix(".git").unwrap_or(rest).to_string()
+}
+
+/// True when a `push` payload's repository is the one at `url`.
+fn push_is_for(payload: &serde_json::Value, url: &str) -> bool {
+    let want = normalized(url);
+    let repo = &payload["repository"];
+    ["clone_url", "ssh_url", "git_url", "html_url", "url"]
+        .iter()
+        .filter_map(|k| repo[*k].as_str())
+        .any(|u| normalized(u) == want)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_push_matches_its_repository_by_any_of_its_urls() {
+        let payload = serde_json::json!({"repository": {
+            "clone_url": "https://github.com/Me/fleet.git",
+            "ssh_url": "git@github.com:Me/fleet.git",
+        }});
+        assert!(push_is_for(&payload, "https://github.com/me/fleet"));
+        assert!(push_is_for(&payload, "ssh://git@github.com/me/fleet.git"));
+        assert!(!push_is_for(&payload, "https://github.com/me/other.git"));
+        assert!(!push_is_for(
+            &serde_json::json!({}),
+            "https://github.com/me/fleet"
+        ));
     }
 }
