@@ -265,6 +265,19 @@ pub fn plan(
             && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         out.write_all(view.text(colour).as_bytes())?;
         write_left_out(&desired, out)?;
+        if let Some(src) = &desired.source {
+            // `plan` does not fetch: it plans the revision kept under state_dir.
+            writeln!(
+                out,
+                "source: {} {} {} at {}",
+                src.url,
+                src.git_ref,
+                src.path,
+                src.revision
+                    .as_deref()
+                    .unwrap_or("(no revision fetched yet: no runners)")
+            )?;
+        }
     }
     Ok(if options.detailed_exitcode && view.changes() {
         2

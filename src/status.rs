@@ -187,6 +187,19 @@ pub fn write_table(status: &Status, out: &mut dyn Write) -> std::io::Result<()> 
     if let Some(err) = &status.config_error {
         writeln!(out, "config error (last good config still in force): {err}")?;
     }
+    if let Some(src) = &status.source {
+        writeln!(
+            out,
+            "source: {} {} {} at {}",
+            src.url,
+            src.git_ref,
+            src.path,
+            src.revision.as_deref().unwrap_or("(no revision yet)")
+        )?;
+        if let Some(err) = &src.error {
+            writeln!(out, "source error (revision above still in force): {err}")?;
+        }
+    }
     if let Some(budget) = status.github.as_ref().and_then(|g| g.rate_limit.as_ref()) {
         writeln!(
             out,

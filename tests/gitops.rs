@@ -415,3 +415,49 @@ fn a_signed_push_delivery_fetches_at_once() {
         revision(s) == Some(second.as_str()) && idle(s, &["api"])
     });
 }
+
+#[test]
+fn status_table_and_plan_show_the_revision() {
+    let mut world = World::new();
+    let repo = Repo::new(world.dir.path());
+    let first = repo.push(&format!("{FLEET_HEAD}  - name: web\n    repo: {REPO}\n"));
+    std::fs::write(
+        world.config(),
+        local_config(
+            &world,
+            &format!(
+                "    url: {}\n    path: runners/prod.yaml\n    interval: 1s\n",
+                repo.url()
+            ),
+        ),
+    )
+    .expect("write config");
+    world.start();
+    world.wait_status("the revision applied", |s| {
+        revision(s) == Some(first.as_str()) && idle(s, &["web"])
+    });
+    let out = crate::kit::cmd::run(world.dir.path(), &["status", "-c", "runners.yaml"]);
+    let (table, _) = crate::kit::cmd::texts(&out);
+    assert!(
+        table.contains(&format!(
+            "source: {} HEAD runners/prod.yaml at {first}",
+            repo.url()
+        )),
+        "{table}"
+    );
+    let out = crate::kit::cmd::run(
+        world.dir.path(),
+        &["status", "-c", "runners.yaml", "--json"],
+    );
+    let (json, _) = crate::kit::cmd::texts(&out);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("status json");
+    assert_eq!(v["source"]["revision"], first.as_str());
+    assert_eq!(v["source"]["ref"], "HEAD");
+    assert!(
+        v["source"]["fetched_at"].is_string() && v["source"]["error"].is_null(),
+        "{v}"
+    );
+    let out = crate::kit::cmd::run(world.dir.path(), &["plan", "-c", "runners.yaml"]);
+    let (plan, _) = crate::kit::cmd::texts(&out);
+    assert!(plan.contains(&format!("at {first}")), "{plan}");
+}
