@@ -166,6 +166,22 @@ pub async fn fetch(source: &GitSource, dir: &Path, deadline: Duration) -> Result
     if commit.len() != 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(format!("git rev-parse gave `{commit}`, not a commit id"));
     }
+    // A ref keeps the commit through gc; the shallow clone then holds one commit's objects.
+    let before = std::fs::read_to_string(repo.join("refs/corral/fetched")).unwrap_or_default();
+    if before.trim() != commit {
+        let mut keep = git(source, dir)?;
+        keep.arg("-C")
+            .arg(&repo)
+            .args(["update-ref", "refs/corral/fetched", &commit]);
+        run(keep, deadline, "git update-ref").await?;
+        let mut gc = git(source, dir)?;
+        gc.arg("-C")
+            .arg(&repo)
+            .args(["gc", "--quiet", "--prune=now"]);
+        if let Err(err) = run(gc, deadline, "git gc").await {
+            tracing::debug!(cause = %err, "git gc of the source clone failed");
+        }
+    }
     let mut show = git(source, dir)?;
     show.arg("-C")
         .arg(&repo)

@@ -4,6 +4,7 @@
 //! followed; an unreachable remote keeps the last good revision, also across a restart.
 //! An https token is handed to git by askpass and never shows in any process's argv.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -286,7 +287,6 @@ fn fake_git(bin: &Path, log: &Path, bare: &Path) {
     std::fs::create_dir_all(bin).expect("bin dir");
     let path = bin.join("git");
     std::fs::write(&path, script).expect("write fake git");
-    use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
 

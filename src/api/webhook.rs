@@ -19,6 +19,9 @@ use sha2::Sha256;
 use super::AppState;
 use crate::secret::Secret;
 
+/// What a valid `push` delivery sets off, given its payload.
+pub type OnPush = Arc<dyn Fn(&serde_json::Value) + Send + Sync>;
+
 /// The webhook receiver's secret and what a queued job sets off.
 #[derive(Clone)]
 pub struct Webhook {
@@ -28,7 +31,7 @@ pub struct Webhook {
     pub on_queued: Arc<dyn Fn() + Send + Sync>,
     /// Called with the payload of every valid `push` delivery (the controller fetches its
     /// `source.git` at once when the delivery is for that repository).
-    pub on_push: Option<Arc<dyn Fn(&serde_json::Value) + Send + Sync>>,
+    pub on_push: Option<OnPush>,
 }
 
 impl std::fmt::Debug for Webhook {

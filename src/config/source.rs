@@ -32,7 +32,7 @@ pub const FLEET_FIELDS: [&str; 3] = ["defaults", "runners", "max_runners"];
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSpec {
-    /// A git repository followed the GitOps way.
+    /// A git repository followed the `GitOps` way.
     pub git: GitSourceSpec,
 }
 
@@ -189,12 +189,11 @@ pub(super) fn resolve(
     });
     let state_dir = join_clean(&dir, &file.state_dir);
     let kept;
-    let fleet = match fleet {
-        Some(fleet) => Some(fleet),
-        None => {
-            kept = read_last_good(&state_dir);
-            kept.as_ref()
-        }
+    let fleet = if let Some(fleet) = fleet {
+        Some(fleet)
+    } else {
+        kept = read_last_good(&state_dir);
+        kept.as_ref()
     };
     let fleet_path = PathBuf::from(&spec.path);
     let (fleet_file, fleet_positions) = match fleet {
@@ -231,7 +230,7 @@ pub(super) fn resolve(
             errs.into_iter()
                 .map(|mut e| {
                     if is_fleet(&e.path) {
-                        e.file = fleet_path.clone();
+                        e.file.clone_from(&fleet_path);
                     }
                     e
                 })
@@ -394,6 +393,24 @@ fn check_source(
             DEFAULT_SOURCE_INTERVAL
         }
     };
+    let credential = check_credential(spec, scheme, dir, &mut fail);
+    (before.get() == 0).then(|| GitSource {
+        url: spec.url.clone(),
+        git_ref,
+        path: spec.path.clone(),
+        interval,
+        credential,
+        revision: None,
+    })
+}
+
+/// `token_env` | `token_file` | `ssh_key_file`: at most one, fitting the URL's scheme.
+fn check_credential(
+    spec: &GitSourceSpec,
+    scheme: Option<&str>,
+    dir: &Path,
+    fail: &mut dyn FnMut(&str, String),
+) -> Option<GitCredential> {
     let forms = [
         spec.token_env.is_some(),
         spec.token_file.is_some(),
@@ -427,12 +444,5 @@ fn check_source(
         ),
         _ => {}
     }
-    (before.get() == 0).then(|| GitSource {
-        url: spec.url.clone(),
-        git_ref,
-        path: spec.path.clone(),
-        interval,
-        credential,
-        revision: None,
-    })
+    credential
 }

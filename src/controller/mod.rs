@@ -197,7 +197,7 @@ impl Sources {
 async fn start_api(
     api: &crate::config::Api,
     triggers: mpsc::UnboundedSender<Trigger>,
-    on_push: std::sync::Arc<dyn Fn(&serde_json::Value) + Send + Sync>,
+    on_push: crate::api::OnPush,
 ) -> Result<crate::api::Shared, RunError> {
     let token = api
         .token

@@ -130,7 +130,7 @@ impl Controller {
     }
 
     /// What a valid `push` webhook delivery does (fetch the source now if it is for it).
-    pub fn source_on_push(&self) -> Arc<dyn Fn(&serde_json::Value) + Send + Sync> {
+    pub fn source_on_push(&self) -> crate::api::OnPush {
         self.source.on_push()
     }
 
@@ -177,6 +177,7 @@ impl Controller {
                 info!(runners = desired.runners.len(), "config reloaded");
                 self.desired = desired;
                 self.config_error = None;
+                self.source.local_changed();
                 self.follow_source();
             }
             Err(errors) => {

@@ -39,7 +39,7 @@ fn same_source(a: &GitSource, b: &GitSource) -> bool {
 
 impl SourceState {
     /// What a valid `push` delivery does: fetch at once when it is for the source repository.
-    pub fn on_push(&self) -> Arc<dyn Fn(&serde_json::Value) + Send + Sync> {
+    pub fn on_push(&self) -> crate::api::OnPush {
         let kick = self.kick.clone();
         let watched = self.watched.clone();
         Arc::new(move |payload: &serde_json::Value| {
@@ -86,6 +86,11 @@ impl SourceState {
                 ));
             }
         }
+    }
+
+    /// The local file changed and loads: a commit refused with the old one is checked again.
+    pub fn local_changed(&mut self) {
+        self.refused = None;
     }
 
     /// Takes one fetch: the desired state to apply when it brings a new, valid revision.
