@@ -7,6 +7,11 @@
 //! support need large feature sets), and each fetch is a child process corral can bound with a
 //! deadline and kill, so a hung remote never blocks the controller.
 //!
+//! git runs with a cleared environment but for `PATH`, `HOME`, the proxy variables
+//! (`HTTPS_PROXY`, `NO_PROXY`, …), the CA bundle ones (`SSL_CERT_FILE`, `GIT_SSL_CAINFO`, …) and
+//! `SSH_AUTH_SOCK`, and without the user's global or system git config (a credential helper
+//! there could store the token on disk).
+//!
 //! Credentials never reach argv, a URL or a log: git runs with a cleared environment; an https
 //! token is handed over by an askpass script (written by corral, holding no secret) that prints
 //! the token from a variable set only in that git child's environment, or from the token file;
@@ -30,6 +35,25 @@ use crate::controller::Trigger;
 
 /// Longest a single git command may run.
 pub const FETCH_DEADLINE: Duration = Duration::from_secs(120);
+/// What git keeps of corral's environment: `HOME` (ssh's `known_hosts`), proxies, CA bundles,
+/// the ssh agent.
+const PASSED_THROUGH: [&str; 15] = [
+    "HOME",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "GIT_SSL_CAINFO",
+    "GIT_SSL_CAPATH",
+    "CURL_CA_BUNDLE",
+    "SSH_AUTH_SOCK",
+];
 /// First retry after a failed fetch; doubles up to the interval.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
@@ -213,9 +237,10 @@ fn git(source: &GitSource, dir: &Path) -> Result<Command, String> {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-    if let Some(home) = std::env::var_os("HOME") {
-        // ssh's known_hosts.
-        cmd.env("HOME", home);
+    for name in PASSED_THROUGH {
+        if let Some(value) = std::env::var_os(name) {
+            cmd.env(name, value);
+        }
     }
     match &source.credential {
         None => {}
