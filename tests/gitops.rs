@@ -461,3 +461,141 @@ fn status_table_and_plan_show_the_revision() {
     let (plan, _) = crate::kit::cmd::texts(&out);
     assert!(plan.contains(&format!("at {first}")), "{plan}");
 }
+
+/// The https server of `tests/kit/scripts/git_https_server.py`, stopped when dropped.
+struct HttpsServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Starts the https git server on loopback serving the repositories under `root`, with a
+/// fresh self-signed certificate; returns it and the certificate's path.
+fn start_https_server(root: &Path, token: &str) -> (HttpsServer, PathBuf) {
+    let cert = root.join("cert.pem");
+    let key = root.join("key.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let port_file = root.join("https-port");
+    let log = root.join("https-log");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kit/scripts/git_https_server.py");
+    let child = Command::new("python3")
+        .arg(script)
+        .args([root, &port_file, &cert, &key, &log])
+        .env("FLEET_TOKEN", token)
+        .spawn()
+        .expect("start the https git server");
+    let mut server = HttpsServer { child, port: 0 };
+    wait_until("the https server's port", || port_file.exists());
+    server.port = std::fs::read_to_string(&port_file)
+        .expect("port")
+        .trim()
+        .parse()
+        .expect("a port");
+    (server, cert)
+}
+
+#[test]
+fn fetches_over_https_on_loopback_with_the_token_from_askpass() {
+    const TOKEN: &str = "fleet_https_tok_Pq93XaL0";
+    if !have("python3") || !have("openssl") {
+        eprintln!("skipped: python3 and openssl are needed for the https git server");
+        return;
+    }
+    let mut world = World::new();
+    let root = world.dir.path().to_path_buf();
+    let repo = Repo::new(&root);
+    let first = repo.push(&format!("{FLEET_HEAD}  - name: web\n    repo: {REPO}\n"));
+    let (server, cert) = start_https_server(&root, TOKEN);
+    let log = root.join("https-log");
+    let token_file = root.join("fleet-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token file");
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::fs::write(
+        world.config(),
+        local_config(
+            &world,
+            &format!(
+                "    url: https://127.0.0.1:{}/fleet.git\n    ref: main\n    path: runners/prod.yaml\n    interval: 1s\n    token_file: ./fleet-token\n",
+                server.port
+            ),
+        ),
+    )
+    .expect("write config");
+    let ca = cert.display().to_string();
+    world.start_with_env(&[("GIT_SSL_CAINFO", &ca)]);
+    let scan = || {
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                assert!(!cmdline.contains(TOKEN), "token in argv: {cmdline}");
+            }
+        }
+    };
+    let s = world.wait_status("the revision fetched over https", |s| {
+        scan();
+        revision(s) == Some(first.as_str()) && idle(s, &["web"])
+    });
+    assert!(
+        s.source.as_ref().is_some_and(|x| x.error.is_none()),
+        "{:?}",
+        s.source
+    );
+    let hits = std::fs::read_to_string(&log).expect("server log");
+    assert!(hits.contains("POST /fleet.git/git-upload-pack"), "{hits}");
+
+    // A wrong token: the fetch fails, the last good revision stays.
+    std::fs::write(&token_file, "wrong\n").expect("token file");
+    let second = repo.push(&format!("{FLEET_HEAD}  - name: api\n    repo: {REPO}\n"));
+    let s = world.wait_status("the refused credential reported", |s| {
+        scan();
+        s.source
+            .as_ref()
+            .and_then(|x| x.error.as_deref())
+            .is_some_and(|e| e.starts_with("fetch failed"))
+    });
+    assert_eq!(revision(&s), Some(first.as_str()));
+    // The right token again: the new commit applies.
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token file");
+    world.wait_status("the second revision over https", |s| {
+        revision(s) == Some(second.as_str()) && idle(s, &["api"])
+    });
+    let output = world.corral().output();
+    assert!(!output.contains(TOKEN), "the token never reaches the log");
+    let status = std::fs::read_to_string(world.state().join("status.json")).expect("status");
+    assert!(!status.contains(TOKEN));
+    drop(server);
+}
