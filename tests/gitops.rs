@@ -599,3 +599,41 @@ fn fetches_over_https_on_loopback_with_the_token_from_askpass() {
     assert!(!status.contains(TOKEN));
     drop(server);
 }
+
+#[test]
+fn until_the_first_revision_nothing_is_removed() {
+    let mut world = World::new();
+    world.write_config(&format!("  - name: web\n    repo: {REPO}\n"));
+    world.start();
+    let pid = world.wait_idle(&["web"])[0];
+    // The runner list moves to a repository corral cannot reach yet.
+    let repo_root = world.dir.path().join("later");
+    std::fs::create_dir_all(&repo_root).expect("dir");
+    let url = format!("file://{}", repo_root.join("fleet.git").display());
+    std::fs::write(
+        world.config(),
+        local_config(
+            &world,
+            &format!(
+                "    url: {url}\n    ref: main\n    path: runners/prod.yaml\n    interval: 1s\n"
+            ),
+        ),
+    )
+    .expect("write config");
+    let s = world.wait_status("the unreachable source reported", |s| {
+        s.source
+            .as_ref()
+            .and_then(|x| x.error.as_deref())
+            .is_some_and(|e| e.starts_with("fetch failed"))
+    });
+    assert_eq!(revision(&s), None);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(world.wait_idle(&["web"]), [pid], "the runner is left alone");
+    // The repository appears with the same entry: it is adopted as it is.
+    let repo = Repo::new(&repo_root);
+    let first = repo.push(&format!("{FLEET_HEAD}  - name: web\n    repo: {REPO}\n"));
+    world.wait_status("the first revision", |s| {
+        revision(s) == Some(first.as_str())
+    });
+    assert_eq!(world.wait_idle(&["web"]), [pid], "same listener");
+}

@@ -306,6 +306,17 @@ impl Controller {
             observed.leftovers.clear();
         }
         self.follow_processes(&layout, &observed);
+        if self
+            .desired
+            .source
+            .as_ref()
+            .is_some_and(|s| s.revision.is_none())
+        {
+            // No revision of the runner list yet (first start, remote not reached): planning
+            // would remove every runner this host has. Wait for the first good fetch.
+            self.write_status(&layout, &observed);
+            return Duration::from_secs(5);
+        }
         let desired = &self.desired;
         super::docker_steps::serve_adopted(&self.docker, &layout, &observed, |n| {
             desired.spec_for(n)
