@@ -168,11 +168,16 @@ fn follows_pushes_refuses_bad_commits_and_survives_a_lost_remote() {
     );
 
     // A fix applies.
+    let pushed = std::time::Instant::now();
     let fix = repo.push(&format!("{FLEET_HEAD}  - name: api\n    repo: {REPO}\n"));
     let s = world.wait_status("the fix applied", |s| {
         revision(s) == Some(fix.as_str()) && idle(s, &["api"]) && s.runners.len() == 1
     });
     assert!(s.source.as_ref().is_some_and(|x| x.error.is_none()));
+    eprintln!(
+        "interval 1s: a push converged (api idle, web gone) after {:?}",
+        pushed.elapsed()
+    );
 
     // A forced push back to the first commit is followed.
     git(&repo.work, &["reset", "-q", "--hard", &first]);
@@ -410,10 +415,19 @@ fn a_signed_push_delivery_fetches_at_once() {
         "nothing fetched yet (the interval is an hour)"
     );
     let good = corral::api::signature(SECRET.as_bytes(), body.as_bytes());
+    let sent = std::time::Instant::now();
     assert_eq!(deliver(&body, &good), 202);
+    world.wait_status("the pushed revision in force", |s| {
+        revision(s) == Some(second.as_str())
+    });
+    let in_force = sent.elapsed();
     world.wait_status("the pushed revision applied", |s| {
         revision(s) == Some(second.as_str()) && idle(s, &["api"])
     });
+    eprintln!(
+        "push webhook: revision in force after {in_force:?}, its runner idle after {:?}",
+        sent.elapsed()
+    );
 }
 
 #[test]
