@@ -91,6 +91,13 @@ fn revision(s: &Status) -> Option<&str> {
     s.source.as_ref().and_then(|src| src.revision.as_deref())
 }
 
+fn error_of(s: &Status) -> &str {
+    s.source
+        .as_ref()
+        .and_then(|src| src.error.as_deref())
+        .unwrap_or_default()
+}
+
 fn idle(s: &Status, names: &[&str]) -> bool {
     names
         .iter()
@@ -131,17 +138,8 @@ fn follows_pushes_refuses_bad_commits_and_survives_a_lost_remote() {
     let bad = repo.push(&format!(
         "{FLEET_HEAD}  - name: web\n    repo: {REPO}\n    count: 2\n    lables: [x]\n"
     ));
-    let s = world.wait_status("the bad commit refused", |s| {
-        s.source
-            .as_ref()
-            .and_then(|src| src.error.as_deref())
-            .is_some_and(|e| e.contains(&bad))
-    });
-    let err = s
-        .source
-        .as_ref()
-        .and_then(|x| x.error.clone())
-        .unwrap_or_default();
+    let s = world.wait_status("the bad commit refused", |s| error_of(s).contains(&bad));
+    let err = error_of(&s);
     assert!(
         err.contains("runners/prod.yaml:8:5") && err.contains("lables"),
         "names the file, line and column: {err}"
@@ -151,17 +149,8 @@ fn follows_pushes_refuses_bad_commits_and_survives_a_lost_remote() {
 
     // A host field in the repository's file is refused too, naming the field.
     let host = repo.push(&format!("state_dir: /tmp/x\n{two}"));
-    let s = world.wait_status("the host field refused", |s| {
-        s.source
-            .as_ref()
-            .and_then(|src| src.error.as_deref())
-            .is_some_and(|e| e.contains(&host))
-    });
-    let err = s
-        .source
-        .as_ref()
-        .and_then(|x| x.error.clone())
-        .unwrap_or_default();
+    let s = world.wait_status("the host field refused", |s| error_of(s).contains(&host));
+    let err = error_of(&s);
     assert!(
         err.contains("runners/prod.yaml:1:1: state_dir") && err.contains("host field"),
         "{err}"
@@ -190,10 +179,7 @@ fn follows_pushes_refuses_bad_commits_and_survives_a_lost_remote() {
     let gone = world.dir.path().join("fleet.git.gone");
     std::fs::rename(&repo.bare, &gone).expect("hide the remote");
     let s = world.wait_status("the fetch failure reported", |s| {
-        s.source
-            .as_ref()
-            .and_then(|src| src.error.as_deref())
-            .is_some_and(|e| e.starts_with("fetch failed"))
+        error_of(s).starts_with("fetch failed")
     });
     assert_eq!(revision(&s), Some(first.as_str()));
     assert!(idle(&s, &["web-1", "web-2"]));
@@ -212,10 +198,7 @@ fn follows_pushes_refuses_bad_commits_and_survives_a_lost_remote() {
     std::fs::rename(&gone, &repo.bare).expect("restore the remote");
     git(&repo.bare, &["update-ref", "-d", "refs/heads/main"]);
     let s = world.wait_status("the deleted ref reported", |s| {
-        s.source
-            .as_ref()
-            .and_then(|src| src.error.as_deref())
-            .is_some_and(|e| e.contains("deleted?"))
+        error_of(s).contains("deleted?")
     });
     assert_eq!(revision(&s), Some(first.as_str()));
     let log = world.corral().output();
