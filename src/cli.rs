@@ -319,6 +319,19 @@ pub fn plan(
         out.write_all(view.text(colour).as_bytes())?;
         write_left_out(&desired, out)?;
         write_containment(&desired, out)?;
+        if let Some(src) = &desired.source {
+            // `plan` does not fetch: it plans the revision kept under state_dir.
+            writeln!(
+                out,
+                "source: {} {} {} at {}",
+                src.url,
+                src.git_ref,
+                src.path,
+                src.revision
+                    .as_deref()
+                    .unwrap_or("(no revision fetched yet: no runners)")
+            )?;
+        }
     }
     Ok(if options.detailed_exitcode && view.changes() {
         2

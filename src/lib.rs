@@ -36,6 +36,7 @@ pub mod controller;
 pub mod crashpoint;
 pub mod docker;
 pub mod github;
+pub mod gitsource;
 pub mod layout;
 pub mod markers;
 pub mod observe;

@@ -57,6 +57,7 @@ fn desired(specs: Vec<RunnerSpec>) -> Desired {
         capped: Vec::new(),
         pools: Vec::new(),
         demand_poll_interval: Duration::from_secs(15),
+        source: None,
     }
 }
 

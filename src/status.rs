@@ -17,6 +17,9 @@ pub struct Status {
     /// corral's GitHub API budget, when it talks to GitHub.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub github: Option<GitHubStatus>,
+    /// The git repository the runner list is followed from, when the file has a `source`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceStatus>,
     /// Every runner, by name.
     pub runners: Vec<RunnerStatus>,
     /// Instances the file asks for that were not created because `max_runners` was reached.
@@ -110,6 +113,24 @@ impl PoolStatus {
             scale_set: None,
         }
     }
+}
+
+/// `source` in status: the revision in force and why a newer one is not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceStatus {
+    /// Repository URL.
+    pub url: String,
+    /// Branch, tag or commit followed.
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    /// The file inside the repository.
+    pub path: String,
+    /// The 40-hex commit in force; `null` before the first good fetch.
+    pub revision: Option<String>,
+    /// When the last fetch ended (RFC 3339, UTC).
+    pub fetched_at: Option<String>,
+    /// Why the newest fetched commit is not in force (naming it), or why fetching fails.
+    pub error: Option<String>,
 }
 
 /// What is left of corral's GitHub API budget.
@@ -277,6 +298,19 @@ fn row(r: &RunnerStatus, now: std::time::SystemTime) -> [String; 10] {
 pub fn write_table(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
     if let Some(err) = &status.config_error {
         writeln!(out, "config error (last good config still in force): {err}")?;
+    }
+    if let Some(src) = &status.source {
+        writeln!(
+            out,
+            "source: {} {} {} at {}",
+            src.url,
+            src.git_ref,
+            src.path,
+            src.revision.as_deref().unwrap_or("(no revision yet)")
+        )?;
+        if let Some(err) = &src.error {
+            writeln!(out, "source error (revision above still in force): {err}")?;
+        }
     }
     if let Some(budget) = status.github.as_ref().and_then(|g| g.rate_limit.as_ref()) {
         writeln!(

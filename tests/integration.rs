@@ -16,6 +16,7 @@ mod fuzz_corpus;
 mod github_client;
 mod github_client_app;
 mod github_demand;
+mod gitops;
 mod hostile_jobs;
 mod identity;
 mod openapi;

@@ -41,6 +41,7 @@ async fn serve(shared: Shared, webhook: bool) -> String {
     let hook = webhook.then(|| Webhook {
         secret: Secret::new(SECRET),
         on_queued: Arc::new(|| {}),
+        on_push: None,
     });
     let app = router_with(shared, Some(Secret::new(TOKEN)), hook);
     tokio::spawn(async move { axum::serve(listener, app).await });

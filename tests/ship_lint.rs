@@ -71,6 +71,11 @@ async fn metrics_text() -> String {
             github: serde_json::from_value(serde_json::json!({"rate_limit":
                 {"limit": 5000, "remaining": 4000, "reset_at": "2030-01-01T00:00:00Z"}}))
             .ok(),
+            source: serde_json::from_value(serde_json::json!({
+                "url": "https://github.com/me/fleet.git", "ref": "main", "path": "runners/prod.yaml",
+                "revision": "0123456789abcdef0123456789abcdef01234567",
+                "fetched_at": "2030-01-01T00:00:00Z", "error": null}))
+            .ok(),
             ..Status::default()
         });
         p.metrics.observe_pass(0.03);
@@ -99,6 +104,10 @@ async fn metrics_text() -> String {
     );
     assert!(
         body.contains("corral_scaleset_jobs_assigned{pool=\"sets\",repo=\"o/r\"} 2"),
+        "{body}"
+    );
+    assert!(
+        body.contains("corral_source_revision{url=\"https://github.com/me/fleet.git\",ref=\"main\",revision=\"0123456789abcdef0123456789abcdef01234567\"} 1"),
         "{body}"
     );
     body

@@ -108,6 +108,7 @@ pub fn render(p: &Published) -> String {
             .as_ref()
             .map(|s| s.pools.clone())
             .unwrap_or_default(),
+        source: p.status.as_ref().and_then(|s| s.source.clone()),
         rate_limit_remaining: p
             .status
             .as_ref()
@@ -126,6 +127,7 @@ pub fn render(p: &Published) -> String {
 struct Snapshot {
     runners: Vec<RunnerStatus>,
     pools: Vec<PoolStatus>,
+    source: Option<crate::status::SourceStatus>,
     rate_limit_remaining: Option<u64>,
     metrics: Metrics,
 }
@@ -196,6 +198,7 @@ impl Collector for Snapshot {
         self.github_families(&mut encoder)?;
         self.docker_families(&mut encoder)?;
         self.pool_families(&mut encoder)?;
+        self.source_families(&mut encoder)?;
         self.cgroup_families(&mut encoder)
     }
 }
@@ -289,6 +292,35 @@ impl Snapshot {
             self.metrics.webhook_refused,
         )?;
         Ok(())
+    }
+
+    /// `source.git`: the revision in force (as a label) and whether the newest is refused or
+    /// cannot be fetched. Absent without a source, so other hosts scrape as before.
+    fn source_families(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        let Some(source) = &self.source else {
+            return Ok(());
+        };
+        family(
+            encoder,
+            "corral_source_revision",
+            "1 for the commit of source.git in force (revision label; empty before the first).",
+            MetricType::Gauge,
+            [(
+                [
+                    ("url", source.url.clone()),
+                    ("ref", source.git_ref.clone()),
+                    ("revision", source.revision.clone().unwrap_or_default()),
+                ],
+                1,
+            )],
+        )?;
+        single(
+            encoder,
+            "corral_source_error",
+            "1 while the newest commit of source.git is refused or cannot be fetched.",
+            MetricType::Gauge,
+            u64::from(source.error.is_some()),
+        )
     }
 
     /// Disk per runner, unique and shared.

@@ -25,7 +25,7 @@ use subtle::ConstantTimeEq;
 
 pub use metrics::{Histogram, Metrics};
 pub use openapi::document as openapi_document;
-pub use webhook::{signature, Webhook};
+pub use webhook::{signature, OnPush, Webhook};
 
 use crate::secret::Secret;
 use crate::status::Status;

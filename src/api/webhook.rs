@@ -19,6 +19,9 @@ use sha2::Sha256;
 use super::AppState;
 use crate::secret::Secret;
 
+/// What a valid `push` delivery sets off, given its payload.
+pub type OnPush = Arc<dyn Fn(&serde_json::Value) + Send + Sync>;
+
 /// The webhook receiver's secret and what a queued job sets off.
 #[derive(Clone)]
 pub struct Webhook {
@@ -26,6 +29,9 @@ pub struct Webhook {
     pub secret: Secret,
     /// Called for every valid `workflow_job` delivery with `action: queued`.
     pub on_queued: Arc<dyn Fn() + Send + Sync>,
+    /// Called with the payload of every valid `push` delivery (the controller fetches its
+    /// `source.git` at once when the delivery is for that repository).
+    pub on_push: Option<OnPush>,
 }
 
 impl std::fmt::Debug for Webhook {
@@ -114,13 +120,16 @@ pub(super) async fn receive(
         );
     }
     let event = header("x-github-event").unwrap_or_default();
-    let action = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["action"].as_str().map(str::to_string))
-        .unwrap_or_default();
+    let payload = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
+    let action = payload["action"].as_str().unwrap_or_default().to_string();
     tracing::info!(delivery, event, action, "webhook delivery");
     if event == "workflow_job" && action == "queued" {
         (hook.on_queued)();
+    }
+    if event == "push" {
+        if let Some(on_push) = &hook.on_push {
+            on_push(&payload);
+        }
     }
     message(StatusCode::ACCEPTED, "accepted")
 }

@@ -49,6 +49,8 @@ pub struct Desired {
     pub pools: Vec<Pool>,
     /// How often queued jobs are polled for the pools.
     pub demand_poll_interval: Duration,
+    /// The git repository the runner list is followed from, when the file has a `source`.
+    pub source: Option<super::source::GitSource>,
 }
 
 impl Desired {

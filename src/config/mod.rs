@@ -15,6 +15,7 @@ mod patterns;
 mod resources;
 mod rules;
 mod scale;
+mod source;
 mod tree;
 mod unknown;
 mod validate;
@@ -35,6 +36,10 @@ pub use model::{
 };
 pub use resources::{Clean, Leftovers, ResourcesSpec, Size};
 pub use rules::check_host_id;
+pub use source::{
+    last_good_path, read_last_good, write_last_good, Fleet, GitCredential, GitSource,
+    GitSourceSpec, SourceSpec, DEFAULT_SOURCE_INTERVAL,
+};
 pub use tree::Position;
 
 /// The JSON Schema of `runners.yaml`, pretty-printed.
@@ -78,6 +83,17 @@ pub fn parse(text: &str, path: &Path) -> Result<Desired, ConfigErrors> {
 
 /// [`parse`] for host `host_id`.
 pub fn parse_on(text: &str, path: &Path, host_id: &str) -> Result<Desired, ConfigErrors> {
+    parse_with_fleet(text, path, host_id, None)
+}
+
+/// [`parse_on`] with `fleet` as the revision of the repository's file when the local file has
+/// a `source` (`None`: the last good revision kept under `state_dir`).
+pub fn parse_with_fleet(
+    text: &str,
+    path: &Path,
+    host_id: &str,
+    fleet: Option<&Fleet>,
+) -> Result<Desired, ConfigErrors> {
     let whole_file = |pos, message| ConfigError {
         file: path.to_path_buf(),
         pos,
@@ -118,7 +134,7 @@ pub fn parse_on(text: &str, path: &Path, host_id: &str) -> Result<Desired, Confi
         Err(_) => None,
     };
     if let (Some(file), true) = (&file, errors.is_empty()) {
-        return validate::resolve(file, path, &root.positions(), host_id).map_err(sorted);
+        return source::resolve(file, &root, path, host_id, fleet).map_err(sorted);
     }
     Err(sorted(errors))
 }
@@ -131,7 +147,7 @@ fn sorted(mut errors: Vec<ConfigError>) -> ConfigErrors {
 }
 
 /// `serde_yaml`'s message is `path: text at line L column C`; split it into our fields.
-fn serde_error(err: &serde_yaml::Error, path: &Path) -> ConfigError {
+pub(crate) fn serde_error(err: &serde_yaml::Error, path: &Path) -> ConfigError {
     let text = err.to_string();
     let text = match text.rfind(" at line ") {
         Some(cut) if err.location().is_some() => text[..cut].to_string(),

@@ -49,6 +49,9 @@ pub struct RunnersFile {
     /// GitHub access; without it each runner needs its own registration token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub github: Option<GitHubSpec>,
+    /// Follow `defaults`, `runners` and `max_runners` from a git repository (DESIGN.md §6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<super::source::SourceSpec>,
     /// Values every runner entry inherits unless it sets its own.
     #[serde(default)]
     pub defaults: RunnerDefaults,

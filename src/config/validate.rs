@@ -169,6 +169,7 @@ pub fn resolve(
         capped,
         pools,
         demand_poll_interval,
+        source: None,
     })
 }
 

@@ -13,6 +13,7 @@ mod github_steps;
 mod passes;
 mod runtime;
 mod shutdown;
+mod source_follow;
 mod workers;
 
 use std::path::{Path, PathBuf};
@@ -56,6 +57,8 @@ pub enum Trigger {
     },
     /// A background listing of the registrations ended: the next pass takes it.
     Listed,
+    /// A fetch of `source.git` ended.
+    SourceFetched(Box<crate::gitsource::Fetched>),
 }
 
 /// Why `corral run` could not start or had to stop.
@@ -197,6 +200,7 @@ impl Sources {
 async fn start_api(
     api: &crate::config::Api,
     triggers: mpsc::UnboundedSender<Trigger>,
+    on_push: crate::api::OnPush,
 ) -> Result<crate::api::Shared, RunError> {
     let token = api
         .token
@@ -215,6 +219,7 @@ async fn start_api(
             on_queued: std::sync::Arc::new(move || {
                 let _ = triggers.send(Trigger::JobQueued);
             }),
+            on_push: Some(on_push),
         });
     let listener = tokio::net::TcpListener::bind(api.listen)
         .await
@@ -245,11 +250,13 @@ pub async fn run(config_path: &Path, host_id: &str) -> Result<(), RunError> {
     }
     let (tx, rx) = mpsc::unbounded_channel();
     let mut sources = Sources::new(&config_path, &records, rx)?;
-    let api = match &desired.api {
-        Some(api) => Some(start_api(api, tx.clone()).await?),
+    let api_spec = desired.api.clone();
+    let mut ctl = passes::Controller::new(config_path, digest, desired, tx.clone());
+    ctl.follow_source();
+    let api = match &api_spec {
+        Some(api) => Some(start_api(api, tx, ctl.source_on_push()).await?),
         None => None,
     };
-    let mut ctl = passes::Controller::new(config_path, digest, desired, tx);
     if let Some(shared) = api {
         ctl.publish_to(shared);
     }

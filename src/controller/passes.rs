@@ -91,6 +91,8 @@ pub struct Controller {
     contain: (PathBuf, Arc<super::contain::Contain>),
     /// When usage was last measured.
     last_usage: Option<Instant>,
+    /// `source.git`: its fetch task and what the last fetch said.
+    source: super::source_follow::SourceState,
 }
 
 impl Controller {
@@ -141,7 +143,18 @@ impl Controller {
             pool_queues: Vec::new(),
             scalesets: scalesets::ScaleSetPools::default(),
             scaleset_status: BTreeMap::new(),
+            source: super::source_follow::SourceState::default(),
         }
+    }
+
+    /// Starts (or restarts) following the config's `source`, if any.
+    pub fn follow_source(&mut self) {
+        self.source.follow(&self.desired, &self.triggers);
+    }
+
+    /// What a valid `push` webhook delivery does (fetch the source now if it is for it).
+    pub fn source_on_push(&self) -> crate::api::OnPush {
+        self.source.on_push()
     }
 
     /// Polls demand at the next pass, whatever the interval (a webhook reported a queued job).
@@ -187,6 +200,8 @@ impl Controller {
                 info!(runners = desired.runners.len(), "config reloaded");
                 self.desired = desired;
                 self.config_error = None;
+                self.source.local_changed();
+                self.follow_source();
             }
             Err(errors) => {
                 error!(errors = %errors, "config edit refused; the last good config stays in force");
@@ -221,6 +236,15 @@ impl Controller {
             // The pass that follows every trigger reads the engines' statuses and takes the
             // listing.
             Trigger::ScaleSetChanged | Trigger::Listed => return,
+            Trigger::SourceFetched(fetched) => {
+                if let Some(next) = self
+                    .source
+                    .fetched(*fetched, &self.desired, &self.config_path)
+                {
+                    self.desired = next;
+                }
+                return;
+            }
         };
         let spec = self.desired.spec_for(&name);
         if spec.is_none() && !self.runtimes.contains_key(&name) {
@@ -307,6 +331,17 @@ impl Controller {
         }
         self.follow_processes(&layout, &observed);
         self.contain_pass(&layout, &observed).await;
+        if self
+            .desired
+            .source
+            .as_ref()
+            .is_some_and(|s| s.revision.is_none())
+        {
+            // No revision of the runner list yet (first start, remote not reached): planning
+            // would remove every runner this host has. Wait for the first good fetch.
+            self.write_status(&layout, &observed);
+            return Duration::from_secs(5);
+        }
         let desired = &self.desired;
         super::docker_steps::serve_adopted(&self.docker, &layout, &observed, |n| {
             desired.spec_for(n)
@@ -617,6 +652,7 @@ impl Controller {
             github,
             Instant::now(),
         );
+        status.source = self.source.status(&self.desired);
         super::docker_steps::attach_counters(&self.docker, &mut status);
         let now = std::time::SystemTime::now();
         status.pools = self

@@ -187,6 +187,7 @@ pub fn build_status(
         updated_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         config_error,
         github,
+        source: None,
         runners,
         not_created: desired.capped.clone(),
         pools: Vec::new(),

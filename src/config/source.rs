@@ -1,0 +1,448 @@
+//! `source:` (DESIGN.md §6): the runner list followed from a git repository.
+//!
+//! The local file keeps what belongs to the host (`base`, `state_dir`, `github`, `api`,
+//! `source` and the other top-level settings); the file in the repository holds what the
+//! fleet shares: `defaults`, `runners`, `max_runners`. The two are checked apart (a host
+//! field in the repository's file, `runners` in a local file with a source are errors
+//! naming the field) and then resolved together, each error naming the file it is in.
+//!
+//! The last revision that was applied is kept under `<state_dir>/source/last-good`, so a
+//! restarted corral (or `corral check`/`plan`) uses it without the remote.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::desired::{Desired, TokenSource};
+use super::duration::Duration;
+use super::error::ConfigError;
+use super::model::{RunnerDefaults, RunnerEntry, RunnersFile};
+use super::patterns;
+use super::tree::{self, Node, NodeKind, Position};
+use super::validate::join_clean;
+
+/// How often the repository is fetched when `interval` is not set.
+pub const DEFAULT_SOURCE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+/// The fields the repository's file may hold; every other top-level field is the host's.
+pub const FLEET_FIELDS: [&str; 3] = ["defaults", "runners", "max_runners"];
+
+/// `source`: where the runner list comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// A git repository followed the `GitOps` way.
+    pub git: GitSourceSpec,
+}
+
+/// `source.git`: the repository, the revision followed and the file inside it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GitSourceSpec {
+    /// Repository URL: `https://`, `ssh://` or `file://` (no credentials in it).
+    #[schemars(regex(pattern = r"^(https|ssh|file)://"))]
+    pub url: String,
+    /// A branch, tag or commit (default `HEAD`, the remote's default branch).
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// The file inside the repository, holding `defaults`, `runners` and `max_runners` only.
+    pub path: String,
+    /// How often the repository is fetched (default 1m); a push webhook fetches at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+    /// Environment variable holding an https token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = patterns::ENV_NAME))]
+    pub token_env: Option<String>,
+    /// File holding an https token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// Private key file for an `ssh://` URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_key_file: Option<PathBuf>,
+}
+
+/// The repository's file: what the fleet shares.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FleetFile {
+    #[serde(default)]
+    defaults: RunnerDefaults,
+    #[serde(default)]
+    runners: Vec<RunnerEntry>,
+    #[serde(default)]
+    max_runners: Option<u32>,
+}
+
+/// A resolved git source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitSource {
+    /// Repository URL as written.
+    pub url: String,
+    /// Branch, tag or commit followed.
+    pub git_ref: String,
+    /// The file inside the repository.
+    pub path: String,
+    /// How often it is fetched.
+    pub interval: std::time::Duration,
+    /// How git authenticates.
+    pub credential: Option<GitCredential>,
+    /// The commit whose file is in force (`None` before the first good fetch).
+    pub revision: Option<String>,
+}
+
+/// Where git's credential comes from (never the credential itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GitCredential {
+    /// An https token.
+    Token(TokenSource),
+    /// An ssh private key file.
+    SshKey(PathBuf),
+}
+
+/// One revision of the repository's file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fleet {
+    /// The 40-hex commit it was read from.
+    pub commit: String,
+    /// The file's text.
+    pub text: String,
+}
+
+/// Where the last applied revision is kept.
+pub fn last_good_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("source").join("last-good")
+}
+
+/// The last applied revision, if one was kept.
+pub fn read_last_good(state_dir: &Path) -> Option<Fleet> {
+    let text = std::fs::read_to_string(last_good_path(state_dir)).ok()?;
+    let (commit, text) = text.split_once('\n')?;
+    let commit = commit.trim();
+    (commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit())).then(|| Fleet {
+        commit: commit.to_string(),
+        text: text.to_string(),
+    })
+}
+
+/// Keeps `fleet` as the last applied revision: written whole to a temporary file, synced,
+/// then renamed over the old one, so a crash leaves one or the other.
+pub fn write_last_good(state_dir: &Path, fleet: &Fleet) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let path = last_good_path(state_dir);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        writeln!(f, "{}", fleet.commit)?;
+        f.write_all(fleet.text.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)
+}
+
+/// Checks the local file `file` (which has a `source`) and the repository's file, and
+/// resolves them together. `fleet` is the revision to use; `None` takes the kept last good
+/// one (no runners before the first good fetch).
+pub(super) fn resolve(
+    file: &RunnersFile,
+    root: &Node,
+    config_path: &Path,
+    host_id: &str,
+    fleet: Option<&Fleet>,
+) -> Result<Desired, Vec<ConfigError>> {
+    let Some(spec) = file.source.as_ref() else {
+        return super::validate::resolve(file, config_path, &root.positions(), host_id);
+    };
+    let spec = &spec.git;
+    let positions = root.positions();
+    let local_error = |path: &str, message: String| ConfigError {
+        file: config_path.to_path_buf(),
+        pos: positions
+            .get(&format!("{path}#key"))
+            .or_else(|| positions.get(path))
+            .copied(),
+        path: path.to_string(),
+        message,
+    };
+    let mut errors = Vec::new();
+    if let NodeKind::Map(entries) = &root.kind {
+        for (key, _) in entries {
+            if FLEET_FIELDS.contains(&key.name.as_str()) {
+                errors.push(local_error(
+                    &key.name,
+                    format!(
+                        "`{}` belongs in the repository's file `{}` when the local file has a `source`",
+                        key.name, spec.path
+                    ),
+                ));
+            }
+        }
+    }
+    let absolute = std::path::absolute(config_path).unwrap_or_else(|_| config_path.to_path_buf());
+    let dir = absolute.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let mut source = check_source(spec, &dir, &mut |path, message| {
+        errors.push(local_error(path, message));
+    });
+    let state_dir = join_clean(&dir, &file.state_dir);
+    let kept;
+    let fleet = if let Some(fleet) = fleet {
+        Some(fleet)
+    } else {
+        kept = read_last_good(&state_dir);
+        kept.as_ref()
+    };
+    let fleet_path = PathBuf::from(&spec.path);
+    let (fleet_file, fleet_positions) = match fleet {
+        Some(fleet) => match parse_fleet(&fleet.text, &fleet_path) {
+            Ok(parsed) => parsed,
+            Err(mut errs) => {
+                errors.append(&mut errs);
+                (FleetFile::default(), BTreeMap::new())
+            }
+        },
+        None => (FleetFile::default(), BTreeMap::new()),
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let mut merged = file.clone();
+    merged.source = None;
+    merged.defaults = fleet_file.defaults;
+    merged.runners = fleet_file.runners;
+    merged.max_runners = fleet_file.max_runners;
+    let is_fleet = |path: &str| {
+        FLEET_FIELDS.iter().any(|f| {
+            path.strip_prefix(f)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[', '#']))
+        })
+    };
+    let mut all: BTreeMap<String, Position> = positions
+        .into_iter()
+        .filter(|(k, _)| !is_fleet(k))
+        .collect();
+    all.extend(fleet_positions);
+    let mut desired =
+        super::validate::resolve(&merged, config_path, &all, host_id).map_err(|errs| {
+            errs.into_iter()
+                .map(|mut e| {
+                    if is_fleet(&e.path) {
+                        e.file.clone_from(&fleet_path);
+                    }
+                    e
+                })
+                .collect::<Vec<_>>()
+        })?;
+    if let Some(source) = source.as_mut() {
+        source.revision = fleet.map(|f| f.commit.clone());
+    }
+    desired.source = source;
+    Ok(desired)
+}
+
+/// The repository's file, checked alone: YAML, host fields, unknown fields, types.
+fn parse_fleet(
+    text: &str,
+    path: &Path,
+) -> Result<(FleetFile, BTreeMap<String, Position>), Vec<ConfigError>> {
+    let error = |pos, field: &str, message| ConfigError {
+        file: path.to_path_buf(),
+        pos,
+        path: field.to_string(),
+        message,
+    };
+    let root = match tree::parse(text) {
+        Ok(Some(root)) => root,
+        // An empty file: no runners.
+        Ok(None) => return Ok((FleetFile::default(), BTreeMap::new())),
+        Err(err) => {
+            return Err(vec![error(
+                Some(err.pos),
+                "",
+                format!("invalid YAML: {}", err.message),
+            )])
+        }
+    };
+    let mut errors = Vec::new();
+    let NodeKind::Map(entries) = &root.kind else {
+        return Err(vec![error(
+            Some(root.pos),
+            "",
+            "the repository's file must be a mapping of `defaults`, `runners`, `max_runners`"
+                .into(),
+        )]);
+    };
+    let host_fields = serde_json::to_value(schemars::schema_for!(RunnersFile))
+        .ok()
+        .and_then(|s| s.get("properties").and_then(|p| p.as_object()).cloned())
+        .unwrap_or_default();
+    for (key, _) in entries {
+        if FLEET_FIELDS.contains(&key.name.as_str()) {
+            continue;
+        }
+        let message = if host_fields.contains_key(&key.name) {
+            format!(
+                "`{}` is a host field: it belongs in the local config file, not the repository's",
+                key.name
+            )
+        } else {
+            format!(
+                "unknown field `{}` (the repository's file holds `defaults`, `runners`, `max_runners`)",
+                key.name
+            )
+        };
+        errors.push(error(Some(key.pos), &key.name, message));
+    }
+    let schema = serde_json::to_value(schemars::schema_for!(RunnersFile)).unwrap_or_default();
+    errors.extend(
+        super::unknown::unknown_fields(&root, &schema)
+            .into_iter()
+            .filter(|u| {
+                FLEET_FIELDS
+                    .iter()
+                    .any(|f| u.path.starts_with(f) && u.path != *f)
+            })
+            .map(|u| error(Some(u.pos), &u.path, u.message)),
+    );
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    match serde_yaml::from_str::<FleetFile>(text) {
+        Ok(file) => Ok((file, root.positions())),
+        Err(err) => Err(vec![super::serde_error(&err, path)]),
+    }
+}
+
+/// Checks `source.git` and resolves it; reports through `err(field, message)`.
+fn check_source(
+    spec: &GitSourceSpec,
+    dir: &Path,
+    err: &mut dyn FnMut(&str, String),
+) -> Option<GitSource> {
+    let before = std::cell::Cell::new(0usize);
+    let mut fail = |path: &str, message: String| {
+        before.set(before.get() + 1);
+        err(path, message);
+    };
+    let scheme = ["https://", "ssh://", "file://"]
+        .into_iter()
+        .find(|s| spec.url.starts_with(s));
+    match scheme {
+        None => fail(
+            "source.git.url",
+            format!(
+                "`{}` is not a git URL corral follows: write `https://`, `ssh://` or `file://`",
+                spec.url
+            ),
+        ),
+        Some(scheme) => {
+            let rest = &spec.url[scheme.len()..];
+            let authority = rest.split('/').next().unwrap_or("");
+            if let Some((userinfo, _)) = authority.rsplit_once('@') {
+                if userinfo.contains(':') || scheme == "https://" {
+                    fail(
+                        "source.git.url",
+                        "the URL carries credentials, which would put a secret in the file; \
+                         name where the token is with `token_env` or `token_file`"
+                            .into(),
+                    );
+                }
+            }
+        }
+    }
+    let path = Path::new(&spec.path);
+    if spec.path.is_empty()
+        || path.is_absolute()
+        || path
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        fail(
+            "source.git.path",
+            format!(
+                "`{}` must be a relative path inside the repository, without `..`",
+                spec.path
+            ),
+        );
+    }
+    let git_ref = spec.git_ref.clone().unwrap_or_else(|| "HEAD".to_string());
+    if git_ref.is_empty()
+        || git_ref.starts_with('-')
+        || git_ref.contains("..")
+        || git_ref
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || ":~^?*[\\".contains(c))
+    {
+        fail(
+            "source.git.ref",
+            format!("`{git_ref}` is not a branch, tag or commit name"),
+        );
+    }
+    let interval = match spec.interval.as_ref().map(Duration::parse) {
+        None => DEFAULT_SOURCE_INTERVAL,
+        Some(Ok(d)) if d >= std::time::Duration::from_secs(1) => d,
+        Some(Ok(_)) => {
+            fail("source.git.interval", "interval must be at least 1s".into());
+            DEFAULT_SOURCE_INTERVAL
+        }
+        Some(Err(message)) => {
+            fail("source.git.interval", message);
+            DEFAULT_SOURCE_INTERVAL
+        }
+    };
+    let credential = check_credential(spec, scheme, dir, &mut fail);
+    (before.get() == 0).then(|| GitSource {
+        url: spec.url.clone(),
+        git_ref,
+        path: spec.path.clone(),
+        interval,
+        credential,
+        revision: None,
+    })
+}
+
+/// `token_env` | `token_file` | `ssh_key_file`: at most one, fitting the URL's scheme.
+fn check_credential(
+    spec: &GitSourceSpec,
+    scheme: Option<&str>,
+    dir: &Path,
+    fail: &mut dyn FnMut(&str, String),
+) -> Option<GitCredential> {
+    let forms = [
+        spec.token_env.is_some(),
+        spec.token_file.is_some(),
+        spec.ssh_key_file.is_some(),
+    ];
+    if forms.iter().filter(|f| **f).count() > 1 {
+        fail(
+            "source.git",
+            "set at most one of `token_env`, `token_file`, `ssh_key_file`".into(),
+        );
+    }
+    let credential = if let Some(name) = &spec.token_env {
+        Some(GitCredential::Token(TokenSource::Env(name.clone())))
+    } else if let Some(file) = &spec.token_file {
+        Some(GitCredential::Token(TokenSource::File(join_clean(
+            dir, file,
+        ))))
+    } else {
+        spec.ssh_key_file
+            .as_ref()
+            .map(|file| GitCredential::SshKey(join_clean(dir, file)))
+    };
+    match (&credential, scheme) {
+        (Some(GitCredential::Token(_)), Some(s)) if s != "https://" => fail(
+            "source.git",
+            "`token_env`/`token_file` are for an `https://` URL".into(),
+        ),
+        (Some(GitCredential::SshKey(_)), Some(s)) if s != "ssh://" => fail(
+            "source.git.ssh_key_file",
+            "`ssh_key_file` is for an `ssh://` URL".into(),
+        ),
+        _ => {}
+    }
+    credential
+}
