@@ -20,6 +20,22 @@ const REST: [Route; 7] = [
     Route::SetLabels,
 ];
 
+/// Waits until c asks for a registration token again after request number `since`: a
+/// request sent just before faults were cleared may still hang until the client gives up
+/// (30 s), and the next attempt comes after c's step backoff (at most 1 min).
+fn wait_for_a_token_request(world: &World, since: usize) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !world
+        .gh
+        .requests_since(since)
+        .iter()
+        .any(|r| r.path.ends_with("/actions/runners/registration-token") && r.method == "POST")
+    {
+        assert!(Instant::now() < deadline, "c never asked for a token again");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Keeps watching for `window` that the runners' listeners stay the same processes.
 fn hold_for(world: &World, window: Duration, pids: &[i32]) {
     let until = Instant::now() + window;
@@ -136,18 +152,7 @@ fn a_github_outage_keeps_runners_running_and_requests_bounded() {
     eprintln!("outage: {during} REST requests in {window:?} (bound {bound})");
     let cleared = world.gh.request_count();
     world.gh.clear_faults();
-    // A request sent just before the clear still hangs until the client gives up (30 s);
-    // c's next registration attempt, after its backoff, is answered.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !world
-        .gh
-        .requests_since(cleared)
-        .iter()
-        .any(|r| r.path.ends_with("/actions/runners/registration-token") && r.method == "POST")
-    {
-        assert!(Instant::now() < deadline, "c never asked for a token again");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_a_token_request(&world, cleared);
     world.wait_idle(&["c"]);
     assert_eq!(
         world.wait_idle(&["a", "b"]),
@@ -381,18 +386,7 @@ fn a_hung_github_api_times_out_without_touching_runners() {
     assert!(during <= bound, "{during} requests; bound {bound}");
     let cleared = world.gh.request_count();
     world.gh.clear_faults();
-    // A request sent just before the clear still hangs until the client gives up (30 s);
-    // c's next registration attempt, after its backoff, is answered.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !world
-        .gh
-        .requests_since(cleared)
-        .iter()
-        .any(|r| r.path.ends_with("/actions/runners/registration-token") && r.method == "POST")
-    {
-        assert!(Instant::now() < deadline, "c never asked for a token again");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_a_token_request(&world, cleared);
     world.wait_idle(&["c"]);
     assert_eq!(
         world.wait_idle(&["a", "b"]),

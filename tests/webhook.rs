@@ -68,6 +68,11 @@ fn a_signed_queued_event_scales_up_without_waiting_for_the_poll() {
     assert_eq!(deliver(&url, &body, &forged), 401);
     assert_eq!(deliver(&url, &body, "sha256="), 401);
     assert_eq!(deliver(&url, &body, ""), 401);
+    assert_eq!(
+        world.gh.run_polls(REPO).0,
+        1,
+        "one poll at start; none for the refused deliveries"
+    );
     // Valid: the pass polls at once and a runner takes the job (the next poll is an hour away).
     let good = corral::api::signature(SECRET.as_bytes(), body.as_bytes());
     assert_eq!(deliver(&url, &body, &good), 202);
@@ -77,11 +82,10 @@ fn a_signed_queued_event_scales_up_without_waiting_for_the_poll() {
             .job(job)
             .is_some_and(|j| j.runner_name.as_deref() == Some("ci-1"))
     });
-    assert_eq!(
-        world.gh.run_polls(REPO).0,
-        2,
-        "one poll at start, one for the valid delivery; none for the refused ones"
-    );
+    // The valid delivery's poll; a runner that took a job polls once more (what was polled
+    // is stale then), which may come before this read.
+    let polls = world.gh.run_polls(REPO).0;
+    assert!((2..=3).contains(&polls), "{polls} polls");
     let metrics = reqwest::blocking::Client::new()
         .get(format!("http://127.0.0.1:{port}/metrics"))
         .bearer_auth("api-token")
