@@ -18,7 +18,8 @@
 //! the fake (REST, tenant and queue), the same 10 repositories, one pool each.
 //!
 //! `cargo bench --bench demand` (20 jobs per path and 120 s idle windows, about 25 minutes
-//! on 2 cores); `-- --quick`: 4 jobs per path, 60 s windows.
+//! on 2 cores); `-- --quick`: 4 jobs per path, 60 s windows; `-- --only scaleset` (or
+//! `rest`, `rest2s`, `webhook`): that path alone, no idle windows.
 
 #[path = "../tests/kit/mod.rs"]
 mod kit;
@@ -177,8 +178,8 @@ fn path(poll: Option<&str>, interval: Duration, how: How, n: usize, rng: &mut Rn
         .collect()
 }
 
-/// (p50, p95) in milliseconds.
-fn percentiles(mut xs: Vec<f64>) -> (f64, f64) {
+/// (p50, p95, max) in milliseconds.
+fn percentiles(mut xs: Vec<f64>) -> (f64, f64, f64) {
     xs.sort_by(f64::total_cmp);
     let at = |q: f64| {
         #[allow(
@@ -190,7 +191,7 @@ fn percentiles(mut xs: Vec<f64>) -> (f64, f64) {
         let i = ((xs.len() as f64 * q).ceil() as usize).clamp(1, xs.len()) - 1;
         xs[i] * 1000.0
     };
-    (at(0.5), at(0.95))
+    (at(0.5), at(0.95), at(1.0))
 }
 
 /// Requests per hour from a corral with 10 idle pools, one per repository, at the
@@ -252,11 +253,55 @@ fn idle_requests(window: Duration, scaleset: bool) -> (f64, f64, f64) {
     )
 }
 
+/// One path's row; returns (busy p50, found p50).
+fn row(name: &str, xs: &[Sample]) -> (f64, f64) {
+    let (p50, p95, max) = percentiles(xs.iter().map(|s| s.busy).collect());
+    let (f50, f95, _) = percentiles(xs.iter().map(|s| s.found).collect());
+    println!("| {name} | {p50:.0} ms | {p95:.0} ms | {max:.0} ms | {f50:.0} ms | {f95:.0} ms |");
+    (p50, f50)
+}
+
+const HEADER: &str = "| path | busy p50 | busy p95 | busy max | found p50 | found p95 |\n|---|---:|---:|---:|---:|---:|";
+
+/// `--only NAME`: one path, printed alone.
+fn only(name: &str, n: usize, rng: &mut Rng) {
+    let (poll, interval, how, label) = match name {
+        "rest" => (
+            None,
+            DEFAULT_POLL,
+            How::Poll,
+            "REST, demand_poll_interval 15s (default)",
+        ),
+        "rest2s" => (
+            Some("2s"),
+            Duration::from_secs(2),
+            How::Poll,
+            "REST, demand_poll_interval 2s",
+        ),
+        "webhook" => (Some("1h"), Duration::ZERO, How::Webhook, "webhook"),
+        "scaleset" => (
+            None,
+            SCALESET_CYCLE,
+            How::ScaleSet,
+            "scale set (50 s hold, 60 s idle cycle)",
+        ),
+        other => panic!("--only wants rest, rest2s, webhook or scaleset, not {other:?}"),
+    };
+    let xs = path(poll, interval, how, n, rng);
+    println!("{n} jobs\n{HEADER}");
+    row(label, &xs);
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let n = if quick { 4 } else { 20 };
     let window = Duration::from_secs(if quick { 60 } else { 120 });
     let mut rng = Rng::new(21);
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--only") {
+        only(args.get(at + 1).map_or("", String::as_str), n, &mut rng);
+        return;
+    }
     let rest_default = path(None, DEFAULT_POLL, How::Poll, n, &mut rng);
     let rest_2s = path(Some("2s"), Duration::from_secs(2), How::Poll, n, &mut rng);
     let hook = path(Some("1h"), Duration::ZERO, How::Webhook, n, &mut rng);
@@ -267,14 +312,7 @@ fn main() {
         "queued job (in a run already in progress) → new runner busy with it, {} cores, {n} jobs per path",
         std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
     );
-    println!("| path | busy p50 | busy p95 | found p50 | found p95 |");
-    println!("|---|---:|---:|---:|---:|");
-    let row = |name: &str, xs: &[Sample]| {
-        let (p50, p95) = percentiles(xs.iter().map(|s| s.busy).collect());
-        let (f50, f95) = percentiles(xs.iter().map(|s| s.found).collect());
-        println!("| {name} | {p50:.0} ms | {p95:.0} ms | {f50:.0} ms | {f95:.0} ms |");
-        (p50, f50)
-    };
+    println!("{HEADER}");
     let (rest_p50, _) = row("REST, demand_poll_interval 15s (default)", &rest_default);
     row("REST, demand_poll_interval 2s", &rest_2s);
     row("webhook", &hook);
