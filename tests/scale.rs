@@ -18,7 +18,8 @@ fn write(world: &World, top: &str, runners: &str) {
     .expect("write config");
 }
 
-fn job(name: &str, millis: u64) -> JobSpec {
+/// A job that succeeds after `millis`.
+pub(crate) fn job(name: &str, millis: u64) -> JobSpec {
     JobSpec {
         name: name.into(),
         duration: Duration::from_millis(millis),

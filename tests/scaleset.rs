@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use crate::kit::daemon::{World, REPO};
-use crate::kit::github::{JobResult, JobSpec};
 use crate::kit::proc::wait_until;
+use crate::scale::job;
 use corral::scaleset::SessionState;
 use corral::status::{PoolStatus, Status};
 use nix::sys::signal::Signal;
@@ -20,14 +20,6 @@ fn write(world: &World, runners: &str) {
         format!("demand_poll_interval: 1s\n{}", world.config_text(runners)),
     )
     .expect("write config");
-}
-
-fn job(name: &str, millis: u64) -> JobSpec {
-    JobSpec {
-        name: name.into(),
-        duration: Duration::from_millis(millis),
-        result: JobResult::Succeeded,
-    }
 }
 
 fn pool(status: &Status) -> Option<&PoolStatus> {

@@ -218,53 +218,44 @@ fn set(dir: &Path, file: &str, value: &str) -> Result<(), String> {
         .map_err(|e| format!("cannot write {value} to `{}`: {}", path.display(), why(&e)))
 }
 
+/// A limit's value, or the controller's word for none.
+fn or_unlimited(value: Option<u64>, unlimited: &str) -> String {
+    value.map_or_else(|| unlimited.to_string(), |v| v.to_string())
+}
+
 fn set_v2(dir: &Path, controller: Controller, limits: &Limits) -> Result<(), String> {
+    let cpu_quota = limits.cpu_millis.map(|m| u64::from(m) * 100);
     match controller {
-        Controller::Cpu => {
-            let quota = limits
-                .cpu_millis
-                .map_or_else(|| "max".to_string(), |m| (u64::from(m) * 100).to_string());
-            set(dir, "cpu.max", &format!("{quota} {CPU_PERIOD_MICROS}"))
-        }
-        Controller::Memory => set(
+        Controller::Cpu => set(
             dir,
-            "memory.max",
-            &limits
-                .memory_bytes
-                .map_or_else(|| "max".to_string(), |b| b.to_string()),
+            "cpu.max",
+            &format!("{} {CPU_PERIOD_MICROS}", or_unlimited(cpu_quota, "max")),
         ),
+        Controller::Memory => set(dir, "memory.max", &or_unlimited(limits.memory_bytes, "max")),
         Controller::Pids => set(
             dir,
             "pids.max",
-            &limits
-                .pids
-                .map_or_else(|| "max".to_string(), |p| p.to_string()),
+            &or_unlimited(limits.pids.map(u64::from), "max"),
         ),
     }
 }
 
 fn set_v1(dir: &Path, controller: Controller, limits: &Limits) -> Result<(), String> {
+    let cpu_quota = limits.cpu_millis.map(|m| u64::from(m) * 100);
     match controller {
         Controller::Cpu => {
             set(dir, "cpu.cfs_period_us", &CPU_PERIOD_MICROS.to_string())?;
-            let quota = limits
-                .cpu_millis
-                .map_or_else(|| "-1".to_string(), |m| (u64::from(m) * 100).to_string());
-            set(dir, "cpu.cfs_quota_us", &quota)
+            set(dir, "cpu.cfs_quota_us", &or_unlimited(cpu_quota, "-1"))
         }
         Controller::Memory => set(
             dir,
             "memory.limit_in_bytes",
-            &limits
-                .memory_bytes
-                .map_or_else(|| "-1".to_string(), |b| b.to_string()),
+            &or_unlimited(limits.memory_bytes, "-1"),
         ),
         Controller::Pids => set(
             dir,
             "pids.max",
-            &limits
-                .pids
-                .map_or_else(|| "max".to_string(), |p| p.to_string()),
+            &or_unlimited(limits.pids.map(u64::from), "max"),
         ),
     }
 }

@@ -282,7 +282,7 @@ impl Controller {
             let now = Instant::now();
             let requeue = self.remember(&ended.name, ended.outcome, now);
             if let Some(at) = now.checked_add(requeue) {
-                self.requeue_at = Some(self.requeue_at.map_or(at, |t| t.min(at)));
+                self.requeue_no_later_than(at);
             }
             let (exits, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.exits_after_worker)
                 .into_iter()
@@ -292,6 +292,11 @@ impl Controller {
                 self.on_trigger(Trigger::Exited { name, pid, code });
             }
         }
+    }
+
+    /// Makes the next pass due at `at` at the latest.
+    fn requeue_no_later_than(&mut self, at: Instant) {
+        self.requeue_at = Some(self.requeue_at.map_or(at, |t| t.min(at)));
     }
 
     /// Stops every runner's steps in flight and the listing (corral is stopping).
@@ -493,7 +498,7 @@ impl Controller {
                     )
                 });
                 if restart {
-                    self.requeue_at = Some(self.requeue_at.map_or(due, |t| t.min(due)));
+                    self.requeue_no_later_than(due);
                     continue;
                 }
             }
@@ -520,7 +525,7 @@ impl Controller {
                 // Its last steps failed or its listener crashed: nothing is tried again
                 // before the backoff ends.
                 let at = now + held;
-                self.requeue_at = Some(self.requeue_at.map_or(at, |t| t.min(at)));
+                self.requeue_no_later_than(at);
                 continue;
             }
             if actions
