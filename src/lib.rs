@@ -14,8 +14,9 @@
 //! - [`bases`]: runner releases downloaded, checked, extracted and kept under
 //!   `<state_dir>/bases/<version>`.
 //! - [`registration`]: `config.sh` configure/remove, tokens in the environment only.
-//! - [`process`], [`procfs`], [`markers`], [`backoff`], [`users`]: launching, reading and restarting
-//!   listeners.
+//! - [`supervisor`]: one listener's life behind a handle (start, adopt, signal, wait, stop);
+//!   [`process`] launches and signals (start time checked), [`procfs`] reads `/proc`;
+//!   [`markers`], [`backoff`], [`users`]: reading and restarting listeners.
 //! - [`github`], [`secret`]: the REST client and secrets that never print.
 //! - [`watch`]: the config file watch; [`status`]: `status.json` and `corral status`;
 //!   [`api`]: the optional HTTP status API and metrics.
@@ -50,5 +51,6 @@ pub mod scale;
 pub mod scaleset;
 pub mod secret;
 pub mod status;
+pub mod supervisor;
 pub mod users;
 pub mod watch;

@@ -1,14 +1,13 @@
 //! Reads what is on the host into [`Observed`]: runner directories, corral's records and live
 //! listener processes. It only reads; the planner decides.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::config::BaseSource;
 use crate::layout::{read_record, DirRecord, ProcessRecord, SpecRecord, StateLayout, TMP_PREFIX};
-use crate::procfs::parse_stat;
-pub use crate::procfs::process_start_time;
+use crate::procfs::{self, ProcTable};
 
 /// What corral sees on the host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -141,11 +140,11 @@ pub fn observe(layout: &StateLayout) -> Observed {
         // symlink must be compared in that form too.
         let runners_dir =
             std::fs::canonicalize(layout.runners_dir()).unwrap_or_else(|_| layout.runners_dir());
-        for (name, pid) in unrecorded_listeners(&runners_dir) {
+        for (name, pid) in procfs::listeners_below(&runners_dir) {
             if let Some(runner) = runners.get_mut(&name).filter(|r| r.process.is_none()) {
                 runner.process = Some(LiveProcess {
                     pid,
-                    busy: has_worker_child(pid),
+                    busy: procfs::has_worker_child(pid),
                 });
             }
         }
@@ -187,30 +186,6 @@ fn observe_runner(
     }
 }
 
-/// Every live `Runner.Listener` run from `runners/<name>/bin/`, as (name, pid).
-fn unrecorded_listeners(runners_dir: &Path) -> Vec<(String, i32)> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(exe) = std::fs::read_link(entry.path().join("exe")) else {
-            continue;
-        };
-        let Ok(rest) = exe.strip_prefix(runners_dir) else {
-            continue;
-        };
-        let parts: Vec<_> = rest.iter().collect();
-        if let [name, bin, listener] = parts[..] {
-            if bin == "bin" && listener == "Runner.Listener" {
-                found.push((name.to_string_lossy().into_owned(), pid));
-            }
-        }
-    }
-    found.sort();
-    found
-}
-
 /// Sorted names in `dir`, skipping anything that is not valid UTF-8 (never a runner name).
 fn list_dir(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -223,148 +198,10 @@ fn list_dir(dir: &Path) -> Vec<String> {
     names
 }
 
-/// Every process on the host, read once: start times, and which processes have a
-/// `Runner.Worker` child (`reference/runner-contract.md` §5). One read of
-/// `/proc/<pid>/stat` per process replaces a walk of every listener's threads' `children`.
-#[derive(Debug, Default)]
-pub struct ProcTable {
-    start_times: HashMap<i32, u64>,
-    parents: HashMap<i32, i32>,
-    worker_parents: HashSet<i32>,
-}
-
-impl ProcTable {
-    /// Scans `/proc`; processes that end meanwhile are simply missing.
-    pub fn scan() -> Self {
-        let mut table = ProcTable::default();
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return table;
-        };
-        // A `stat` line is well under 1 KiB, and procfs hands it over in one read: open,
-        // read, close, without the size probes of `read_to_string`.
-        let mut buf = [0_u8; 4096];
-        for entry in dir.filter_map(Result::ok) {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
-                continue;
-            };
-            let Ok(len) = std::fs::File::open(entry.path().join("stat"))
-                .and_then(|mut f| std::io::Read::read(&mut f, &mut buf))
-            else {
-                continue;
-            };
-            // A command name may be any bytes; it is compared with an ASCII name only.
-            let text = String::from_utf8_lossy(&buf[..len]);
-            let Some(stat) = parse_stat(&text) else {
-                continue;
-            };
-            if stat.comm == "Runner.Worker" {
-                table.worker_parents.insert(stat.ppid);
-            }
-            table.parents.insert(pid, stat.ppid);
-            table.start_times.insert(pid, stat.start_time);
-        }
-        table
-    }
-
-    /// The start time of `pid`, if it was alive at the scan.
-    pub fn start_time(&self, pid: i32) -> Option<u64> {
-        self.start_times.get(&pid).copied()
-    }
-
-    /// True when a `Runner.Worker` ran below `pid` at the scan: its child, or, for a
-    /// listener started through a wrapper script, a child of the wrapper's descendants.
-    pub fn has_worker_child(&self, pid: i32) -> bool {
-        // A wrapper is a level or two; the bound keeps a cycle in a torn read finite.
-        const DEPTH: usize = 4;
-        self.worker_parents.iter().any(|&parent| {
-            let mut at = parent;
-            for _ in 0..DEPTH {
-                if at == pid {
-                    return true;
-                }
-                match self.parents.get(&at) {
-                    Some(&up) if up > 1 => at = up,
-                    _ => return false,
-                }
-            }
-            false
-        })
-    }
-}
-
-/// When `pid` started, from its start time in ticks after boot and the boot time.
-pub fn process_started_at(pid: i32) -> Option<std::time::SystemTime> {
-    const TICKS: u64 = crate::procfs::TICKS_PER_SECOND;
-    // The boot time never changes; `/proc/stat` is long and costly to format.
-    static BOOT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
-    let ticks = process_start_time(pid)?;
-    let boot = (*BOOT.get_or_init(|| {
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        stat.lines()
-            .find_map(|l| l.strip_prefix("btime "))?
-            .trim()
-            .parse()
-            .ok()
-    }))?;
-    let millis = boot * 1000 + ticks * 1000 / TICKS;
-    Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis))
-}
-
 /// True when `rec` names a live process that started when recorded. corral's own record
 /// (pid and start time, which a reused pid never matches) is the identity: whatever the
 /// executable looks like (a wrapper script, an interpreter, a `state_dir` reached through a
 /// symlink, another mount), a recorded listener that is alive is never started twice.
 fn is_listener(rec: &ProcessRecord, procs: &ProcTable) -> bool {
     procs.start_time(rec.pid) == Some(rec.start_time)
-}
-
-/// True when a `Runner.Worker` runs below `pid` (`reference/runner-contract.md` §5); see
-/// [`ProcTable::has_worker_child`].
-pub fn has_worker_child(pid: i32) -> bool {
-    ProcTable::scan().has_worker_child(pid)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_scan_finds_start_times_and_worker_children() {
-        // A child whose command name is `Runner.Worker`: a copy of `sleep` under that name.
-        let dir = tempfile::tempdir().expect("tempdir");
-        let worker = dir.path().join("Runner.Worker");
-        let sleep = ["/bin/sleep", "/usr/bin/sleep"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("sleep");
-        std::fs::copy(sleep, &worker).expect("copy sleep");
-        // A test forking meanwhile may briefly hold the copy open for writing (ETXTBSY).
-        let mut child = (0..50)
-            .find_map(|_| {
-                let spawned = std::process::Command::new(&worker).arg("30").spawn();
-                if spawned.is_err() {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                spawned.ok()
-            })
-            .expect("start the fake worker");
-        let me = std::process::id() as i32;
-        let child_pid = child.id() as i32;
-        let found = (0..100).any(|_| {
-            let table = ProcTable::scan();
-            let ok = table.has_worker_child(me)
-                && table.start_time(child_pid) == process_start_time(child_pid);
-            if !ok {
-                // exec may not have renamed the child yet.
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            ok
-        });
-        let _ = child.kill();
-        let _ = child.wait();
-        assert!(found, "the scan sees our Runner.Worker child");
-        let table = ProcTable::scan();
-        assert_eq!(table.start_time(me), process_start_time(me));
-        assert!(!table.has_worker_child(child_pid));
-    }
 }

@@ -1,5 +1,6 @@
 //! Child processes of corral: how a runner process is launched (environment, user, session,
-//! log file) and how a listener's session is stopped.
+//! log file), and the start-time-checked signals a listener's session is stopped with
+//! ([`crate::supervisor`] puts them in order).
 //!
 //! Runner processes start from an empty environment plus a few basics and the runner's own
 //! `env`, so nothing of corral's (a `GITHUB_TOKEN` among it) reaches a job.
@@ -9,14 +10,14 @@ use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use std::os::fd::OwnedFd;
 
 use nix::unistd::{Gid, Uid};
 use rustix::process::{pidfd_open, pidfd_send_signal, PidfdFlags, Signal};
 
-use crate::procfs::{self, process_start_time};
+use crate::procfs;
 
 /// Who a runner process runs as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,73 +127,6 @@ pub fn in_own_session(cmd: &mut tokio::process::Command, enter: Vec<OwnedFd>) {
     }
 }
 
-/// True while `pid` is alive and is the process that started at `start_time`.
-pub fn is_same_process(pid: i32, start_time: u64) -> bool {
-    process_start_time(pid) == Some(start_time)
-}
-
-/// How often an adopted process is checked where pidfds are missing (Linux < 5.3).
-const GONE_POLL: Duration = Duration::from_secs(1);
-
-/// Resolves once the process `pid` that started at `start_time` is gone. For a process that
-/// is not corral's child (a listener adopted after a restart), which cannot be waited for:
-/// a pidfd becomes readable when the process exits, so nothing runs meanwhile. Without
-/// pidfds (old kernels, no file descriptor left) its `/proc` entry is checked every second.
-pub async fn wait_gone(pid: i32, start_time: u64) {
-    if let Some(pidfd) = rustix::process::Pid::from_raw(pid)
-        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::NONBLOCK).ok())
-    {
-        // Checked after opening: the pidfd then names the recorded process, not a reuse.
-        if !is_same_process(pid, start_time) {
-            return;
-        }
-        // Deprecated because a generic `AsRawFd` could close or swap its fd; an `OwnedFd`
-        // owns it until the `AsyncFd` drops it, which is the condition it asks for.
-        #[allow(
-            deprecated,
-            reason = "the safe constructor is sound for an OwnedFd; the new one is unsafe"
-        )]
-        let readable =
-            tokio::io::unix::AsyncFd::with_interest(pidfd, tokio::io::Interest::READABLE);
-        if let Ok(exit) = readable {
-            let _ = exit.readable().await;
-            return;
-        }
-    }
-    while is_same_process(pid, start_time) {
-        tokio::time::sleep(GONE_POLL).await;
-    }
-}
-
-/// Stops the listener `pid` (started at `start_time`) and its session: SIGINT to its
-/// process group, as a terminal's Ctrl-C (the runner finishes cleanly and cancels a job, a
-/// step's `docker build` stops), then, once the listener is gone or after `grace`, SIGKILL
-/// to every process still in its session. Returns true when the listener ended within the
-/// grace period.
-pub async fn stop_session(pid: i32, start_time: u64, grace: Duration) -> bool {
-    let mut clean = true;
-    if signal_if_same(pid, start_time, Signal::INT) {
-        let group = tokio::task::spawn_blocking(move || interrupt_group(pid, start_time));
-        let _ = group.await;
-        let deadline = Instant::now() + grace;
-        while is_same_process(pid, start_time) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        clean = !is_same_process(pid, start_time);
-    }
-    // What the job left in the session goes too: the kernel answers with little work.
-    tokio::task::spawn_blocking(move || kill_session(pid, start_time))
-        .await
-        .unwrap_or(0);
-    clean
-}
-
-/// Sends `signal` to `pid` if it is the process that started at `start_time`, through a
-/// pidfd opened first, so a pid reused meanwhile is never signalled. True when sent.
-fn signal_if_same(pid: i32, start_time: u64, signal: Signal) -> bool {
-    signal_checked(pid, signal, |s| s.start_time == start_time)
-}
-
 /// SIGKILLs every process in the session of the listener `sid` (started at `start_time`),
 /// the listener included, until none is left; returns how many were killed.
 ///
@@ -221,7 +155,7 @@ pub fn kill_session(sid: i32, start_time: u64) -> usize {
 
 /// SIGINTs the other members of the listener's process group (its Worker, the job's steps
 /// that did not leave it), each checked and signalled through a pidfd.
-fn interrupt_group(sid: i32, start_time: u64) {
+pub fn interrupt_group(sid: i32, start_time: u64) {
     let mut buf = String::new();
     for (pid, started) in session_members(sid, start_time) {
         let in_group = procfs::read_stat(pid, &mut buf).is_some_and(|s| s.pgrp == sid);
@@ -291,32 +225,4 @@ pub fn cap_log(path: &Path, max: u64) -> std::io::Result<()> {
     // Truncate in place rather than rename: the listener holds the file open with O_APPEND
     // and goes on writing at the new end.
     OpenOptions::new().write(true).open(path)?.set_len(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn wait_gone_wakes_on_exit() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .expect("start sleep");
-        let pid = child.id() as i32;
-        let start = process_start_time(pid).expect("start time");
-        let waiting = tokio::spawn(wait_gone(pid, start));
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished(), "sleep is still alive");
-        child.kill().expect("kill sleep");
-        child.wait().expect("reap sleep");
-        tokio::time::timeout(Duration::from_secs(10), waiting)
-            .await
-            .expect("woken by the exit")
-            .expect("task");
-        // A recorded start time that does not match is a process long gone.
-        tokio::time::timeout(Duration::from_secs(10), wait_gone(pid, start + 1))
-            .await
-            .expect("at once");
-    }
 }

@@ -1,10 +1,12 @@
 //! What `/proc` says about processes: the fields of `/proc/<pid>/stat` corral acts on
 //! (parent, process group, session, terminal, start time), every live pid, and the clock
-//! that start times are measured in.
+//! that start times are measured in; which listeners run from a runners directory and
+//! which have a `Runner.Worker` below them. Every read of `/proc` in corral is here.
 //!
 //! A pid alone never names a process to corral: a pid is reused once its process is gone,
 //! so every record pairs it with the start time read here.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 /// The fields of one `/proc/<pid>/stat` line corral needs.
@@ -88,6 +90,124 @@ fn uptime_ticks(path: &Path) -> Option<u64> {
     Some(whole.parse::<u64>().ok()? * TICKS_PER_SECOND + frac.parse::<u64>().ok()?)
 }
 
+/// Every process on the host, read once: start times, and which processes have a
+/// `Runner.Worker` child (`reference/runner-contract.md` §5). One read of
+/// `/proc/<pid>/stat` per process replaces a walk of every listener's threads' `children`.
+#[derive(Debug, Default)]
+pub struct ProcTable {
+    start_times: HashMap<i32, u64>,
+    parents: HashMap<i32, i32>,
+    worker_parents: HashSet<i32>,
+}
+
+impl ProcTable {
+    /// Scans `/proc`; processes that end meanwhile are simply missing.
+    pub fn scan() -> Self {
+        let mut table = ProcTable::default();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return table;
+        };
+        // A `stat` line is well under 1 KiB, and procfs hands it over in one read: open,
+        // read, close, without the size probes of `read_to_string`.
+        let mut buf = [0_u8; 4096];
+        for entry in dir.filter_map(Result::ok) {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            let Ok(len) = std::fs::File::open(entry.path().join("stat"))
+                .and_then(|mut f| std::io::Read::read(&mut f, &mut buf))
+            else {
+                continue;
+            };
+            // A command name may be any bytes; it is compared with an ASCII name only.
+            let text = String::from_utf8_lossy(&buf[..len]);
+            let Some(stat) = parse_stat(&text) else {
+                continue;
+            };
+            if stat.comm == "Runner.Worker" {
+                table.worker_parents.insert(stat.ppid);
+            }
+            table.parents.insert(pid, stat.ppid);
+            table.start_times.insert(pid, stat.start_time);
+        }
+        table
+    }
+
+    /// The start time of `pid`, if it was alive at the scan.
+    pub fn start_time(&self, pid: i32) -> Option<u64> {
+        self.start_times.get(&pid).copied()
+    }
+
+    /// True when a `Runner.Worker` ran below `pid` at the scan: its child, or, for a
+    /// listener started through a wrapper script, a child of the wrapper's descendants.
+    pub fn has_worker_child(&self, pid: i32) -> bool {
+        // A wrapper is a level or two; the bound keeps a cycle in a torn read finite.
+        const DEPTH: usize = 4;
+        self.worker_parents.iter().any(|&parent| {
+            let mut at = parent;
+            for _ in 0..DEPTH {
+                if at == pid {
+                    return true;
+                }
+                match self.parents.get(&at) {
+                    Some(&up) if up > 1 => at = up,
+                    _ => return false,
+                }
+            }
+            false
+        })
+    }
+}
+
+/// When `pid` started, from its start time in ticks after boot and the boot time.
+pub fn process_started_at(pid: i32) -> Option<std::time::SystemTime> {
+    const TICKS: u64 = crate::procfs::TICKS_PER_SECOND;
+    // The boot time never changes; `/proc/stat` is long and costly to format.
+    static BOOT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let ticks = process_start_time(pid)?;
+    let boot = (*BOOT.get_or_init(|| {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        stat.lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()
+    }))?;
+    let millis = boot * 1000 + ticks * 1000 / TICKS;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis))
+}
+
+/// True when a `Runner.Worker` runs below `pid` (`reference/runner-contract.md` §5); see
+/// [`ProcTable::has_worker_child`].
+pub fn has_worker_child(pid: i32) -> bool {
+    ProcTable::scan().has_worker_child(pid)
+}
+
+/// Every live `Runner.Listener` run from `<runners_dir>/<name>/bin/`, as (name, pid), by
+/// `/proc/<pid>/exe` (the kernel's real path: compare with a canonical `runners_dir`).
+pub fn listeners_below(runners_dir: &Path) -> Vec<(String, i32)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(exe) = std::fs::read_link(entry.path().join("exe")) else {
+            continue;
+        };
+        let Ok(rest) = exe.strip_prefix(runners_dir) else {
+            continue;
+        };
+        let parts: Vec<_> = rest.iter().collect();
+        if let [name, bin, listener] = parts[..] {
+            if bin == "bin" && listener == "Runner.Listener" {
+                found.push((name.to_string_lossy().into_owned(), pid));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +241,45 @@ mod tests {
         assert_eq!(uptime_ticks(&file), Some(351_247));
         std::fs::write(&file, "12.5 1.0\n").expect("write");
         assert_eq!(uptime_ticks(&file), Some(1250));
+    }
+
+    #[test]
+    fn one_scan_finds_start_times_and_worker_children() {
+        // A child whose command name is `Runner.Worker`: a copy of `sleep` under that name.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let worker = dir.path().join("Runner.Worker");
+        let sleep = ["/bin/sleep", "/usr/bin/sleep"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("sleep");
+        std::fs::copy(sleep, &worker).expect("copy sleep");
+        // A test forking meanwhile may briefly hold the copy open for writing (ETXTBSY).
+        let mut child = (0..50)
+            .find_map(|_| {
+                let spawned = std::process::Command::new(&worker).arg("30").spawn();
+                if spawned.is_err() {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                spawned.ok()
+            })
+            .expect("start the fake worker");
+        let me = std::process::id() as i32;
+        let child_pid = child.id() as i32;
+        let found = (0..100).any(|_| {
+            let table = ProcTable::scan();
+            let ok = table.has_worker_child(me)
+                && table.start_time(child_pid) == process_start_time(child_pid);
+            if !ok {
+                // exec may not have renamed the child yet.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            ok
+        });
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found, "the scan sees our Runner.Worker child");
+        let table = ProcTable::scan();
+        assert_eq!(table.start_time(me), process_start_time(me));
+        assert!(!table.has_worker_child(child_pid));
     }
 }

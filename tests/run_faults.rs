@@ -225,7 +225,7 @@ fn a_listener_ignoring_sigint_is_killed_after_the_grace_period() {
     crate::kit::proc::wait_until("b's listener got SIGINT and ignored it", || {
         std::fs::read_to_string(&log).is_ok_and(|l| l.contains("SIGINT ignored"))
     });
-    // The grace period is 30 s (apply.rs STOP_GRACE): wait past it, not forever.
+    // The grace period is 30 s (supervisor STOP_GRACE): wait past it, not forever.
     let deadline = removed + Duration::from_secs(50);
     while listeners_under(world.dir.path()).contains(&pid) {
         assert!(

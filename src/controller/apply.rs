@@ -1,8 +1,6 @@
 //! Carries out one runner's planned steps, in order. Every step is idempotent and tolerates
 //! half-done state, so a pass that stops half-way is finished by the next one.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,18 +9,17 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Registration, RunnerSpec};
 use crate::github::GitHubClient;
-use crate::layout::{read_record, write_record, ProcessRecord, SpecRecord, StateLayout};
-use crate::process::{detach_to_log, runner_command, stop_session, RunAs};
+use crate::layout::{read_record, write_record, SpecRecord, StateLayout};
+use crate::process::RunAs;
 use crate::provision::{Base, Provisioner};
 use crate::reconcile::Action;
 use crate::registration;
 use crate::secret::{self, Secret};
 use crate::users;
 
+use super::listener::{forget_identity, remove_records, start, stop};
 use super::{github_steps, Trigger};
 
-/// How long a listener may take to stop after SIGINT before its session is killed.
-const STOP_GRACE: Duration = Duration::from_secs(30);
 /// How often a draining runner is tried again.
 pub const DRAIN_RETRY: Duration = Duration::from_secs(2);
 
@@ -255,7 +252,7 @@ async fn docker_env(ctx: &ApplyCtx, job: &Job) -> Result<Vec<(String, String)>, 
         .map_err(|e| format!("docker socket: {e}"))
 }
 
-fn desired(job: &Job) -> Result<&RunnerSpec, String> {
+pub(super) fn desired(job: &Job) -> Result<&RunnerSpec, String> {
     job.spec
         .as_ref()
         .ok_or_else(|| "runner is not in the config".to_string())
@@ -405,153 +402,4 @@ async fn enter_cgroup(ctx: &ApplyCtx, job: &Job) -> Result<super::contain::Entry
     tokio::task::spawn_blocking(move || contain.prepare(&spec))
         .await
         .map_err(|e| format!("cgroup task failed: {e}"))?
-}
-
-fn start(
-    ctx: &ApplyCtx,
-    job: &Job,
-    out: &mut Outcome,
-    docker: &[(String, String)],
-    entry: super::contain::Entry,
-) -> Result<bool, String> {
-    if !job.backoff_wait.is_zero() {
-        out.requeue = Some(job.backoff_wait);
-        return Ok(false);
-    }
-    let spec = desired(job)?;
-    let root = ctx.layout.runner_dir(&spec.name);
-    let user = runner_user(ctx, spec)?;
-    prepare_start(ctx, job, spec, &user, out)?;
-    let log = ctx.layout.listener_log(&spec.name);
-    std::fs::create_dir_all(ctx.layout.record_dir(&spec.name))
-        .map_err(|e| format!("create records: {e}"))?;
-    // corral's alone: the listener logs name every runner's jobs, of every repository.
-    let records = ctx.layout.records_dir();
-    std::fs::set_permissions(&records, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| format!("make `{}` private: {e}", records.display()))?;
-    let mut cmd = runner_command(
-        &root.join("bin/Runner.Listener"),
-        &root,
-        &spec.env,
-        user.run_as,
-        spec.allow_root,
-        &user.home,
-    );
-    cmd.arg("run");
-    cmd.envs(docker.iter().map(|(k, v)| (k, v)));
-    // A listener too old for GitHub then exits 7 instead of the 1 it shares with a deleted
-    // registration, so corral can tell "upgrade" from "register again" (runner-contract §4.1).
-    if !spec
-        .env
-        .contains_key("ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE")
-    {
-        cmd.env("ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE", "true");
-    }
-    for missing in &entry.not_applied {
-        warn!(controller = %missing.controller, reason = %missing.reason, "a resource limit is not applied");
-    }
-    out.not_applied = Some(entry.not_applied);
-    out.limits = Some(spec.resources);
-    detach_to_log(&mut cmd, &log, entry.fds)
-        .map_err(|e| format!("open `{}`: {e}", log.display()))?;
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("start the listener: {e}"))?;
-    let pid = child.id().map_or(0, |p| p as i32);
-    crate::crashpoint::reached("start.spawned");
-    let start_time = crate::observe::process_start_time(pid).unwrap_or(0);
-    write_record(
-        &ctx.layout.process_record(&spec.name),
-        &ProcessRecord { pid, start_time },
-    )
-    .map_err(|e| format!("write process record: {e}"))?;
-    crate::crashpoint::reached("start.recorded");
-    update_runtime_hash(&ctx.layout, spec);
-    let (name, triggers) = (spec.name.clone(), ctx.triggers.clone());
-    tokio::spawn(async move {
-        let code = child.wait().await.ok().and_then(|s| s.code());
-        let _ = triggers.send(Trigger::Exited { name, pid, code });
-    });
-    info!(pid, "listener started");
-    out.started = Some(pid);
-    Ok(true)
-}
-
-/// Before a listener starts: a pending JIT configuration becomes the runner's identity files
-/// (written by corral, 0600, as the listener would write them from `--jitconfig`; so no
-/// listener ever holds it in its environment, which its jobs could read), and corral's
-/// record notes that the directory is now used.
-fn prepare_start(
-    ctx: &ApplyCtx,
-    job: &Job,
-    spec: &RunnerSpec,
-    user: &users::RunnerUser,
-    out: &mut Outcome,
-) -> Result<(), String> {
-    let base = job.base.clone()?;
-    let owner = match user.run_as {
-        RunAs::User { uid, gid } => Some((uid, gid)),
-        RunAs::Inherit => None,
-    };
-    let provisioner = Provisioner::new(ctx.layout.clone(), base, owner);
-    if let Some(jit) = out.jit.take() {
-        let written = registration::Identity::from_jit(&jit)
-            .map_err(|e| chain(&e))
-            .and_then(|identity| {
-                provisioner
-                    .install_identity(&spec.name, &identity.files)
-                    .map_err(|e| chain(&e))
-            });
-        if let Err(message) = written {
-            out.jit = Some(jit);
-            return Err(message);
-        }
-    }
-    provisioner
-        .record_started(&spec.name)
-        .map_err(|e| chain(&e))
-}
-
-fn update_runtime_hash(layout: &StateLayout, spec: &RunnerSpec) {
-    let path = layout.spec_record(&spec.name);
-    if let Some(mut record) = read_record::<SpecRecord>(&path) {
-        record.runtime_hash = spec.runtime_hash();
-        let _ = write_record(&path, &record);
-    }
-}
-
-pub(super) async fn stop(ctx: &ApplyCtx, name: &str, out: &mut Outcome) {
-    let Some(rec) = read_record::<ProcessRecord>(&ctx.layout.process_record(name)) else {
-        return;
-    };
-    out.stopping = Some(rec.pid);
-    let clean = stop_session(rec.pid, rec.start_time, STOP_GRACE).await;
-    // The listener is gone: so goes everything in its cgroup.
-    let (contain, owned) = (Arc::clone(&ctx.contain), name.to_string());
-    let _ = tokio::task::spawn_blocking(move || contain.reap(&owned, None)).await;
-    crate::crashpoint::reached("stop.done");
-    info!(pid = rec.pid, clean, "listener stopped");
-    let _ = std::fs::remove_file(ctx.layout.process_record(name));
-}
-
-fn remove_records(layout: &StateLayout, name: &str) {
-    let dir = layout.record_dir(name);
-    if let Err(err) = std::fs::remove_dir_all(&dir) {
-        if err.kind() != std::io::ErrorKind::NotFound {
-            warn!(path = %dir.display(), cause = %err, "cannot remove records");
-        }
-    }
-}
-
-/// Forgets a runner's local identity so that the next pass registers it again.
-pub fn forget_identity(root: &Path) {
-    for file in [
-        ".runner",
-        ".credentials",
-        ".credentials_rsaparams",
-        ".runner_migrated",
-        ".credentials_migrated",
-    ] {
-        let _ = std::fs::remove_file(root.join(file));
-    }
 }

@@ -268,7 +268,7 @@ impl Contain {
     ) -> Option<Result<usize, String>> {
         let cg = self.cgroup_of(name, Some(pid));
         let frozen = cg.as_ref().is_some_and(|c| c.freeze(true));
-        let stashed = if crate::observe::has_worker_child(pid) {
+        let stashed = if crate::procfs::has_worker_child(pid) {
             None
         } else {
             Some(crate::provision::clean::stash_workspace(

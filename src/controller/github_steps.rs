@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use super::apply::{chain, stop, ApplyCtx, Job, Outcome, DRAIN_RETRY};
+use super::apply::{chain, ApplyCtx, Job, Outcome, DRAIN_RETRY};
+use super::listener::stop;
 use crate::config::RunnerSpec;
 use crate::github::{GitHubClient, GitHubError, JitConfig};
 use crate::layout::{read_record, write_record, SpecRecord};
@@ -48,7 +49,7 @@ pub(super) async fn deregister(
     match deleted {
         Ok(()) => {
             crate::crashpoint::reached("deregister.removed");
-            super::apply::forget_identity(&ctx.layout.runner_dir(&job.name));
+            super::listener::forget_identity(&ctx.layout.runner_dir(&job.name));
             info!(runner_id = ?id, "deregistered");
             Ok(true)
         }
@@ -67,7 +68,7 @@ pub(super) async fn deregister(
                     .await
                     .map_err(|e| chain(&e))?;
             }
-            super::apply::forget_identity(&ctx.layout.runner_dir(&job.name));
+            super::listener::forget_identity(&ctx.layout.runner_dir(&job.name));
             Ok(true)
         }
         Err(err) => Err(chain(&err)),

@@ -10,6 +10,7 @@ mod apply;
 mod contain;
 mod docker_steps;
 mod github_steps;
+mod listener;
 mod passes;
 mod runtime;
 mod shutdown;

@@ -266,7 +266,7 @@ impl Controller {
         let _span = tracing::info_span!("runner", runner = %name).entered();
         if runtime.exited(pid, code, ephemeral, Instant::now()) == ExitMeaning::RegistrationDeleted
         {
-            apply::forget_identity(&layout.runner_dir(&name));
+            super::listener::forget_identity(&layout.runner_dir(&name));
         }
     }
 
@@ -454,7 +454,10 @@ impl Controller {
             info!(runner = %name, pid = record.pid, "adopted a running listener");
             let (name, triggers) = (name.clone(), self.triggers.clone());
             tokio::spawn(async move {
-                crate::process::wait_gone(record.pid, record.start_time).await;
+                // One that cannot be adopted is gone already: its exit is reported at once.
+                if let Ok(mut listener) = crate::supervisor::Listener::adopt(&record) {
+                    listener.wait().await;
+                }
                 let _ = triggers.send(Trigger::Exited {
                     name,
                     pid: record.pid,
@@ -748,7 +751,7 @@ fn record_unrecorded(
 ) -> Option<crate::layout::ProcessRecord> {
     let record = crate::layout::ProcessRecord {
         pid,
-        start_time: crate::observe::process_start_time(pid)?,
+        start_time: crate::procfs::process_start_time(pid)?,
     };
     info!(runner = %name, pid, "found a listener corral had not recorded");
     crate::layout::write_record(&layout.process_record(name), &record).ok()?;

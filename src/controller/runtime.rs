@@ -235,7 +235,7 @@ fn runner_status(
         version: rt.view.version.clone(),
         disk: rt.disk,
         started_at: process
-            .and_then(|p| crate::observe::process_started_at(p.pid))
+            .and_then(|p| crate::procfs::process_started_at(p.pid))
             .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
         restarts: rt.restarts,
         last_exit_code: rt.last_exit,

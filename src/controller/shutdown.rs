@@ -1,19 +1,21 @@
-//! Graceful shutdown: every listener is stopped; a busy one first gets `shutdown_timeout`
-//! to finish its job (SIGINT then cancels it, as the runner itself would on Ctrl-C).
-//! A second signal kills every runner's session at once.
+//! Graceful shutdown: every listener is stopped, in parallel, by the one stop
+//! ([`super::listener::stop_listener`]); a busy one first gets `shutdown_timeout` to finish
+//! its job (SIGINT then cancels it, as the runner itself would on Ctrl-C). A second signal
+//! kills every runner's session at once. This file only orchestrates.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument as _};
 
+use super::listener::stop_listener;
 use super::passes::Controller;
 use crate::layout::{read_record, ProcessRecord};
-use crate::observe::{self, has_worker_child};
-use crate::process::{is_same_process, kill_session, stop_session};
+use crate::observe;
+use crate::procfs::has_worker_child;
+use crate::supervisor::{self, STOP_GRACE};
 
-const STOP_GRACE: Duration = Duration::from_secs(30);
 const BUSY_POLL: Duration = Duration::from_millis(250);
 
 /// Stops every live listener, then writes the final status.
@@ -31,8 +33,8 @@ pub async fn stop_all(ctl: &mut Controller, force: impl Future<Output = ()>) {
         let Some(rec) = read_record::<ProcessRecord>(&layout.process_record(name)) else {
             continue;
         };
-        let name = name.clone();
-        groups.push((rec.pid, rec.start_time));
+        let (name, layout, contain) = (name.clone(), layout.clone(), contain.clone());
+        groups.push(rec.clone());
         tasks.spawn(async move {
             let deadline = Instant::now() + timeout;
             while has_worker_child(rec.pid) && Instant::now() < deadline {
@@ -41,16 +43,19 @@ pub async fn stop_all(ctl: &mut Controller, force: impl Future<Output = ()>) {
             if has_worker_child(rec.pid) {
                 warn!(runner = %name, "shutdown_timeout reached: cancelling the running job");
             }
-            let clean = stop_session(rec.pid, rec.start_time, STOP_GRACE).await;
-            info!(runner = %name, pid = rec.pid, clean, "listener stopped");
+            stop_listener(&layout, &contain, &name, STOP_GRACE)
+                .instrument(tracing::info_span!("runner", runner = %name))
+                .await;
         });
     }
     tokio::select! {
         () = async { while tasks.join_next().await.is_some() {} } => {}
         () = force => {
             warn!("second signal: killing every runner now");
-            for (pid, start_time) in groups {
-                kill_session(pid, start_time);
+            tasks.abort_all();
+            for rec in groups {
+                // Only the recorded listener and its session's members, by start time.
+                supervisor::kill_recorded(&rec);
             }
         }
     }
@@ -79,7 +84,7 @@ pub async fn stop_all(ctl: &mut Controller, force: impl Future<Output = ()>) {
     for name in ctl.runtimes().keys() {
         let path = layout.process_record(name);
         if let Some(rec) = read_record::<ProcessRecord>(&path) {
-            if !is_same_process(rec.pid, rec.start_time) {
+            if !supervisor::is_alive(&rec) {
                 let _ = std::fs::remove_file(path);
             }
         }
