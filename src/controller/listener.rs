@@ -140,7 +140,7 @@ pub(super) async fn stop(ctx: &ApplyCtx, name: &str, out: &mut Outcome) {
 }
 
 /// The one stop of a runner's listener, for apply steps and shutdown alike: the recorded
-/// listener stopped through its handle (SIGINT, `grace`, then its session SIGKILLed), then
+/// listener stopped through its handle (SIGINT, `grace`, then SIGKILL to its session), then
 /// everything left in the runner's cgroup killed. A recorded listener that is gone still has
 /// its session's leftovers killed. `None` when nothing is recorded.
 pub(super) async fn stop_listener(

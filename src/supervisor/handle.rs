@@ -127,12 +127,11 @@ impl Listener {
         if let ListenerState::Exited { code } = self.state {
             return code;
         }
-        let code = match self.child.as_mut() {
-            Some(child) => child.wait().await.ok().and_then(|s| s.code()),
-            None => {
-                self.wait_gone().await;
-                None
-            }
+        let code = if let Some(child) = self.child.as_mut() {
+            child.wait().await.ok().and_then(|s| s.code())
+        } else {
+            self.wait_gone().await;
+            None
         };
         self.state = ListenerState::Exited { code };
         code

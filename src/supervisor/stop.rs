@@ -11,7 +11,7 @@ use super::{Listener, ListenerState};
 use crate::layout::ProcessRecord;
 use crate::process::{interrupt_group, kill_session};
 
-/// How long a listener SIGKILLed after its grace is waited for (it may be in an
+/// How long a listener killed after its grace is waited for (it may be in an
 /// uninterruptible sleep; the cgroup's kill catches whatever is left).
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
@@ -22,7 +22,7 @@ pub struct Stopped {
     pub pid: i32,
     /// It ended within the grace (or was gone already): no SIGKILL was needed for it.
     pub clean: bool,
-    /// Processes of its session SIGKILLed afterwards (its own, and what its jobs left).
+    /// Processes of its session killed afterwards (its own, and what its jobs left).
     pub killed: usize,
     /// When the stop began.
     pub since: Instant,
