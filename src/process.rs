@@ -183,7 +183,9 @@ pub fn session_members(sid: i32, start_time: u64) -> Vec<(i32, u64)> {
         .into_iter()
         .filter_map(|pid| {
             let stat = procfs::read_stat(pid, &mut buf)?;
-            (stat.session == sid && stat.start_time >= start_time).then_some((pid, stat.start_time))
+            // A zombie is past signals; counting it would only repeat the rounds.
+            let member = stat.session == sid && stat.start_time >= start_time;
+            (member && !stat.is_zombie()).then_some((pid, stat.start_time))
         })
         .collect()
 }

@@ -14,6 +14,8 @@ use std::path::Path;
 pub struct Stat<'a> {
     /// The command name (up to 15 bytes, any bytes).
     pub comm: &'a str,
+    /// The state letter: `R`, `S`, `D`, … ; `Z` for a zombie (exited, not yet reaped).
+    pub state: char,
     /// Parent pid.
     pub ppid: i32,
     /// Process group id.
@@ -34,13 +36,15 @@ pub fn parse_stat(stat: &str) -> Option<Stat<'_>> {
     // After the name: field 3 (state) is index 0, then ppid, pgrp, session, tty_nr; field 22
     // (starttime) is index 19.
     let mut fields = stat[close + 1..].split_whitespace();
-    let ppid = fields.nth(1)?.parse().ok()?;
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
     let pgrp = fields.next()?.parse().ok()?;
     let session = fields.next()?.parse().ok()?;
     let tty_nr = fields.next()?.parse().ok()?;
     let start_time = fields.nth(14)?.parse().ok()?;
     Some(Stat {
         comm,
+        state,
         ppid,
         pgrp,
         session,
@@ -61,6 +65,23 @@ pub fn read_stat(pid: i32, buf: &mut String) -> Option<Stat<'_>> {
 pub fn process_start_time(pid: i32) -> Option<u64> {
     let mut buf = String::new();
     Some(read_stat(pid, &mut buf)?.start_time)
+}
+
+impl Stat<'_> {
+    /// It exited: a zombie only its parent can still reap, or one being torn down (`X`).
+    pub fn is_zombie(&self) -> bool {
+        matches!(self.state, 'Z' | 'X')
+    }
+}
+
+/// The start time of `pid` while it runs: `None` once it is gone or a zombie. A listener
+/// whose parent (corral, killed) is gone may stay a zombie where nothing reaps orphans; it
+/// is no listener any more.
+pub fn live_start_time(pid: i32) -> Option<u64> {
+    let mut buf = String::new();
+    read_stat(pid, &mut buf)
+        .filter(|s| !s.is_zombie())
+        .map(|s| s.start_time)
 }
 
 /// Every pid in `/proc` now (processes come and go meanwhile).
@@ -128,7 +149,10 @@ impl ProcTable {
                 table.worker_parents.insert(stat.ppid);
             }
             table.parents.insert(pid, stat.ppid);
-            table.start_times.insert(pid, stat.start_time);
+            // An exited listener not yet reaped is not alive: it is never adopted.
+            if !stat.is_zombie() {
+                table.start_times.insert(pid, stat.start_time);
+            }
         }
         table
     }
@@ -217,6 +241,8 @@ mod tests {
         let stat = "42 (a) b (c)) S 7 40 39 34817 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 12345 0 0";
         let parsed = parse_stat(stat).expect("parses");
         assert_eq!(parsed.comm, "a) b (c)");
+        assert_eq!(parsed.state, 'S');
+        assert!(!parsed.is_zombie());
         assert_eq!(parsed.ppid, 7);
         assert_eq!(parsed.pgrp, 40);
         assert_eq!(parsed.session, 39);

@@ -48,7 +48,7 @@ impl Listener {
     pub fn adopt(rec: &ProcessRecord) -> Result<Self, SupervisorError> {
         // Opened before the check: the pidfd then names the process checked, not a reuse.
         let pidfd = open_pidfd(rec.pid);
-        let found = procfs::process_start_time(rec.pid);
+        let found = procfs::live_start_time(rec.pid);
         if found != Some(rec.start_time) {
             return Err(SupervisorError::NotRecorded {
                 pid: rec.pid,
@@ -93,9 +93,9 @@ impl Listener {
         Ok(())
     }
 
-    /// True while the process it names is alive (a zombie not yet reaped counts).
+    /// True while the process it names runs (a zombie does not).
     pub fn is_alive(&self) -> bool {
-        procfs::process_start_time(self.pid) == Some(self.start_time)
+        procfs::live_start_time(self.pid) == Some(self.start_time)
     }
 
     /// Sends `signal` to the listener alone, through its pidfd, after checking that the pid
@@ -106,7 +106,7 @@ impl Listener {
             pid: self.pid,
             source: None,
         })?;
-        let found = procfs::process_start_time(self.pid);
+        let found = procfs::live_start_time(self.pid);
         if found != Some(self.start_time) {
             return Err(SupervisorError::NotRecorded {
                 pid: self.pid,

@@ -91,7 +91,7 @@ pub enum SupervisorError {
     Record(#[source] std::io::Error),
 }
 
-/// True while `rec` names a live process that started when recorded.
+/// True while `rec` names a running process (not a zombie) that started when recorded.
 pub fn is_alive(rec: &ProcessRecord) -> bool {
-    crate::procfs::process_start_time(rec.pid) == Some(rec.start_time)
+    crate::procfs::live_start_time(rec.pid) == Some(rec.start_time)
 }

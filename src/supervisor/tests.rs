@@ -162,3 +162,36 @@ async fn a_started_listener_reports_its_exit_code() {
     assert!(stopped.clean);
     assert_eq!(stopped.killed, 0);
 }
+
+#[tokio::test]
+async fn an_exited_listener_not_yet_reaped_is_not_adopted() {
+    // Where nothing reaps the orphans of a killed corral, its exited listener stays a
+    // zombie with the recorded pid and start time: adopting it would report its exit at
+    // once, pass after pass.
+    let mut child = std::process::Command::new("/bin/sh")
+        .args(["-c", "read line"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sh");
+    let pid = child.id() as i32;
+    let rec = ProcessRecord {
+        pid,
+        start_time: process_start_time(pid).expect("start time"),
+    };
+    assert!(super::is_alive(&rec));
+    drop(child.stdin.take());
+    let mut buf = String::new();
+    wait_for("a zombie", || {
+        crate::procfs::read_stat(pid, &mut buf).is_some_and(|s| s.is_zombie())
+    })
+    .await;
+    assert!(!super::is_alive(&rec), "a zombie is not alive");
+    assert!(
+        matches!(
+            Listener::adopt(&rec),
+            Err(SupervisorError::NotRecorded { found: None, .. })
+        ),
+        "a zombie is not adopted"
+    );
+    child.wait().expect("reap sh");
+}
