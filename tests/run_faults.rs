@@ -252,6 +252,41 @@ fn a_listener_ignoring_sigint_is_killed_after_the_grace_period() {
     );
 }
 
+/// A second SIGTERM while listeners ignore the first stop's SIGINT kills their sessions at
+/// once: the stops (each waiting out its 30 s grace) are abandoned, none reports an end.
+#[test]
+fn a_second_sigterm_kills_listeners_ignoring_sigint_at_once() {
+    use nix::sys::signal::Signal;
+    let mut world = World::new();
+    base_knobs(
+        &world,
+        r#"{"poll_wait_secs": 1, "session_conflict_retry_secs": 1, "ignore_sigint": true}"#,
+    );
+    world.write_config(TWO);
+    world.start();
+    world.wait_idle(&["a", "b"]);
+    world.signal(Signal::SIGTERM);
+    for name in ["a", "b"] {
+        let log = world.state().join(format!("records/{name}/listener.log"));
+        crate::kit::proc::wait_until("the listener got SIGINT and ignored it", || {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("SIGINT ignored"))
+        });
+    }
+    world.signal(Signal::SIGTERM);
+    let code = world.corral().exit_code();
+    let out = world.corral().output();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("second signal: killing every runner now"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("listener stopped"),
+        "a stop waited out its grace instead of being forced:\n{out}"
+    );
+    assert!(listeners_under(world.dir.path()).is_empty());
+}
+
 /// Starts of a listener that exits at once, over `window`: the backoff waits 1, 2, 4, 8, 16 s
 /// between them (backoff.rs), so at most 1 + log2(window + 1) starts.
 fn crashloop_bound(window: Duration) -> usize {
