@@ -2,24 +2,70 @@
 //! once after a webhook), once per repository however many pools use it, with conditional
 //! requests (`github::runs`); and which runners are idle since when. Both become inputs of the
 //! pure [`crate::scale`].
+//!
+//! A poll runs in its own task, one at a time, cut at [`POLL_DEADLINE`]; it hands its
+//! observation back as [`Trigger::DemandPolled`]. A pass plans from the latest observation
+//! and never waits for GitHub.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
 
-use super::Controller;
+use super::tasks::Spawner;
+use super::{Controller, Trigger};
 use crate::config::Repo;
-use crate::github::DemandCache;
+use crate::github::{DemandCache, GitHubClient};
 use crate::observe::{Observed, QueuedJob};
+
+/// How long one poll of every repository may take. Shorter than the client's 30 s request
+/// timeout: demand older than two default poll intervals is no better than none.
+pub(super) const POLL_DEADLINE: Duration = Duration::from_secs(20);
 
 /// One repository's polls.
 #[derive(Debug, Default)]
 struct RepoDemand {
-    /// The listings as last read (`ETag`s included).
+    /// The listings as last read (`ETag`s included); taken by a poll in flight.
     cache: DemandCache,
     /// Its queued jobs, as of the last poll that read them.
     jobs: Vec<QueuedJob>,
+}
+
+/// How one repository's poll ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollOutcome {
+    /// Read: this many requests, this many of them answered 304.
+    Read {
+        /// Requests sent.
+        requests: u32,
+        /// Of which `304 Not Modified`.
+        not_modified: u32,
+    },
+    /// GitHub answered with an error (the message, without secrets).
+    Failed(String),
+    /// No answer before [`POLL_DEADLINE`].
+    TimedOut,
+}
+
+/// One repository's part of an observation.
+#[derive(Debug)]
+pub struct RepoPolled {
+    /// Repository URL, lower case.
+    pub key: String,
+    /// How its poll ended.
+    pub outcome: PollOutcome,
+    /// Its cache after the poll (even one cut short keeps what it read).
+    cache: DemandCache,
+}
+
+/// What one poll observed, and when it began (its age).
+#[derive(Debug)]
+pub struct Polled {
+    /// When the poll began.
+    pub began: Instant,
+    /// Every repository polled.
+    pub repos: Vec<RepoPolled>,
 }
 
 /// What the last polls said, per repository.
@@ -35,41 +81,131 @@ pub(super) struct Demand {
     idle_since: BTreeMap<String, SystemTime>,
     /// Runners busy at the last pass.
     busy: BTreeSet<String>,
+    /// The poll in flight.
+    polling: Option<JoinHandle<()>>,
+    /// When the observation in force began, and how each repository's poll ended.
+    pub(super) last: Option<(Instant, Vec<(String, PollOutcome)>)>,
+}
+
+impl Demand {
+    /// Starts a poll of `repos` unless one is in flight; it reports to `triggers`.
+    fn start_poll(
+        &mut self,
+        spawner: &Spawner,
+        gh: GitHubClient,
+        repos: Vec<Repo>,
+        triggers: mpsc::UnboundedSender<Trigger>,
+    ) -> bool {
+        if self.polling.as_ref().is_some_and(|t| !t.is_finished()) {
+            return false;
+        }
+        let now = Instant::now();
+        self.due_now = false;
+        self.last_poll = Some(now);
+        let work: Vec<(Repo, DemandCache)> = repos
+            .into_iter()
+            .map(|repo| {
+                let cache = self
+                    .repos
+                    .get_mut(&repo.url.to_lowercase())
+                    .map(|r| std::mem::take(&mut r.cache))
+                    .unwrap_or_default();
+                (repo, cache)
+            })
+            .collect();
+        self.polling = Some(spawner.spawn(async move {
+            let polled = poll(gh, work, now, POLL_DEADLINE).await;
+            let _ = triggers.send(Trigger::DemandPolled(Box::new(polled)));
+        }));
+        true
+    }
+
+    /// Takes an observation in: each repository's jobs and cache.
+    pub(super) fn polled(&mut self, polled: Polled) {
+        let now = SystemTime::now();
+        let mut outcomes = Vec::new();
+        for RepoPolled {
+            key,
+            outcome,
+            cache,
+        } in polled.repos
+        {
+            match &outcome {
+                PollOutcome::Read {
+                    requests,
+                    not_modified,
+                } => tracing::debug!(repo = %key, requests, not_modified,
+                    unread_runs = cache.unread_runs(), "queued jobs polled"),
+                PollOutcome::Failed(err) => {
+                    tracing::warn!(repo = %key, error = %err, "cannot poll queued jobs");
+                }
+                PollOutcome::TimedOut => tracing::warn!(repo = %key, deadline = ?POLL_DEADLINE,
+                    "cannot poll queued jobs: no answer before the deadline"),
+            }
+            let entry = self.repos.entry(key.clone()).or_default();
+            // Even a poll cut short leaves the cache with the best knowledge.
+            entry.jobs = with_queued_since(cache.queued_jobs(), &entry.jobs, now);
+            entry.cache = cache;
+            outcomes.push((key, outcome));
+        }
+        self.last = Some((polled.began, outcomes));
+    }
+
+    /// Stops the poll in flight (corral is stopping).
+    pub(super) fn abort(&mut self) {
+        if let Some(task) = self.polling.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Polls every repository once, concurrently, each cut at `deadline`; a repository that
+/// fails keeps what it said last (demand is a hint: `min_idle` and busy runners stand
+/// regardless).
+pub(super) async fn poll(
+    gh: GitHubClient,
+    work: Vec<(Repo, DemandCache)>,
+    began: Instant,
+    deadline: Duration,
+) -> Polled {
+    let mut tasks = JoinSet::new();
+    for (repo, mut cache) in work {
+        let gh = gh.clone();
+        tasks.spawn(async move {
+            let polled = tokio::time::timeout(deadline, gh.poll_demand(&repo, &mut cache)).await;
+            let outcome = match polled {
+                Ok(Ok(cost)) => PollOutcome::Read {
+                    requests: cost.requests,
+                    not_modified: cost.not_modified,
+                },
+                Ok(Err(err)) => PollOutcome::Failed(err.to_string()),
+                Err(_) => PollOutcome::TimedOut,
+            };
+            RepoPolled {
+                key: repo.url.to_lowercase(),
+                outcome,
+                cache,
+            }
+        });
+    }
+    let mut repos = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(repo) = done {
+            repos.push(repo);
+        }
+    }
+    Polled { began, repos }
 }
 
 impl Controller {
-    /// Fills `observed` with demand (polled when due) and idle times, for the pools.
-    pub(super) async fn observe_demand(&mut self, observed: &mut Observed) {
+    /// Fills `observed` with demand (the latest observation) and idle times, for the pools;
+    /// starts a poll in the background when one is due.
+    pub(super) fn observe_demand(&mut self, observed: &mut Observed) {
         self.track_idle(observed);
         if self.desired.pools.iter().all(|p| p.scale_set.is_some()) {
-            self.demand.repos.clear();
+            self.seen.demand.repos.clear();
             return;
         }
-        let now = Instant::now();
-        let due = self.demand.due_now
-            || self
-                .demand
-                .last_poll
-                .is_none_or(|at| now.duration_since(at) >= self.desired.demand_poll_interval);
-        if due {
-            self.demand.due_now = false;
-            self.demand.last_poll = Some(now);
-            self.poll_demand().await;
-        }
-        observed.demand = self
-            .demand
-            .repos
-            .iter()
-            .map(|(url, repo)| (url.clone(), repo.jobs.clone()))
-            .collect();
-    }
-
-    /// Polls every pool's repository once, concurrently; a repository that fails keeps what
-    /// it said last (demand is a hint: `min_idle` and busy runners stand regardless).
-    async fn poll_demand(&mut self) {
-        let Some(gh) = self.github_client() else {
-            return;
-        };
         let mut repos: Vec<Repo> = self
             .desired
             .pools
@@ -79,38 +215,32 @@ impl Controller {
             .collect();
         repos.sort();
         repos.dedup();
-        self.demand
+        self.seen
+            .demand
             .repos
             .retain(|url, _| repos.iter().any(|r| r.url.to_lowercase() == *url));
-        let mut tasks = JoinSet::new();
-        for repo in repos {
-            let key = repo.url.to_lowercase();
-            let mut cache = self
+        let now = Instant::now();
+        let due = self.seen.demand.due_now
+            || self
+                .seen
                 .demand
-                .repos
-                .get_mut(&key)
-                .map(|r| std::mem::take(&mut r.cache))
-                .unwrap_or_default();
-            let gh = gh.clone();
-            tasks.spawn(async move {
-                let polled = gh.poll_demand(&repo, &mut cache).await;
-                (polled, cache, key)
-            });
-        }
-        let now = SystemTime::now();
-        while let Some(Ok((polled, cache, key))) = tasks.join_next().await {
-            let entry = self.demand.repos.entry(key.clone()).or_default();
-            match polled {
-                Ok(cost) => {
-                    tracing::debug!(repo = %key, requests = cost.requests, not_modified = cost.not_modified,
-                        unread_runs = cache.unread_runs(), "queued jobs polled");
-                }
-                Err(err) => tracing::warn!(repo = %key, error = %err, "cannot poll queued jobs"),
+                .last_poll
+                .is_none_or(|at| now.duration_since(at) >= self.desired.demand_poll_interval);
+        if due {
+            if let Some(gh) = self.github_client() {
+                let spawner = self.tasks.spawner();
+                self.seen
+                    .demand
+                    .start_poll(&spawner, gh, repos, self.triggers.clone());
             }
-            // Even a poll cut short by an error leaves the cache with the best knowledge.
-            entry.jobs = with_queued_since(cache.queued_jobs(), &entry.jobs, now);
-            entry.cache = cache;
         }
+        observed.demand = self
+            .seen
+            .demand
+            .repos
+            .iter()
+            .map(|(url, repo)| (url.clone(), repo.jobs.clone()))
+            .collect();
     }
 
     /// Which live runners are idle, since when, and which are busy by their log.
@@ -121,21 +251,31 @@ impl Controller {
             let Some(process) = seen.process else {
                 continue;
             };
-            let runtime = self.runtimes.get(name);
+            let runtime = self.book.runtimes.get(name);
             if process.busy || runtime.is_some_and(|r| r.view.job.is_some()) {
                 observed.busy.insert(name.clone());
             } else if runtime.is_some_and(|r| r.view.online) {
-                let since = self.demand.idle_since.get(name).copied().unwrap_or(now);
+                let since = self
+                    .seen
+                    .demand
+                    .idle_since
+                    .get(name)
+                    .copied()
+                    .unwrap_or(now);
                 idle.insert(name.clone(), since);
             }
         }
-        self.demand.idle_since = idle;
-        observed.idle_since = self.demand.idle_since.clone();
+        self.seen.demand.idle_since = idle;
+        observed.idle_since = self.seen.demand.idle_since.clone();
         // A runner that took a job took it off the queue: what was polled is stale now.
-        if observed.busy.iter().any(|n| !self.demand.busy.contains(n)) {
-            self.demand.due_now = true;
+        if observed
+            .busy
+            .iter()
+            .any(|n| !self.seen.demand.busy.contains(n))
+        {
+            self.seen.demand.due_now = true;
         }
-        self.demand.busy.clone_from(&observed.busy);
+        self.seen.demand.busy.clone_from(&observed.busy);
     }
 }
 

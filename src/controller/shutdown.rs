@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use super::passes::Controller;
+use super::Controller;
 use crate::layout::{read_record, ProcessRecord};
 use crate::observe::{self, has_worker_child};
 use crate::process::{is_same_process, kill_session, stop_session};
