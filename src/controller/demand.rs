@@ -298,3 +298,87 @@ fn with_queued_since(
     }
     jobs
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tasks::Tasks;
+    use super::*;
+    use crate::config::{GitHub, GitHubAuth};
+
+    /// The GitHub client's own timeout of one request (`github::TIMEOUT`).
+    const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+    fn repo() -> Repo {
+        Repo {
+            owner: "owner".into(),
+            name: "repo".into(),
+            url: "https://github.com/owner/repo".into(),
+        }
+    }
+
+    /// A client of a server at `addr`, with a token from a file in `dir`.
+    fn client(addr: std::net::SocketAddr, dir: &std::path::Path) -> GitHubClient {
+        let token = dir.join("token");
+        std::fs::write(&token, "test-token").expect("write the token");
+        GitHubClient::new(&GitHub {
+            web_url: "https://github.com".into(),
+            api_url: format!("http://{addr}"),
+            auth: GitHubAuth::TokenFile(token),
+            marker_label: None,
+            cleanup_orphans: false,
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_poll_nobody_answers_ends_at_its_deadline_while_the_last_jobs_stay_in_force() {
+        // Accepts every connection and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let server = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gh = client(addr, dir.path());
+        let tasks = Tasks::default();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut demand = Demand::default();
+        let queued = QueuedJob {
+            id: 7,
+            labels: vec!["self-hosted".into()],
+            queued_at: Some(SystemTime::UNIX_EPOCH),
+        };
+        demand.repos.insert(
+            repo().url,
+            RepoDemand {
+                cache: DemandCache::default(),
+                jobs: vec![queued.clone()],
+            },
+        );
+        let began = tokio::time::Instant::now();
+        assert!(demand.start_poll(&tasks.spawner(), gh.clone(), vec![repo()], tx.clone()));
+        // Starting it took no time, and one poll runs at a time.
+        assert_eq!(began.elapsed(), Duration::ZERO);
+        assert!(!demand.start_poll(&tasks.spawner(), gh, vec![repo()], tx));
+        // While it runs, the pass plans from what the last poll said.
+        assert_eq!(demand.repos[&repo().url].jobs, vec![queued]);
+        let Some(Trigger::DemandPolled(polled)) = rx.recv().await else {
+            panic!("the poll reports its observation");
+        };
+        let took = began.elapsed();
+        assert!(
+            took >= POLL_DEADLINE && took < CLIENT_TIMEOUT,
+            "cut at its own deadline, before the client's: {took:?}"
+        );
+        assert_eq!(polled.repos.len(), 1);
+        assert_eq!(polled.repos[0].outcome, PollOutcome::TimedOut);
+        demand.polled(*polled);
+        let (_, outcomes) = demand.last.as_ref().expect("an observation in force");
+        assert_eq!(outcomes, &vec![(repo().url, PollOutcome::TimedOut)]);
+        server.abort();
+    }
+}
