@@ -7,7 +7,7 @@
 //! observation back as [`Trigger::DemandPolled`]. A pass plans from the latest observation
 //! and never waits for GitHub.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
@@ -79,8 +79,8 @@ pub(super) struct Demand {
     pub(super) due_now: bool,
     /// When each runner online without a job became so.
     idle_since: BTreeMap<String, SystemTime>,
-    /// Runners busy at the last pass.
-    busy: BTreeSet<String>,
+    /// Runners busy at the last pass, and since when corral has seen them so.
+    busy: BTreeMap<String, Instant>,
     /// The poll in flight.
     polling: Option<JoinHandle<()>>,
     /// When the observation in force began, and how each repository's poll ended.
@@ -234,13 +234,15 @@ impl Controller {
                     .start_poll(&spawner, gh, repos, self.triggers.clone());
             }
         }
-        observed.demand = self
+        let mut demand = self
             .seen
             .demand
             .repos
             .iter()
             .map(|(url, repo)| (url.clone(), repo.jobs.clone()))
             .collect();
+        self.discount_taken(&mut demand);
+        observed.demand = demand;
     }
 
     /// Which live runners are idle, since when, and which are busy by their log.
@@ -268,14 +270,48 @@ impl Controller {
         self.seen.demand.idle_since = idle;
         observed.idle_since = self.seen.demand.idle_since.clone();
         // A runner that took a job took it off the queue: what was polled is stale now.
-        if observed
+        let demand = &mut self.seen.demand;
+        if observed.busy.iter().any(|n| !demand.busy.contains_key(n)) {
+            demand.due_now = true;
+        }
+        let at = Instant::now();
+        demand.busy = observed
             .busy
             .iter()
-            .any(|n| !self.seen.demand.busy.contains(n))
-        {
-            self.seen.demand.due_now = true;
+            .map(|n| (n.clone(), demand.busy.get(n).copied().unwrap_or(at)))
+            .collect();
+    }
+
+    /// Takes off `demand` the job each runner took since the observation in force began (by
+    /// its labels, the oldest that fits): until a poll that began after sees it gone, the
+    /// job would otherwise ask for a second runner.
+    fn discount_taken(&self, demand: &mut BTreeMap<String, Vec<QueuedJob>>) {
+        let began = self.seen.demand.last.as_ref().map(|(at, _)| *at);
+        for (name, since) in &self.seen.demand.busy {
+            if began.is_none_or(|began| began > *since) {
+                continue;
+            }
+            let spec = self
+                .publish
+                .effective
+                .as_ref()
+                .and_then(|d| d.runners.get(name).cloned())
+                .or_else(|| self.desired.spec_for(name));
+            let Some(spec) = spec else { continue };
+            let Some(jobs) = demand.get_mut(&spec.repo.url.to_lowercase()) else {
+                continue;
+            };
+            let labels = spec.all_labels();
+            let oldest = jobs
+                .iter()
+                .enumerate()
+                .filter(|(_, j)| crate::scale::job_matches(&j.labels, &labels))
+                .min_by_key(|(_, j)| j.queued_at)
+                .map(|(i, _)| i);
+            if let Some(i) = oldest {
+                jobs.remove(i);
+            }
         }
-        self.seen.demand.busy.clone_from(&observed.busy);
     }
 }
 
