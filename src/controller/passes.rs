@@ -30,6 +30,34 @@ impl Controller {
 
     async fn pass_inner(&mut self) -> Duration {
         let layout = self.layout();
+        let mut observed = self.observe_host(&layout).await;
+        if self
+            .desired
+            .source
+            .as_ref()
+            .is_some_and(|s| s.revision.is_none())
+        {
+            // No revision of the runner list yet (first start, remote not reached): planning
+            // would remove every runner this host has. Wait for the first good fetch.
+            self.write_status(&layout, &observed);
+            return Duration::from_secs(5);
+        }
+        let bases = self.take_observations(&layout, &mut observed).await;
+        let (desired, queues) = crate::scale::plan_pools(&self.desired, &observed);
+        self.publish.pool_queues = queues;
+        let actions = reconcile::plan(&desired, &observed);
+        let requeue = self.requeue_for(&desired, &actions);
+        if !actions.is_empty() {
+            self.apply(&layout, actions, &desired, &observed, &bases);
+        }
+        self.publish.effective = Some(desired);
+        self.publish_pass(&layout).await;
+        requeue
+    }
+
+    /// The host as it is: runner directories, records, live listeners; their logs read and
+    /// their cgroups kept up.
+    async fn observe_host(&mut self, layout: &StateLayout) -> Observed {
         // A worker may be building a runner directory under a temporary name right now:
         // temporary directories are leftovers only when none runs.
         let quiet = !self.book.workers.any();
@@ -42,40 +70,38 @@ impl Controller {
         if !quiet {
             observed.leftovers.clear();
         }
-        self.follow_processes(&layout, &observed);
-        self.contain_pass(&layout, &observed).await;
-        if self
-            .desired
-            .source
-            .as_ref()
-            .is_some_and(|s| s.revision.is_none())
-        {
-            // No revision of the runner list yet (first start, remote not reached): planning
-            // would remove every runner this host has. Wait for the first good fetch.
-            self.write_status(&layout, &observed);
-            return Duration::from_secs(5);
-        }
+        self.follow_processes(layout, &observed);
+        self.contain_pass(layout, &observed).await;
+        observed
+    }
+
+    /// Adds the newest observations of the sources to `observed` (none of them waits for
+    /// the network: each source's task reported before, or a new one was started now);
+    /// returns the bases in force.
+    async fn take_observations(&mut self, layout: &StateLayout, observed: &mut Observed) -> Bases {
         let desired = &self.desired;
-        super::docker_steps::serve_adopted(&self.host.docker, &layout, &observed, |n| {
+        super::docker_steps::serve_adopted(&self.host.docker, layout, observed, |n| {
             desired.spec_for(n)
         })
         .await;
-        observed.server = self.registrations(&observed).await;
+        observed.server = self.registrations(observed).await;
         if observed.server.is_some() || self.seen.github.is_none() {
             self.seen.first_listing_due = None;
         }
         let bases = self.bases();
-        self.measure_disk(&layout, &observed, &bases).await;
+        self.measure_disk(layout, observed, &bases).await;
         observed.bases = bases
             .iter()
             .filter_map(|(source, base)| Some((source.clone(), base.as_ref().ok()?.path().into())))
             .collect();
-        self.observe_demand(&mut observed);
-        self.observe_scalesets(&mut observed);
+        self.observe_demand(observed);
+        self.observe_scalesets(observed);
         self.publish.scaleset_status.clone_from(&observed.scalesets);
-        let (desired, queues) = crate::scale::plan_pools(&self.desired, &observed);
-        self.publish.pool_queues = queues;
-        let actions = reconcile::plan(&desired, &observed);
+        bases
+    }
+
+    /// When the next pass is due at the latest, for this plan.
+    fn requeue_for(&self, desired: &Desired, actions: &[Action]) -> Duration {
         let mut requeue = self.desired.resync_interval;
         if !desired.pools.is_empty() {
             // Demand is polled, and idle runners retired, on this beat.
@@ -85,12 +111,12 @@ impl Controller {
             // A rolling upgrade goes on as soon as these runners are back.
             requeue = requeue.min(Duration::from_secs(1));
         }
-        if !actions.is_empty() {
-            self.apply(&layout, actions, &desired, &observed, &bases);
-        }
-        self.publish.effective = Some(desired);
-        // What changed during apply shows in the status of the next pass; observe again so
-        // status.json reflects this one.
+        requeue
+    }
+
+    /// What changed during apply shows in the status of the next pass; observe again so
+    /// status.json reflects this one.
+    async fn publish_pass(&mut self, layout: &StateLayout) {
         let observed = tokio::task::spawn_blocking({
             let layout = layout.clone();
             move || {
@@ -101,9 +127,8 @@ impl Controller {
         })
         .await
         .unwrap_or_default();
-        self.follow_processes(&layout, &observed);
-        self.write_status(&layout, &observed);
-        requeue
+        self.follow_processes(layout, &observed);
+        self.write_status(layout, &observed);
     }
 
     /// Hands each runner's actions to a worker of its own; a runner whose worker still runs
@@ -126,50 +151,11 @@ impl Controller {
         });
         let now = Instant::now();
         for (name, actions) in group(actions) {
-            if self.book.workers.running(&name) {
+            let spec = desired.runners.get(&name).cloned();
+            if self.held_back(&name, &actions, spec.as_ref(), observed, now) {
                 continue;
-            }
-            if let Some(due) = self.seen.first_listing_due.filter(|due| *due > now) {
-                let restart = actions.iter().any(|a| {
-                    matches!(
-                        a,
-                        Action::Start {
-                            reason: reconcile::StartReason::NotRunning,
-                            ..
-                        }
-                    )
-                });
-                if restart {
-                    self.requeue_no_later_than(due);
-                    continue;
-                }
             }
             let runtime = self.book.runtimes.entry(name.clone()).or_default();
-            let spec = desired.runners.get(&name).cloned();
-            runtime.applying(spec.as_ref());
-            let exit_unjudged = runtime.watched_pid.is_some_and(|pid| {
-                observed
-                    .runners
-                    .get(&name)
-                    .and_then(|r| r.process)
-                    .is_none_or(|p| p.pid != pid)
-            });
-            if exit_unjudged {
-                // Its listener is gone and its exit not yet reported: the exit decides the
-                // backoff first (the report wakes the loop).
-                continue;
-            }
-            let retry = runtime
-                .retry_at
-                .map_or(Duration::ZERO, |at| at.saturating_duration_since(now));
-            let held = runtime.hold(now).max(retry);
-            if !held.is_zero() {
-                // Its last steps failed or its listener crashed: nothing is tried again
-                // before the backoff ends.
-                let at = now + held;
-                self.requeue_no_later_than(at);
-                continue;
-            }
             if actions
                 .iter()
                 .any(|a| matches!(a, Action::Start { .. } | Action::Restart { .. }))
@@ -194,6 +180,7 @@ impl Controller {
             let source = spec
                 .as_ref()
                 .map_or_else(|| desired.base.clone(), |s| desired.base_of(s));
+            let phase = super::runtime::phase_of(&actions);
             let job = Job {
                 base: bases
                     .get(&source)
@@ -208,8 +195,64 @@ impl Controller {
             };
             self.book
                 .workers
-                .spawn(name, repo, apply::apply(Arc::clone(&ctx), job));
+                .spawn(name, repo, phase, apply::apply(Arc::clone(&ctx), job));
         }
+    }
+
+    /// True when `name`'s steps wait: its worker still runs, the first listing is not in
+    /// yet, its listener's exit is not judged yet, or a backoff holds it (then the pass is
+    /// requeued for when it ends).
+    fn held_back(
+        &mut self,
+        name: &str,
+        actions: &[Action],
+        spec: Option<&crate::config::RunnerSpec>,
+        observed: &Observed,
+        now: Instant,
+    ) -> bool {
+        if self.book.workers.running(name) {
+            return true;
+        }
+        if let Some(due) = self.seen.first_listing_due.filter(|due| *due > now) {
+            let restart = actions.iter().any(|a| {
+                matches!(
+                    a,
+                    Action::Start {
+                        reason: reconcile::StartReason::NotRunning,
+                        ..
+                    }
+                )
+            });
+            if restart {
+                self.requeue_no_later_than(due);
+                return true;
+            }
+        }
+        let runtime = self.book.runtimes.entry(name.to_string()).or_default();
+        runtime.applying(spec);
+        let exit_unjudged = runtime.watched_pid.is_some_and(|pid| {
+            observed
+                .runners
+                .get(name)
+                .and_then(|r| r.process)
+                .is_none_or(|p| p.pid != pid)
+        });
+        if exit_unjudged {
+            // Its listener is gone and its exit not yet reported: the exit decides the
+            // backoff first (the report wakes the loop).
+            return true;
+        }
+        let retry = runtime
+            .retry_at
+            .map_or(Duration::ZERO, |at| at.saturating_duration_since(now));
+        let held = runtime.hold(now).max(retry);
+        if !held.is_zero() {
+            // Its last steps failed or its listener crashed: nothing is tried again
+            // before the backoff ends.
+            self.requeue_no_later_than(now + held);
+            return true;
+        }
+        false
     }
 
     /// Folds an apply outcome into the runner's memory; returns its requeue.

@@ -23,6 +23,7 @@ impl Controller {
             self.publish.effective.as_ref().unwrap_or(&self.desired),
             observed,
             &self.book.runtimes,
+            self.book.workers.phases(),
             self.file.error.clone(),
             github,
             Instant::now(),
