@@ -31,7 +31,10 @@ impl Spawner {
             let _alive = alive;
             task.await
         });
-        let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let mut registry = self
+            .registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match registry.as_mut() {
             Some(live) => {
                 live.retain(|a| !a.is_finished());
@@ -80,7 +83,7 @@ impl Tasks {
             .spawner
             .registry
             .lock()
-            .unwrap_or_else(|e| e.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         registry
             .as_ref()
             .map_or(0, |live| live.iter().filter(|a| !a.is_finished()).count())
@@ -92,7 +95,7 @@ impl Tasks {
             .spawner
             .registry
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         for task in live.iter().flatten() {
             task.abort();
@@ -108,17 +111,20 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// Counts its drops: a task's future is dropped when it ends or is aborted.
+    struct Count(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Drop for Count {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn stop_returns_only_when_every_task_has_ended() {
         let mut tasks = Tasks::default();
         let spawner = tasks.spawner();
         let dropped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        struct Count(Arc<std::sync::atomic::AtomicUsize>);
-        impl Drop for Count {
-            fn drop(&mut self) {
-                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            }
-        }
         for _ in 0..3 {
             let count = Count(Arc::clone(&dropped));
             spawner.spawn(async move {
