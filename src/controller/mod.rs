@@ -276,6 +276,18 @@ pub async fn run(config_path: &Path, host_id: &str) -> Result<(), RunError> {
     }
     tracing::info!(config = %ctl.config_path().display(), host_id, runners = ctl.desired().runners.len(),
         elsewhere = ?ctl.desired().elsewhere, capped = ?ctl.desired().capped, "corral started");
+    serve(&mut ctl, &mut sources).await;
+    tracing::info!("stopping every runner");
+    ctl.stop_workers().await;
+    shutdown::stop_all(&mut ctl, sources.stop_signal()).await;
+    // The status API served the final status until now; nothing corral spawned outlives it.
+    ctl.stop_tasks().await;
+    tracing::debug!("every task ended");
+    Ok(())
+}
+
+/// The loop: wait for a reason, fold it in, run a pass; until SIGTERM or SIGINT.
+async fn serve(ctl: &mut Controller, sources: &mut Sources) {
     let mut next = Instant::now();
     loop {
         let wake = tokio::select! {
@@ -313,11 +325,4 @@ pub async fn run(config_path: &Path, host_id: &str) -> Result<(), RunError> {
         };
         next = Instant::now() + requeue;
     }
-    tracing::info!("stopping every runner");
-    ctl.stop_workers().await;
-    shutdown::stop_all(&mut ctl, sources.stop_signal()).await;
-    // The status API served the final status until now; nothing corral spawned outlives it.
-    ctl.stop_tasks().await;
-    tracing::debug!("every task ended");
-    Ok(())
 }
