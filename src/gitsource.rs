@@ -99,6 +99,12 @@ impl Follower {
     pub fn fetch_now(&self) {
         self.kick.notify_one();
     }
+
+    /// Stops fetching and returns once the task has ended.
+    pub async fn stop(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
 }
 
 impl Drop for Follower {

@@ -82,6 +82,30 @@ pub enum Action {
     },
 }
 
+/// Where a runner is in its life on the host, from what was observed (DESIGN.md §4): the
+/// one reading of the host's facts that the planner and the status share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// No runner directory (or only a half-built one).
+    Absent,
+    /// Its directory is built; no registration on disk.
+    Provisioned,
+    /// Registered, listener not running.
+    Registered,
+    /// Its listener runs.
+    Running,
+}
+
+/// The stage `seen` shows (`None`: nothing of it on the host).
+pub fn stage(seen: Option<&ObservedRunner>) -> Stage {
+    match seen {
+        Some(s) if s.process.is_some() => Stage::Running,
+        Some(s) if s.provisioned && s.configured => Stage::Registered,
+        Some(s) if s.provisioned => Stage::Provisioned,
+        _ => Stage::Absent,
+    }
+}
+
 /// Why a listener is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartReason {
@@ -258,6 +282,7 @@ pub fn runner_names<'a>(desired: &'a Desired, observed: &'a Observed) -> Vec<&'a
 fn plan_desired(ctx: &Ctx<'_>, spec: &RunnerSpec, seen: &ObservedRunner, out: &mut Vec<Action>) {
     let runner = || spec.name.clone();
     if !seen.provisioned {
+        // A listener in a directory that is gone (`stage` says `Running`) is stopped first.
         if seen.process.is_some() {
             out.push(Action::Stop { runner: runner() });
         }

@@ -498,3 +498,69 @@ fn a_hung_github_never_delays_a_restart_a_local_edit_or_a_stop() {
         "the stop waited for the hung listing:\n{log}"
     );
 }
+
+/// Demand polls that failed, as logged (a timed-out one included).
+fn failed_polls(log: &str) -> usize {
+    log.matches("cannot poll queued jobs").count()
+}
+
+#[test]
+fn a_hung_demand_poll_never_delays_a_restart_or_a_stop() {
+    let mut world = World::new();
+    // A pool, so corral polls demand every second, and a static runner whose listener is
+    // killed while the poll hangs.
+    let runners = "  - name: a\n    repo: owner/repo\n  - name: ci\n    repo: owner/repo\n    labels: [gpu]\n    scale: {max: 2}\n";
+    std::fs::write(
+        world.config(),
+        format!("demand_poll_interval: 1s\n{}", world.config_text(runners)),
+    )
+    .expect("write config");
+    world.start();
+    let pids = world.wait_idle(&["a"]);
+    let polls = |world: &World| {
+        world
+            .gh
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.contains("/actions/runs"))
+            .count()
+    };
+    crate::kit::proc::wait_until("a first demand poll", || polls(&world) > 0);
+    // Every REST call hangs for an hour, the demand poll's with them: the poll gives up at
+    // its own deadline (20 s), the client on each request after 30 s.
+    for route in REST
+        .into_iter()
+        .chain([Route::ListRuns, Route::ListRunJobs, Route::GetJob])
+    {
+        world
+            .gh
+            .push_fault(route, Fault::Delay(Duration::from_secs(3600)), 1_000);
+    }
+    let before = polls(&world);
+    crate::kit::proc::wait_until("a demand poll hung at the fake", || polls(&world) > before);
+    // Until that poll ends, nothing corral does may wait for it: each outcome below must show
+    // before the failed poll is logged.
+    let hung = failed_polls(&world.corral().output());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pids[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill a's listener");
+    world.wait_status("a restarted", |s| {
+        runner(s, "a").is_some_and(|r| r.pid.is_some_and(|p| p != pids[0]))
+    });
+    assert_eq!(
+        failed_polls(&world.corral().output()),
+        hung,
+        "the restart waited for the hung poll"
+    );
+    world.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(world.corral().exit_code(), 0, "{}", world.corral().output());
+    let log = world.corral().output();
+    let stopped = log.find("corral stopped").expect("corral stopped");
+    assert_eq!(
+        failed_polls(&log[..stopped]),
+        hung,
+        "the stop waited for the hung poll:\n{log}"
+    );
+}

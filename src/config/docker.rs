@@ -6,8 +6,8 @@ use std::path::{Component, Path, PathBuf};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::check::{join_clean, Checker};
 use super::model::{RunnerDefaults, RunnerEntry};
-use super::validate::{join_clean, Checker};
 
 /// Images a runner's jobs built that are kept between jobs, by default (10 GiB).
 pub const DEFAULT_IMAGE_BUDGET: u64 = 10 * 1024 * 1024 * 1024;

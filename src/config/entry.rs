@@ -3,11 +3,11 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
+use super::check::{join_clean, Checker, DEFAULT_DRAIN};
 use super::desired::{GitHub, GitHubAuth, Pool, Registration, Repo, RunnerSpec};
 use super::model::{Isolation, RunnerDefaults, RunnerEntry};
 use super::rules;
 use super::scale;
-use super::validate::{join_clean, Checker, DEFAULT_DRAIN};
 
 const DEFAULT_USER: &str = "runner";
 /// Largest `count`: a typo such as `count: 1000` should not provision a thousand runners.

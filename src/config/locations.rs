@@ -4,9 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
+use super::check::join_clean;
 use super::desired::Api;
 use super::model::{default_state_dir, ApiSpec};
-use super::validate::{api_alone, join_clean};
+use super::validate::api_alone;
 
 /// `state_dir` and the status API as the file at `path` names them, each read on its own:
 /// `None` when the file cannot be read or is not YAML, or `state_dir` is not a path.

@@ -4,6 +4,7 @@
 //! position: YAML syntax (yaml-rust2, which keeps positions), unknown fields (walked along
 //! the schema the types derive), types (`serde_yaml`), then the rules of `validate`.
 
+mod check;
 mod desired;
 mod docker;
 mod duration;

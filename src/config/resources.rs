@@ -5,8 +5,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::check::Checker;
 use super::model::{RunnerDefaults, RunnerEntry};
-use super::validate::Checker;
 use crate::cgroup::Limits;
 
 /// Most CPUs a limit may name.

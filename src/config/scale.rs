@@ -1,8 +1,8 @@
 //! `scale` on an entry: checked and resolved into the numbers a pool needs.
 
+use super::check::Checker;
 use super::desired::Registration;
 use super::model::{RunnerEntry, ScaleEngine, ScaleSpec};
-use super::validate::Checker;
 
 /// How long a runner above `min_idle` may stay idle by default.
 const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5 * 60);

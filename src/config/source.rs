@@ -15,13 +15,13 @@ use std::path::{Path, PathBuf};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::check::join_clean;
 use super::desired::{Desired, TokenSource};
 use super::duration::Duration;
 use super::error::ConfigError;
 use super::model::{RunnerDefaults, RunnerEntry, RunnersFile};
 use super::patterns;
 use super::tree::{self, Node, NodeKind, Position};
-use super::validate::join_clean;
 
 /// How often the repository is fetched when `interval` is not set.
 pub const DEFAULT_SOURCE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use super::check::{join_clean, Checker};
 use super::desired::{
     Api, BaseSource, Desired, GitHub, GitHubAuth, Pool, RunnerSpec, TokenSource,
     DEFAULT_DOWNLOAD_URL,
@@ -16,62 +17,6 @@ use super::tree::Position;
 const DEFAULT_RESYNC: std::time::Duration = std::time::Duration::from_secs(30);
 const DEFAULT_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 const DEFAULT_DEMAND_POLL: std::time::Duration = std::time::Duration::from_secs(15);
-pub(super) const DEFAULT_DRAIN: std::time::Duration = std::time::Duration::from_secs(15 * 60);
-
-/// Collects errors with the position of the field each one is about.
-pub(super) struct Checker<'a> {
-    file: &'a Path,
-    positions: &'a BTreeMap<String, Position>,
-    pub(super) errors: Vec<ConfigError>,
-}
-
-impl Checker<'_> {
-    /// Records an error about `path`; `path#key` points at the key instead of its value.
-    pub(super) fn error(&mut self, path: &str, message: String) {
-        self.errors.push(ConfigError {
-            file: self.file.to_path_buf(),
-            pos: self.position(path),
-            path: path.trim_end_matches("#key").to_string(),
-            message,
-        });
-    }
-
-    /// The field's own position, or that of the closest enclosing field that is written.
-    pub(super) fn position(&self, path: &str) -> Option<Position> {
-        let mut path = path;
-        loop {
-            if let Some(pos) = self.positions.get(path) {
-                return Some(*pos);
-            }
-            let cut = path.rfind(['.', '['])?;
-            path = &path[..cut];
-        }
-    }
-
-    /// The parsed duration at `path`, or `default` when unset (or broken, after an error).
-    pub(super) fn duration(
-        &mut self,
-        path: &str,
-        value: Option<&super::duration::Duration>,
-        default: std::time::Duration,
-    ) -> std::time::Duration {
-        match value.map(super::duration::Duration::parse) {
-            None => default,
-            Some(Ok(d)) => d,
-            Some(Err(message)) => {
-                self.error(path, message);
-                default
-            }
-        }
-    }
-
-    pub(super) fn check(&mut self, path: &str, result: Result<(), String>) {
-        if let Err(message) = result {
-            self.error(path, message);
-        }
-    }
-}
-
 /// How long an unused installed release is kept.
 const DEFAULT_BASE_PRUNE_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
@@ -83,11 +28,7 @@ pub fn resolve(
     positions: &BTreeMap<String, Position>,
     host_id: &str,
 ) -> Result<Desired, Vec<ConfigError>> {
-    let mut c = Checker {
-        file: config_path,
-        positions,
-        errors: Vec::new(),
-    };
+    let mut c = Checker::new(config_path, positions);
     let absolute = std::path::absolute(config_path).unwrap_or_else(|_| config_path.to_path_buf());
     let dir = absolute.parent().unwrap_or(Path::new("/"));
     let base = resolve_base(&mut c, &file.base, dir);
@@ -352,22 +293,6 @@ fn resolve_marker(c: &mut Checker<'_>, spec: &GitHubSpec, auth: &GitHubAuth) -> 
     }
 }
 
-/// Joins `rel` to `dir` and drops `.` and `..` components lexically, so paths in plans and
-/// logs read the way the user wrote them (`/srv/ci/state`, not `/srv/ci/./state`).
-pub(super) fn join_clean(dir: &Path, rel: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for part in dir.join(rel).components() {
-        match part {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
-}
-
 /// The status API: a parseable address, and a token whenever it is reachable from elsewhere.
 fn resolve_api(c: &mut Checker<'_>, spec: &ApiSpec, dir: &Path) -> Option<Api> {
     let token = match (&spec.token_env, &spec.token_file) {
@@ -427,11 +352,7 @@ fn resolve_api(c: &mut Checker<'_>, spec: &ApiSpec, dir: &Path) -> Option<Api> {
 /// [`resolve_api`] outside a full check: the API `spec` names, when it passes on its own.
 pub(super) fn api_alone(spec: &ApiSpec, file: &Path, dir: &Path) -> Option<Api> {
     let positions = BTreeMap::new();
-    let mut c = Checker {
-        file,
-        positions: &positions,
-        errors: Vec::new(),
-    };
+    let mut c = Checker::new(file, &positions);
     let api = resolve_api(&mut c, spec, dir);
     api.filter(|_| c.errors.is_empty())
 }

@@ -52,7 +52,8 @@ impl Controller {
             .collect();
         // Trees no longer named are opened afresh if they come back.
         let in_use: Vec<&Path> = bases.values().flatten().map(|b| b.path()).collect();
-        self.opened
+        self.releases
+            .opened
             .retain(|path, _| in_use.contains(&path.as_path()));
         bases
     }
@@ -73,7 +74,8 @@ impl Controller {
                 download_url,
             } => self.release_path(version, sha256.as_deref(), download_url)?,
         };
-        self.opened
+        self.releases
+            .opened
             .entry(path.clone())
             .or_insert_with(|| {
                 let opened = Base::open(&path).map(Arc::new).map_err(|e| e.to_string());
@@ -101,8 +103,8 @@ impl Controller {
         if version != "latest" && store_root.is_dir() {
             return Ok(store_root);
         }
-        let installing = self.installing.contains(version);
-        match self.releases.get(version) {
+        let installing = self.releases.installing.contains(version);
+        match self.releases.outcomes.get(version) {
             Some(Ok(path)) => {
                 let path = path.clone();
                 if version == "latest" && self.latest_due() && !installing {
@@ -128,15 +130,16 @@ impl Controller {
 
     /// True when `latest` should be looked up again.
     fn latest_due(&self) -> bool {
-        self.recheck_latest
+        self.releases.recheck_latest
             || self
+                .releases
                 .latest_checked
                 .is_none_or(|at| at.elapsed() >= self.desired.update_check_interval)
     }
 
     /// Resolves and installs `version` in the background; its end is a trigger.
     fn spawn_install(&mut self, version: &str, sha256: Option<&str>, download_url: &str) {
-        self.installing.insert(version.to_string());
+        self.releases.installing.insert(version.to_string());
         let api = self.desired.github.as_ref().map_or_else(
             || "https://api.github.com".to_string(),
             |g| g.api_url.clone(),
@@ -147,7 +150,7 @@ impl Controller {
             sha256.map(str::to_string),
             download_url.to_string(),
         );
-        tokio::spawn(async move {
+        self.tasks.spawner().spawn(async move {
             let result = install_release(&state_dir, &api, &version, sha256.as_deref(), &url).await;
             let _ = triggers.send(Trigger::ReleaseInstalled { version, result });
         });
@@ -159,17 +162,18 @@ impl Controller {
             Ok(path) => info!(version, path = %path.display(), "runner release installed"),
             Err(message) => error!(version, error = %message, "runner release not installed"),
         }
-        self.installing.remove(&version);
+        self.releases.installing.remove(&version);
         if version == "latest" {
-            self.latest_checked = Some(Instant::now());
-            self.recheck_latest = false;
-            if result.is_err() && matches!(self.releases.get("latest"), Some(Ok(_))) {
+            self.releases.latest_checked = Some(Instant::now());
+            self.releases.recheck_latest = false;
+            if result.is_err() && matches!(self.releases.outcomes.get("latest"), Some(Ok(_))) {
                 // A failed look-up keeps the release in use; the next check tries again.
                 return;
             }
         }
         let retry_at = Instant::now() + RELEASE_RETRY;
         self.releases
+            .outcomes
             .insert(version, result.map_err(|m| (m, retry_at)));
     }
 
@@ -193,11 +197,15 @@ impl Controller {
         for release in &installed {
             let version = release.version.as_str();
             if wanted.iter().any(|w| w == version) {
-                self.unused_since.remove(version);
+                self.releases.unused_since.remove(version);
                 keep.push(version);
                 continue;
             }
-            let since = *self.unused_since.entry(version.to_string()).or_insert(now);
+            let since = *self
+                .releases
+                .unused_since
+                .entry(version.to_string())
+                .or_insert(now);
             if now.duration_since(since) < self.desired.base_prune_after {
                 keep.push(version);
             }
@@ -209,7 +217,7 @@ impl Controller {
             Ok(removed) => {
                 for version in removed {
                     info!(version, after = %humantime::format_duration(self.desired.base_prune_after), "pruned a runner release no runner uses");
-                    self.unused_since.remove(&version);
+                    self.releases.unused_since.remove(&version);
                 }
             }
             Err(err) => warn!(cause = %err, "cannot prune unused runner releases"),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use super::super::contain::{Done, Work};
+use super::contain::{Done, Work};
 use super::Controller;
 use crate::config::{Clean, Leftovers};
 use crate::layout::{read_record, ProcessRecord, StateLayout};
@@ -20,17 +20,18 @@ impl Controller {
     pub(super) async fn contain_pass(&mut self, layout: &StateLayout, observed: &Observed) {
         let now = Instant::now();
         let measure = self
+            .seen
             .last_usage
             .is_none_or(|at| now.duration_since(at) >= USAGE_EVERY);
         if measure {
-            self.last_usage = Some(now);
+            self.seen.last_usage = Some(now);
         }
         // A runner whose worker runs may be starting a listener the observation predates:
         // its cgroup is left alone until the worker ends (what is due stays due).
         let works: Vec<Work> = observed
             .runners
             .iter()
-            .filter(|(name, _)| !self.workers.running(name))
+            .filter(|(name, _)| !self.book.workers.running(name))
             .map(|(name, seen)| self.work_for(layout, name, seen, measure))
             .collect();
         let contain = self.contain();
@@ -63,10 +64,9 @@ impl Controller {
                 .map(|r| (r.pid, r.start_time))
         });
         let busy = seen.process.is_some_and(|p| p.busy);
-        let state = self.runtimes.get(name).map(|r| &r.contain);
-        let due = |flag: fn(&super::super::runtime::ContainState) -> bool| {
-            !busy && state.is_some_and(flag)
-        };
+        let state = self.book.runtimes.get(name).map(|r| &r.contain);
+        let due =
+            |flag: fn(&super::runtime::ContainState) -> bool| !busy && state.is_some_and(flag);
         let persistent = spec.as_ref().is_some_and(|s| !s.ephemeral);
         let clean = (due(|s| s.clean_due)
             && persistent
@@ -99,7 +99,7 @@ impl Controller {
 
     /// Folds one runner's containment results into its memory.
     fn fold(&mut self, done: Done) {
-        let Some(runtime) = self.runtimes.get_mut(&done.name) else {
+        let Some(runtime) = self.book.runtimes.get_mut(&done.name) else {
             return;
         };
         let spec = self.desired.spec_for(&done.name);

@@ -7,14 +7,24 @@
 //! signal forces.
 
 mod apply;
+mod base_source;
 mod contain;
+mod contain_pass;
+mod demand;
 mod docker_steps;
+mod events;
+mod follow;
 mod github_steps;
 mod listener;
 mod passes;
+mod publish;
+mod refresh;
 mod runtime;
+mod scalesets;
 mod shutdown;
 mod source_follow;
+mod state;
+mod tasks;
 mod workers;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +37,7 @@ use tokio::time::Instant;
 use crate::config::{self, ConfigErrors};
 
 pub use runtime::{ExitMeaning, Runtime};
+use state::Controller;
 
 /// How long file events are collected before one pass (editors write in bursts).
 const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -47,6 +58,8 @@ pub enum Trigger {
     },
     /// A valid webhook delivery said a job was queued: poll the demand now.
     JobQueued,
+    /// A demand poll ended: its observation, for the next pass.
+    DemandPolled(Box<demand::Polled>),
     /// A scale-set pool's engine learnt something (a message, a session change): plan now.
     ScaleSetChanged,
     /// A background install of `base.version` ended.
@@ -202,6 +215,7 @@ async fn start_api(
     api: &crate::config::Api,
     triggers: mpsc::UnboundedSender<Trigger>,
     on_push: crate::api::OnPush,
+    spawner: &tasks::Spawner,
 ) -> Result<crate::api::Shared, RunError> {
     let token = api
         .token
@@ -230,7 +244,7 @@ async fn start_api(
         })?;
     let shared = crate::api::Shared::default();
     tracing::info!(listen = %api.listen, token = token.is_some(), webhook = webhook.is_some(), "status API listening");
-    tokio::spawn(crate::api::serve(listener, shared.clone(), token, webhook));
+    spawner.spawn(crate::api::serve(listener, shared.clone(), token, webhook));
     Ok(shared)
 }
 
@@ -252,10 +266,10 @@ pub async fn run(config_path: &Path, host_id: &str) -> Result<(), RunError> {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut sources = Sources::new(&config_path, &records, rx)?;
     let api_spec = desired.api.clone();
-    let mut ctl = passes::Controller::new(config_path, digest, desired, tx.clone());
+    let mut ctl = Controller::new(config_path, digest, desired, tx.clone());
     ctl.follow_source();
     let api = match &api_spec {
-        Some(api) => Some(start_api(api, tx, ctl.source_on_push()).await?),
+        Some(api) => Some(start_api(api, tx, ctl.source_on_push(), &ctl.spawner()).await?),
         None => None,
     };
     if let Some(shared) = api {
@@ -263,6 +277,18 @@ pub async fn run(config_path: &Path, host_id: &str) -> Result<(), RunError> {
     }
     tracing::info!(config = %ctl.config_path().display(), host_id, runners = ctl.desired().runners.len(),
         elsewhere = ?ctl.desired().elsewhere, capped = ?ctl.desired().capped, "corral started");
+    serve(&mut ctl, &mut sources).await;
+    tracing::info!("stopping every runner");
+    ctl.stop_workers().await;
+    shutdown::stop_all(&mut ctl, sources.stop_signal()).await;
+    // The status API served the final status until now; nothing corral spawned outlives it.
+    ctl.stop_tasks().await;
+    tracing::debug!("every task ended");
+    Ok(())
+}
+
+/// The loop: wait for a reason, fold it in, run a pass; until SIGTERM or SIGINT.
+async fn serve(ctl: &mut Controller, sources: &mut Sources) {
     let mut next = Instant::now();
     loop {
         let wake = tokio::select! {
@@ -300,8 +326,4 @@ pub async fn run(config_path: &Path, host_id: &str) -> Result<(), RunError> {
         };
         next = Instant::now() + requeue;
     }
-    tracing::info!("stopping every runner");
-    ctl.stop_workers().await;
-    shutdown::stop_all(&mut ctl, sources.stop_signal()).await;
-    Ok(())
 }

@@ -28,14 +28,14 @@ impl Controller {
     }
 
     async fn take_listing(&mut self) -> Option<ServerView> {
-        if !self.listing.as_ref()?.1.is_finished() {
+        if !self.seen.listing.as_ref()?.1.is_finished() {
             return None;
         }
-        let (began, handle) = self.listing.take()?;
+        let (began, handle) = self.seen.listing.take()?;
         // Finished: this await returns at once.
         let mut view = handle.await.ok()?;
         view.repos
-            .retain(|repo, _| !self.workers.touched_since(repo, began));
+            .retain(|repo, _| !self.book.workers.touched_since(repo, began));
         Some(view)
     }
 
@@ -45,12 +45,13 @@ impl Controller {
         };
         let now = Instant::now();
         let due = self
+            .seen
             .last_listing
             .is_none_or(|at| now.duration_since(at) >= self.desired.resync_interval);
-        if !due || self.listing.is_some() {
+        if !due || self.seen.listing.is_some() {
             return;
         }
-        self.last_listing = Some(now);
+        self.seen.last_listing = Some(now);
         let recorded = observed
             .runners
             .values()
@@ -66,7 +67,7 @@ impl Controller {
         repos.sort();
         repos.dedup();
         let triggers = self.triggers.clone();
-        let handle = tokio::spawn(async move {
+        let handle = self.tasks.spawner().spawn(async move {
             let view = tokio::time::timeout(LISTING_DEADLINE, list_repos(gh, repos))
                 .await
                 .unwrap_or_else(|_| {
@@ -76,7 +77,7 @@ impl Controller {
             let _ = triggers.send(Trigger::Listed);
             view
         });
-        self.listing = Some((now, handle));
+        self.seen.listing = Some((now, handle));
     }
 
     /// Measures every runner's disk (unique vs shared with the base), at most once per resync
@@ -90,12 +91,13 @@ impl Controller {
     ) {
         let now = Instant::now();
         if self
+            .seen
             .last_disk
             .is_some_and(|at| now.duration_since(at) < self.desired.resync_interval)
         {
             return;
         }
-        self.last_disk = Some(now);
+        self.seen.last_disk = Some(now);
         self.prune_unused_releases(bases);
         // Each runner is measured against the base its externals link points at.
         let opened: Vec<Arc<Base>> = bases.values().flatten().cloned().collect();
@@ -124,7 +126,7 @@ impl Controller {
         .await
         .unwrap_or_default();
         for (name, disk) in measured {
-            self.runtimes.entry(name).or_default().disk = Some(disk);
+            self.book.runtimes.entry(name).or_default().disk = Some(disk);
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::backoff::{Backoff, StepBackoff};
 use crate::config::{Desired, RunnerSpec};
 use crate::markers::{ListenerView, LogTail};
 use crate::observe::{Observed, ObservedRunner};
-use crate::reconcile::runner_names;
+use crate::reconcile::{runner_names, stage, Action, Stage};
 use crate::status::{GitHubStatus, RunnerStatus, State, Status};
 
 /// One runner's memory.
@@ -171,6 +171,7 @@ pub fn build_status(
     desired: &Desired,
     observed: &Observed,
     runtimes: &BTreeMap<String, Runtime>,
+    in_flight: &BTreeMap<String, State>,
     config_error: Option<String>,
     github: Option<GitHubStatus>,
     now: Instant,
@@ -180,7 +181,15 @@ pub fn build_status(
         .into_iter()
         .map(|name| {
             let runtime = runtimes.get(name).unwrap_or(&empty);
-            runner_status(name, desired, observed.runners.get(name), runtime, now)
+            let phase = in_flight.get(name).copied();
+            runner_status(
+                name,
+                desired,
+                observed.runners.get(name),
+                runtime,
+                phase,
+                now,
+            )
         })
         .collect();
     Status {
@@ -199,6 +208,7 @@ fn runner_status(
     desired: &Desired,
     seen: Option<&ObservedRunner>,
     rt: &Runtime,
+    in_flight: Option<State>,
     now: Instant,
 ) -> RunnerStatus {
     let process = seen.and_then(|s| s.process);
@@ -222,7 +232,7 @@ fn runner_status(
         }
         .into(),
         pid: process.map(|p| p.pid),
-        state: state_of(seen, rt, busy, now),
+        state: state_of(seen, rt, busy, in_flight, now),
         busy,
         job: if busy { rt.view.job.clone() } else { None },
         job_started_at: rt
@@ -277,13 +287,32 @@ fn spec_of<'a>(
         .or_else(|| seen.and_then(|s| s.spec.as_ref()?.spec.as_ref()))
 }
 
-/// The one state a user sees, most telling first.
-fn state_of(seen: Option<&ObservedRunner>, rt: &Runtime, busy: bool, now: Instant) -> State {
-    let running = seen.is_some_and(|s| s.process.is_some());
+/// The state a worker's steps put their runner in while they run: `provisioning` while
+/// its directory is built (or moved onto a new base); otherwise the host tells.
+pub fn phase_of(actions: &[Action]) -> Option<State> {
+    actions
+        .iter()
+        .any(|a| matches!(a, Action::Provision { .. } | Action::Rebase { .. }))
+        .then_some(State::Provisioning)
+}
+
+/// The one state a user sees, most telling first: from the host's stage
+/// ([`crate::reconcile::stage`]), what corral remembers, and a worker's steps in flight.
+pub fn state_of(
+    seen: Option<&ObservedRunner>,
+    rt: &Runtime,
+    busy: bool,
+    in_flight: Option<State>,
+    now: Instant,
+) -> State {
+    let stage = stage(seen);
+    let running = stage == Stage::Running;
     if rt.drain_started.is_some() {
         State::Draining
     } else if busy {
         State::Busy
+    } else if let Some(phase) = in_flight {
+        phase
     } else if running && rt.view.online {
         State::Idle
     } else if running {
@@ -294,7 +323,7 @@ fn state_of(seen: Option<&ObservedRunner>, rt: &Runtime, busy: bool, now: Instan
         State::Backoff
     } else if rt.last_error.is_some() {
         State::Error
-    } else if seen.is_some_and(|s| s.provisioned && !s.configured) {
+    } else if stage == Stage::Provisioned {
         State::Registering
     } else {
         State::Stopped
@@ -316,7 +345,7 @@ mod tests {
                 .step_result(Some("spawn: Too many open files"), at)
                 .expect("a wait");
             assert!(wait <= Duration::from_secs(60), "{wait:?}");
-            assert_ne!(state_of(None, &rt, false, at), State::Crashloop);
+            assert_ne!(state_of(None, &rt, false, None, at), State::Crashloop);
             at += wait;
         }
         let second_before = at
@@ -355,16 +384,44 @@ mod tests {
         for _ in 0..6 {
             rt.backoff.failed(t0);
         }
-        assert_eq!(state_of(None, &rt, false, t0), State::Crashloop);
+        assert_eq!(state_of(None, &rt, false, None, t0), State::Crashloop);
         rt.applying(Some(&spec));
         assert_eq!(
-            state_of(None, &rt, false, t0),
+            state_of(None, &rt, false, None, t0),
             State::Crashloop,
             "unchanged: kept"
         );
         spec.labels.push("new".into());
         rt.applying(Some(&spec));
         assert_eq!(rt.hold(t0), Duration::ZERO);
-        assert_ne!(state_of(None, &rt, false, t0), State::Crashloop);
+        assert_ne!(state_of(None, &rt, false, None, t0), State::Crashloop);
+    }
+
+    #[test]
+    fn a_runner_is_provisioning_while_its_directory_is_built_and_busy_before_all() {
+        let rt = Runtime::default();
+        let at = Instant::now();
+        let provision = [
+            Action::Provision { runner: "a".into() },
+            Action::Register { runner: "a".into() },
+        ];
+        let phase = phase_of(&provision);
+        assert_eq!(phase, Some(State::Provisioning));
+        assert_eq!(state_of(None, &rt, false, phase, at), State::Provisioning);
+        assert_eq!(state_of(None, &rt, true, phase, at), State::Busy);
+        // Steps that build nothing leave the state to the host.
+        let start = [Action::Stop { runner: "a".into() }];
+        assert_eq!(phase_of(&start), None);
+        assert_eq!(state_of(None, &rt, false, None, at), State::Stopped);
+        let unregistered = ObservedRunner {
+            provisioned: true,
+            ..ObservedRunner::default()
+        };
+        assert_eq!(stage(Some(&unregistered)), Stage::Provisioned);
+        assert_eq!(
+            state_of(Some(&unregistered), &rt, false, None, at),
+            State::Registering
+        );
+        assert_eq!(stage(None), Stage::Absent);
     }
 }

@@ -3,6 +3,9 @@
 //! or `max` change; stopped (its session closed) and its scale set deleted when it leaves
 //! the file, the deletion tried again each pass while a runner of the set still runs a job.
 //! Their statuses are the pools' demand ([`Observed::scalesets`]).
+//!
+//! Closing a session and deleting a set are GitHub calls: each runs in a task of its own,
+//! and the pass only looks at whether it has ended.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,8 +14,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::super::Trigger;
-use super::Controller;
+use super::tasks::Spawner;
+use super::{Controller, Trigger};
 use crate::config::Pool;
 use crate::observe::Observed;
 use crate::scaleset::engine::{self, EngineConfig, EngineStatus};
@@ -27,8 +30,12 @@ const IDLE_CYCLE: Duration = Duration::from_secs(60);
 #[derive(Default)]
 pub(super) struct ScaleSetPools {
     engines: BTreeMap<String, Running>,
-    /// Scale sets whose entry left the file, to delete once their engine stopped.
-    retiring: BTreeMap<String, Retiring>,
+    /// Engines of pools whose scale set changed, closing their session: the next engine of
+    /// the pool starts once its predecessor is gone (it adopts and relabels the same set).
+    closing: BTreeMap<String, JoinHandle<()>>,
+    /// Scale sets whose entry left the file: each task closes the session, then deletes the
+    /// set, tried again while a runner of the set still runs a job.
+    retiring: BTreeMap<String, JoinHandle<()>>,
 }
 
 struct Running {
@@ -39,35 +46,26 @@ struct Running {
     task: JoinHandle<()>,
 }
 
-struct Retiring {
-    client: ScaleSetClient,
-    set_id: Option<u64>,
-    task: Option<JoinHandle<()>>,
-}
-
 impl Running {
-    /// Asks the engine to close its session; returns what is left to wait for and delete.
-    fn retire(self) -> Retiring {
+    /// Asks the engine to close its session; returns its scale set and its task.
+    fn retire(self) -> (Option<u64>, ScaleSetClient, JoinHandle<()>) {
         let _ = self.stop.send(true);
-        Retiring {
-            client: self.client,
-            set_id: self.status.borrow().scale_set_id,
-            task: Some(self.task),
-        }
+        let set_id = self.status.borrow().scale_set_id;
+        (set_id, self.client, self.task)
     }
 }
 
 impl Controller {
     /// Starts, restarts and stops engines to match the pools, deletes retired scale sets,
     /// and puts every engine's status in `observed`.
-    pub(super) async fn observe_scalesets(&mut self, observed: &mut Observed) {
+    pub(super) fn observe_scalesets(&mut self, observed: &mut Observed) {
         let wanted: BTreeMap<String, Pool> = self
             .desired
             .pools
             .iter()
             .filter_map(|p| Some((p.scale_set_key()?, p.clone())))
             .collect();
-        let api_url = self.github.as_ref().map(|(g, _)| g.api_url.clone());
+        let api_url = self.seen.github.as_ref().map(|(g, _)| g.api_url.clone());
         let gh = if wanted.is_empty() {
             None
         } else {
@@ -78,47 +76,29 @@ impl Controller {
             .desired
             .demand_poll_interval
             .clamp(Duration::from_secs(1), Duration::from_secs(30));
-        let mut configs = BTreeMap::new();
-        for (key, pool) in &wanted {
-            configs.insert(key.clone(), engine_config(pool, &host, retry));
-        }
-        let pools = &mut self.scalesets;
-        // Gone from the file, or changed: stop (and, when gone, delete the set).
-        let stale: Vec<String> = pools
-            .engines
+        let configs: BTreeMap<String, EngineConfig> = wanted
             .iter()
-            .filter(|(key, run)| configs.get(*key) != Some(&run.config))
-            .map(|(key, _)| key.clone())
+            .map(|(key, pool)| (key.clone(), engine_config(pool, &host, retry)))
             .collect();
-        for key in stale {
-            if let Some(run) = pools.engines.remove(&key) {
-                let mut retiring = run.retire();
-                if wanted.contains_key(&key) {
-                    // Changed: the next engine adopts and relabels the same set.
-                    if let Some(task) = retiring.task.take() {
-                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, task).await;
-                    }
-                } else {
-                    info!(pool = %key, "scale-set pool left the file: closing its session, deleting its scale set");
-                    pools.retiring.insert(key, retiring);
-                }
-            }
-        }
-        let triggers = self.triggers.clone();
-        let pools = &mut self.scalesets;
+        let (spawner, triggers) = (self.tasks.spawner(), self.triggers.clone());
+        let pools = &mut self.seen.scalesets;
+        pools.retire_stale(&configs, &spawner, &triggers, retry);
+        pools.closing.retain(|_, task| !task.is_finished());
+        pools.retiring.retain(|_, task| !task.is_finished());
         if let (Some(gh), Some(api_url)) = (gh, api_url) {
             for (key, pool) in &wanted {
-                if pools.engines.contains_key(key) {
+                if pools.engines.contains_key(key)
+                    || pools.closing.contains_key(key)
+                    || pools.retiring.contains_key(key)
+                {
                     continue;
                 }
                 let client = ScaleSetClient::new(gh.clone(), &api_url, pool.spec.repo.clone());
                 let config = configs[key].clone();
-                pools
-                    .engines
-                    .insert(key.clone(), start(client, config, triggers.clone()));
+                let run = start(&spawner, client, config, triggers.clone());
+                pools.engines.insert(key.clone(), run);
             }
         }
-        delete_retired(pools).await;
         observed.scalesets = pools
             .engines
             .iter()
@@ -128,7 +108,8 @@ impl Controller {
 
     /// For JIT registration: each open pool's client and scale set id, by pool key.
     pub(super) fn scaleset_clients(&self) -> BTreeMap<String, (ScaleSetClient, u64)> {
-        self.scalesets
+        self.seen
+            .scalesets
             .engines
             .iter()
             .filter_map(|(key, run)| {
@@ -140,15 +121,95 @@ impl Controller {
 
     /// Closes every session (corral stops; the scale sets stay for the next start).
     pub async fn stop_scalesets(&mut self) {
-        let engines = std::mem::take(&mut self.scalesets.engines);
+        let pools = &mut self.seen.scalesets;
+        let engines = std::mem::take(&mut pools.engines);
+        let mut closing: Vec<(String, JoinHandle<()>)> = std::mem::take(&mut pools.closing)
+            .into_iter()
+            .chain(std::mem::take(&mut pools.retiring))
+            .collect();
         for (key, run) in engines {
-            let retiring = run.retire();
-            if let Some(task) = retiring.task {
-                if tokio::time::timeout(CLOSE_TIMEOUT, task).await.is_err() {
-                    warn!(pool = %key, "scale-set session not closed in time");
-                }
+            closing.push((key, run.retire().2));
+        }
+        for (key, mut task) in closing {
+            if tokio::time::timeout(CLOSE_TIMEOUT, &mut task)
+                .await
+                .is_err()
+            {
+                warn!(pool = %key, "scale-set session not closed in time");
+                task.abort();
             }
         }
+    }
+}
+
+impl ScaleSetPools {
+    /// Stops the engines whose pool left the file or changed; a pool gone from the file has
+    /// its scale set deleted once its session is closed.
+    fn retire_stale(
+        &mut self,
+        configs: &BTreeMap<String, EngineConfig>,
+        spawner: &Spawner,
+        triggers: &mpsc::UnboundedSender<Trigger>,
+        retry: Duration,
+    ) {
+        let stale: Vec<String> = self
+            .engines
+            .iter()
+            .filter(|(key, run)| configs.get(*key) != Some(&run.config))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in stale {
+            let Some(run) = self.engines.remove(&key) else {
+                continue;
+            };
+            let (set_id, client, task) = run.retire();
+            let triggers = triggers.clone();
+            if configs.contains_key(&key) {
+                let closing = spawner.spawn(async move {
+                    closed(task).await;
+                    let _ = triggers.send(Trigger::ScaleSetChanged);
+                });
+                self.closing.insert(key, closing);
+            } else {
+                info!(pool = %key, "scale-set pool left the file: closing its session, deleting its scale set");
+                let pool = key.clone();
+                let retiring = spawner.spawn(async move {
+                    closed(task).await;
+                    if let Some(id) = set_id {
+                        delete(&pool, &client, id, retry).await;
+                    }
+                    let _ = triggers.send(Trigger::ScaleSetChanged);
+                });
+                self.retiring.insert(key, retiring);
+            }
+        }
+    }
+}
+
+/// Waits for a stopping engine, at most [`CLOSE_TIMEOUT`].
+async fn closed(mut task: JoinHandle<()>) {
+    if tokio::time::timeout(CLOSE_TIMEOUT, &mut task)
+        .await
+        .is_err()
+    {
+        task.abort();
+    }
+}
+
+/// Deletes a retired pool's scale set; while a runner of the set still runs a job GitHub
+/// refuses, and it is tried again every `retry`.
+async fn delete(pool: &str, client: &ScaleSetClient, id: u64, retry: Duration) {
+    loop {
+        match client.delete_scale_set(id).await {
+            Ok(()) => {
+                info!(pool = %pool, scale_set = id, "scale set deleted");
+                return;
+            }
+            Err(err) => {
+                warn!(pool = %pool, scale_set = id, error = %err, "cannot delete the scale set yet");
+            }
+        }
+        tokio::time::sleep(retry).await;
     }
 }
 
@@ -165,6 +226,7 @@ fn engine_config(pool: &Pool, host: &str, retry: Duration) -> EngineConfig {
 
 /// Starts an engine; each change of its status wakes the controller for a pass.
 fn start(
+    spawner: &Spawner,
     client: ScaleSetClient,
     config: EngineConfig,
     triggers: mpsc::UnboundedSender<Trigger>,
@@ -172,14 +234,14 @@ fn start(
     let (status_tx, status) = watch::channel(EngineStatus::default());
     let (stop, stop_rx) = watch::channel(false);
     let mut changes = status.clone();
-    tokio::spawn(async move {
+    spawner.spawn(async move {
         while changes.changed().await.is_ok() {
             if triggers.send(Trigger::ScaleSetChanged).is_err() {
                 break;
             }
         }
     });
-    let task = tokio::spawn(engine::run(
+    let task = spawner.spawn(engine::run(
         client.clone(),
         config.clone(),
         status_tx,
@@ -191,33 +253,5 @@ fn start(
         status,
         stop,
         task,
-    }
-}
-
-/// Deletes the scale sets of pools that left the file, once their engine has stopped; a
-/// set a runner still runs a job for is tried again at the next pass.
-async fn delete_retired(pools: &mut ScaleSetPools) {
-    let keys: Vec<String> = pools.retiring.keys().cloned().collect();
-    for key in keys {
-        let Some(retiring) = pools.retiring.get_mut(&key) else {
-            continue;
-        };
-        if retiring.task.as_ref().is_some_and(|t| !t.is_finished()) {
-            continue;
-        }
-        retiring.task = None;
-        let Some(id) = retiring.set_id else {
-            pools.retiring.remove(&key);
-            continue;
-        };
-        match retiring.client.delete_scale_set(id).await {
-            Ok(()) => {
-                info!(pool = %key, scale_set = id, "scale set deleted");
-                pools.retiring.remove(&key);
-            }
-            Err(err) => {
-                warn!(pool = %key, scale_set = id, error = %err, "cannot delete the scale set yet");
-            }
-        }
     }
 }

@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn, Instrument as _};
 
 use super::listener::stop_listener;
-use super::passes::Controller;
+use super::Controller;
 use crate::layout::{read_record, ProcessRecord};
 use crate::observe;
 use crate::procfs::has_worker_child;

@@ -88,6 +88,13 @@ impl SourceState {
         }
     }
 
+    /// Stops following (corral is stopping); returns once the fetch task has ended.
+    pub async fn stop(&mut self) {
+        if let Some(follower) = self.follower.take() {
+            follower.stop().await;
+        }
+    }
+
     /// The local file changed and loads: a commit refused with the old one is checked again.
     pub fn local_changed(&mut self) {
         self.refused = None;

@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::apply::Outcome;
+use crate::status::State;
 
 /// Workers applying at the same time (the rest wait for a permit).
 const CONCURRENCY: usize = 8;
@@ -35,6 +36,8 @@ pub struct Workers {
     /// Which runner each task is for, so that a panicked one frees its runner.
     names: HashMap<tokio::task::Id, String>,
     permits: Arc<Semaphore>,
+    /// What each runner's worker is doing, for its state in status (`provisioning`).
+    phases: BTreeMap<String, State>,
     /// When a worker last ended for each repository: a listing of that repository begun
     /// earlier may predate what the worker registered or removed.
     touched: BTreeMap<String, Instant>,
@@ -47,6 +50,7 @@ impl Default for Workers {
             running: BTreeSet::new(),
             names: HashMap::new(),
             permits: Arc::new(Semaphore::new(CONCURRENCY)),
+            phases: BTreeMap::new(),
             touched: BTreeMap::new(),
         }
     }
@@ -64,14 +68,23 @@ impl Workers {
         !self.running.is_empty()
     }
 
-    /// Runs `steps` for `name` in a worker.
+    /// Every runner's state from its worker in flight.
+    pub fn phases(&self) -> &BTreeMap<String, State> {
+        &self.phases
+    }
+
+    /// Runs `steps` for `name` in a worker; while they run, `name` is in `phase`.
     pub fn spawn(
         &mut self,
         name: String,
         repo: Option<String>,
+        phase: Option<State>,
         steps: impl Future<Output = Outcome> + Send + 'static,
     ) {
         self.running.insert(name.clone());
+        if let Some(phase) = phase {
+            self.phases.insert(name.clone(), phase);
+        }
         let permits = Arc::clone(&self.permits);
         let id_name = name.clone();
         let handle = self.tasks.spawn(async move {
@@ -119,11 +132,13 @@ impl Workers {
         while self.tasks.join_next().await.is_some() {}
         self.running.clear();
         self.names.clear();
+        self.phases.clear();
     }
 
     fn ended(&mut self, id: tokio::task::Id, done: Done) -> Done {
         self.names.remove(&id);
         self.running.remove(&done.name);
+        self.phases.remove(&done.name);
         if let Some(repo) = &done.repo {
             self.touched.insert(repo.clone(), Instant::now());
         }
@@ -136,6 +151,7 @@ impl Workers {
         tracing::error!(runner = ?name, error = %err, "an apply worker failed");
         if let Some(name) = name {
             self.running.remove(&name);
+            self.phases.remove(&name);
         }
     }
 }
