@@ -10,10 +10,12 @@ mod apply;
 mod contain;
 mod docker_steps;
 mod github_steps;
+mod job;
 mod passes;
 mod runtime;
 mod shutdown;
 mod source_follow;
+mod step_error;
 mod workers;
 
 use std::path::{Path, PathBuf};

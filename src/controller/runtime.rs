@@ -2,14 +2,16 @@
 //! the listener's log said), how an exit is judged, and the status built from it.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::backoff::{Backoff, StepBackoff};
 use crate::config::{Desired, RunnerSpec};
 use crate::markers::{ListenerView, LogTail};
 use crate::observe::{Observed, ObservedRunner};
 use crate::reconcile::runner_names;
-use crate::status::{GitHubStatus, RunnerStatus, State, Status};
+use crate::status::{ErrorKind, GitHubStatus, RunnerStatus, State, Status};
+
+use super::step_error::{error_policy, Policy, StepError};
 
 /// One runner's memory.
 #[derive(Debug, Default)]
@@ -36,6 +38,8 @@ pub struct Runtime {
     pub drain_started: Option<Instant>,
     /// The last error, shown in status.
     pub last_error: Option<String>,
+    /// What is done about it, when a step of corral's failed (`None` after a listener exit).
+    pub last_error_kind: Option<ErrorKind>,
     /// The pid whose exit is being watched.
     pub watched_pid: Option<i32>,
     /// corral itself is stopping this pid: its exit is not a failure.
@@ -105,15 +109,28 @@ impl Runtime {
     }
 
     /// Folds a step failure (`Some`) or a pass of steps that all succeeded (`None`) into the
-    /// step backoff; returns how long to wait before the next try.
+    /// step backoff, as [`error_policy`] says; returns how long to wait before the next try.
+    /// `now` and `wall` are the same moment on the monotonic and the wall clock (GitHub's
+    /// reset is wall-clock time).
     pub fn step_result(
         &mut self,
-        failure: Option<&str>,
+        failure: Option<&StepError>,
         now: Instant,
-    ) -> Option<std::time::Duration> {
-        if let Some(message) = failure {
-            self.last_error = Some(message.to_string());
-            return Some(self.step_backoff.failed(now));
+        wall: SystemTime,
+    ) -> Option<Duration> {
+        if let Some(err) = failure {
+            self.last_error = Some(err.chain());
+            let (kind, wait) = match error_policy(err, wall) {
+                Policy::RequeueAt(until) => {
+                    let wait = until.duration_since(wall).unwrap_or_default();
+                    self.step_backoff.hold_until(now + wait);
+                    (ErrorKind::RateLimited, wait)
+                }
+                Policy::Backoff => (ErrorKind::Transient, self.step_backoff.failed(now)),
+                Policy::Permanent => (ErrorKind::Permanent, self.step_backoff.give_up(now)),
+            };
+            self.last_error_kind = Some(kind);
+            return Some(wait);
         }
         // Steps ran only if nothing held them: then their cause is gone.
         if self.step_backoff.wait(now).is_zero() {
@@ -138,6 +155,7 @@ impl Runtime {
             self.stopping_pid = None;
             return ExitMeaning::Expected;
         }
+        self.last_error_kind = None;
         if self.view.registration_deleted {
             self.last_error =
                 Some("the registration was deleted on GitHub; registering again".into());
@@ -241,6 +259,13 @@ fn runner_status(
         last_exit_code: rt.last_exit,
         registration: registration.into(),
         last_error: rt.last_error.clone(),
+        last_error_kind: rt.last_error.as_ref().and(rt.last_error_kind),
+        retry_at: rt
+            .last_error_kind
+            .filter(|_| rt.last_error.is_some())
+            .map(|_| rt.step_backoff.wait(now))
+            .filter(|wait| !wait.is_zero())
+            .map(|wait| humantime::format_rfc3339_seconds(SystemTime::now() + wait).to_string()),
         docker: None,
         cgroup: rt.contain.cgroup.clone(),
         cleanup: rt.contain.cgroup.as_ref().map(|cgroup| {
@@ -290,6 +315,9 @@ fn state_of(seen: Option<&ObservedRunner>, rt: &Runtime, busy: bool, now: Instan
         State::Starting
     } else if rt.backoff.crashloop() {
         State::Crashloop
+    } else if rt.last_error.is_some() && rt.last_error_kind == Some(ErrorKind::Permanent) {
+        // Held too, but waiting cannot fix it: someone must.
+        State::Error
     } else if !rt.hold(now).is_zero() {
         State::Backoff
     } else if rt.last_error.is_some() {
@@ -304,7 +332,11 @@ fn state_of(seen: Option<&ObservedRunner>, rt: &Runtime, busy: bool, now: Instan
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    /// A step that failed for a cause that passes (too many open files).
+    fn transient() -> StepError {
+        StepError::io("start the listener")(std::io::Error::from_raw_os_error(24))
+    }
 
     #[test]
     fn failing_steps_never_make_a_crash_loop_and_clear_once_a_step_succeeds() {
@@ -313,7 +345,7 @@ mod tests {
         let mut at = t0;
         for _ in 0..12 {
             let wait = rt
-                .step_result(Some("spawn: Too many open files"), at)
+                .step_result(Some(&transient()), at, SystemTime::now())
                 .expect("a wait");
             assert!(wait <= Duration::from_secs(60), "{wait:?}");
             assert_ne!(state_of(None, &rt, false, at), State::Crashloop);
@@ -325,10 +357,10 @@ mod tests {
         assert_eq!(rt.hold(second_before), Duration::from_secs(1));
         // The wait passed, the steps ran and succeeded: nothing is held any more, and the next
         // failure starts again at one second.
-        assert_eq!(rt.step_result(None, at), None);
+        assert_eq!(rt.step_result(None, at, SystemTime::now()), None);
         assert_eq!(rt.hold(at), Duration::ZERO);
         assert_eq!(
-            rt.step_result(Some("again"), at),
+            rt.step_result(Some(&transient()), at, SystemTime::now()),
             Some(Duration::from_secs(1))
         );
     }
@@ -337,9 +369,9 @@ mod tests {
     fn a_pass_held_by_the_backoff_does_not_clear_it() {
         let t0 = Instant::now();
         let mut rt = Runtime::default();
-        rt.step_result(Some("x"), t0);
-        rt.step_result(Some("x"), t0);
-        assert_eq!(rt.step_result(None, t0), None);
+        rt.step_result(Some(&transient()), t0, SystemTime::now());
+        rt.step_result(Some(&transient()), t0, SystemTime::now());
+        assert_eq!(rt.step_result(None, t0, SystemTime::now()), None);
         assert_eq!(rt.hold(t0), Duration::from_secs(2));
     }
 
@@ -366,5 +398,150 @@ mod tests {
         rt.applying(Some(&spec));
         assert_eq!(rt.hold(t0), Duration::ZERO);
         assert_ne!(state_of(None, &rt, false, t0), State::Crashloop);
+    }
+
+    const ONE: &str = "base: { path: /opt/base }\nstate_dir: /tmp/s\ngithub: { url: https://github.com, token_env: T }\nrunners:\n  - name: a\n    repo: o/r\n";
+
+    fn one() -> Desired {
+        crate::config::parse(ONE, std::path::Path::new("/etc/runners.yaml")).expect("config")
+    }
+
+    /// The monotonic and the wall clock, both following tokio's paused clock.
+    struct Clocks {
+        start: tokio::time::Instant,
+        wall: SystemTime,
+    }
+
+    impl Clocks {
+        fn new() -> Self {
+            Clocks {
+                start: tokio::time::Instant::now(),
+                wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            }
+        }
+
+        fn now(&self) -> (Instant, SystemTime) {
+            let now = tokio::time::Instant::now();
+            (now.into_std(), self.wall + (now - self.start))
+        }
+    }
+
+    fn github(source: crate::github::GitHubError) -> StepError {
+        StepError::GitHub {
+            during: "registration token",
+            source,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limited_step_is_held_until_the_reset_and_tried_at_it() {
+        let clocks = Clocks::new();
+        let desired = one();
+        let mut rt = Runtime::default();
+        let (now, wall) = clocks.now();
+        let reset = wall + Duration::from_secs(600);
+        let limited = github(crate::github::GitHubError::RateLimited {
+            until: reset,
+            secondary: false,
+        });
+        let wait = rt.step_result(Some(&limited), now, wall);
+        assert_eq!(wait, Some(Duration::from_secs(600)), "exactly to the reset");
+        let status = runner_status("a", &desired, None, &rt, now);
+        assert_eq!(status.last_error_kind, Some(ErrorKind::RateLimited));
+        assert!(
+            status
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("primary rate limit")),
+            "{status:?}"
+        );
+        assert!(status.retry_at.is_some(), "{status:?}");
+        assert_eq!(status.state, State::Backoff);
+        tokio::time::advance(Duration::from_secs(599)).await;
+        let (now, _) = clocks.now();
+        assert_eq!(rt.hold(now), Duration::from_secs(1), "still held");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let (now, wall) = clocks.now();
+        assert_eq!(rt.hold(now), Duration::ZERO, "free at the reset");
+        // Limited again at the retry: held to the new reset, never a doubled wait.
+        let again = github(crate::github::GitHubError::RateLimited {
+            until: wall + Duration::from_secs(30),
+            secondary: true,
+        });
+        assert_eq!(
+            rt.step_result(Some(&again), now, wall),
+            Some(Duration::from_secs(30))
+        );
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let (now, wall) = clocks.now();
+        assert_eq!(rt.step_result(None, now, wall), None);
+        assert_eq!(rt.hold(now), Duration::ZERO);
+        // The rate limit counted no failure: a transient one now starts at a second.
+        assert_eq!(
+            rt.step_result(Some(&transient()), now, wall),
+            Some(Duration::from_secs(1))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transient_step_backs_off_doubling() {
+        let clocks = Clocks::new();
+        let mut rt = Runtime::default();
+        let five_hundred = github(crate::github::GitHubError::Status {
+            endpoint: "POST /x".into(),
+            status: 502,
+            message: "bad gateway".into(),
+        });
+        let mut waits = Vec::new();
+        for _ in 0..5 {
+            let (now, wall) = clocks.now();
+            assert_eq!(rt.hold(now), Duration::ZERO, "tried once the wait is over");
+            let wait = rt
+                .step_result(Some(&five_hundred), now, wall)
+                .expect("a wait");
+            waits.push(wait.as_secs());
+            assert_eq!(rt.last_error_kind, Some(ErrorKind::Transient));
+            tokio::time::advance(wait.saturating_sub(Duration::from_millis(1))).await;
+            let (now, _) = clocks.now();
+            assert!(!rt.hold(now).is_zero(), "held until the wait is over");
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_permanent_error_shows_in_status_and_is_retried_after_an_edit() {
+        let clocks = Clocks::new();
+        let desired = one();
+        let mut spec = desired.runners["a"].clone();
+        let mut rt = Runtime::default();
+        rt.applying(Some(&spec));
+        let (now, wall) = clocks.now();
+        let unauthorized = github(crate::github::GitHubError::Status {
+            endpoint: "POST /repos/o/r/actions/runners/registration-token".into(),
+            status: 401,
+            message: "Bad credentials".into(),
+        });
+        let wait = rt.step_result(Some(&unauthorized), now, wall);
+        assert_eq!(
+            wait,
+            Some(Duration::from_secs(60)),
+            "tried again at the cap"
+        );
+        let status = runner_status("a", &desired, None, &rt, now);
+        assert_eq!(status.state, State::Error);
+        assert_eq!(status.last_error_kind, Some(ErrorKind::Permanent));
+        assert_eq!(
+            status.last_error.as_deref(),
+            Some("registration token: POST /repos/o/r/actions/runners/registration-token: HTTP 401: Bad credentials")
+        );
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let (now, _) = clocks.now();
+        assert_eq!(rt.hold(now), Duration::from_secs(55));
+        rt.applying(Some(&spec));
+        assert!(!rt.hold(now).is_zero(), "no edit: still held");
+        spec.labels.push("fixed".into());
+        rt.applying(Some(&spec));
+        assert_eq!(rt.hold(now), Duration::ZERO, "an edit: tried at once");
     }
 }
