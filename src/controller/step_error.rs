@@ -157,10 +157,15 @@ pub fn error_policy(err: &StepError, now: SystemTime) -> Policy {
     match err {
         StepError::GitHub { source, .. } => github_policy(source, now),
         StepError::ScaleSet(source) => scale_set_policy(source, now),
-        StepError::NoCredential(_)
-        | StepError::NotInConfig
-        | StepError::Secret(_)
-        | StepError::Users(_) => Policy::Permanent,
+        StepError::NoCredential(_) | StepError::NotInConfig | StepError::Secret(_) => {
+            Policy::Permanent
+        }
+        // A user the entry names that is missing or not allowed; `useradd` or a lookup
+        // that failed may pass.
+        StepError::Users(err) => match err {
+            UserError::Create { .. } | UserError::Lookup { .. } => Policy::Backoff,
+            _ => Policy::Permanent,
+        },
         StepError::Provision(err) => match err {
             ProvisionError::Io { .. } => Policy::Backoff,
             _ => Policy::Permanent,
