@@ -66,6 +66,19 @@ impl Backoff {
         delay
     }
 
+    /// Holds until exactly `at` (a rate limit's reset): no failure is counted, so the wait
+    /// does not double and the next transient failure still starts at 1 s.
+    pub fn hold_until(&mut self, at: Instant) {
+        self.not_before = Some(at);
+    }
+
+    /// A failure that retrying will not fix: held for the cap, after which one try is made
+    /// (the cause may have been fixed outside corral's view, such as a secret file).
+    pub fn give_up(&mut self, now: Instant) -> Duration {
+        self.not_before = Some(now + self.max);
+        self.max
+    }
+
     /// Clears the failures (a deliberate stop, a fresh registration, a step that succeeded,
     /// an entry the user changed).
     pub fn reset(&mut self) {
@@ -149,5 +162,27 @@ mod tests {
         assert_eq!(b.failures(), 0);
         let delays: Vec<u64> = (0..8).map(|_| b.failed(t0).as_secs()).collect();
         assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60]);
+    }
+
+    #[test]
+    fn a_hold_until_a_reset_is_exact_and_counts_no_failure() {
+        let t0 = Instant::now();
+        let mut b = Backoff::for_steps();
+        b.failed(t0);
+        let reset = t0 + Duration::from_secs(600);
+        b.hold_until(reset);
+        assert_eq!(b.wait(t0), Duration::from_secs(600));
+        assert_eq!(b.wait(reset), Duration::ZERO);
+        assert_eq!(b.failures(), 1, "the hold is not a failure");
+        assert_eq!(b.failed(reset).as_secs(), 2);
+    }
+
+    #[test]
+    fn giving_up_holds_for_the_cap() {
+        let t0 = Instant::now();
+        let mut b = Backoff::for_steps();
+        assert_eq!(b.give_up(t0), STEP_MAX);
+        assert_eq!(b.wait(t0 + Duration::from_secs(59)), Duration::from_secs(1));
+        assert_eq!(b.wait(t0 + STEP_MAX), Duration::ZERO);
     }
 }

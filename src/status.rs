@@ -144,6 +144,19 @@ pub struct GitHubStatus {
     pub blocked_until: Option<String>,
 }
 
+/// What corral does about a runner's failed step (`last_error_kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// GitHub's rate limit: tried again at its reset (`retry_at`), not before.
+    RateLimited,
+    /// A cause that passes (5xx, a timeout, a full disk): backed off 1 s doubling to 1 min.
+    Transient,
+    /// Retrying cannot help until something changes (bad credentials, no such repository,
+    /// a config the step cannot use): tried again after a minute or at once after an edit.
+    Permanent,
+}
+
 /// A runner's life-cycle state as shown to users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -221,6 +234,13 @@ pub struct RunnerStatus {
     pub registration: String,
     /// The last error, in corral's or the runner's own words.
     pub last_error: Option<String>,
+    /// What corral does about `last_error` when a step of its own failed (absent for a
+    /// listener's exit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_kind: Option<ErrorKind>,
+    /// When that step is tried again (RFC 3339, UTC), while it is held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<String>,
     /// Its Docker socket and what was refused and reaped there (`docker.enabled`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker: Option<crate::docker::Counters>,

@@ -564,3 +564,48 @@ fn a_hung_demand_poll_never_delays_a_restart_or_a_stop() {
         "the stop waited for the hung poll:\n{log}"
     );
 }
+
+/// The registration-token requests among `requests`.
+fn token_requests(requests: &[crate::kit::github::RecordedRequest]) -> usize {
+    requests
+        .iter()
+        .filter(|r| r.path.ends_with("/actions/runners/registration-token") && r.method == "POST")
+        .count()
+}
+
+#[test]
+fn a_rate_limited_registration_is_held_until_the_reset_then_registers() {
+    let mut world = World::new();
+    world.write_config("  - name: a\n    repo: owner/repo\n");
+    world.start();
+    world.wait_idle(&["a"]);
+    let since = world.gh.request_count();
+    // The next registration token spends the budget until GitHub's reset a few seconds on.
+    world.gh.push_fault(
+        Route::RegistrationToken,
+        Fault::PrimaryRateLimit {
+            status: 429,
+            reset_in: Duration::from_secs(6),
+        },
+        1,
+    );
+    world.write_config(TWO);
+    let status = world.wait_status("b held by the rate limit", |s| {
+        runner(s, "b").is_some_and(|b| {
+            b.last_error_kind == Some(corral::status::ErrorKind::RateLimited)
+                && b.retry_at.is_some()
+        })
+    });
+    let b = runner(&status, "b").expect("b listed");
+    assert!(has_error(b, "rate limit"), "{b:?}");
+    assert_eq!(b.pid, None, "b cannot register while limited: {b:?}");
+    world.wait_idle(&["a", "b"]);
+    // The fake refuses every REST call before the reset: one refused token request and one
+    // that registered b mean corral sent nothing to that route before the reset, and tried
+    // again after it without being told to.
+    let requests = world.gh.requests_since(since);
+    assert_eq!(token_requests(&requests), 2, "{requests:#?}");
+    let status = world.status().expect("status");
+    let b = runner(&status, "b").expect("b listed");
+    assert_eq!(b.registration, "registered", "{b:?}");
+}

@@ -25,6 +25,8 @@ pub fn document() -> Value {
             "registration": {"type": "string", "enum": ["registered", "unregistered", "local-only"]},
             "version": {"type": "string"},
             "last_error": {"type": "string", "nullable": true},
+            "last_error_kind": {"type": "string", "enum": ["rate_limited", "transient", "permanent"], "description": "what corral does about a failed step of its own: retry at the reset, back off, or wait for a fix"},
+            "retry_at": {"type": "string", "format": "date-time", "description": "when that step is tried again"},
             "cgroup": {"type": "string", "description": "the runner's cgroup path, or `degraded (reason)`"},
             "cleanup": {"type": "string", "description": "`after every job`, `at removal (leftovers: keep)` or `degraded (reason)`"},
             "usage": {"type": "object", "properties": {

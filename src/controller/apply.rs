@@ -2,106 +2,22 @@
 //! half-done state, so a pass that stops half-way is finished by the next one.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::config::{Registration, RunnerSpec};
-use crate::github::GitHubClient;
-use crate::layout::{read_record, write_record, SpecRecord, StateLayout};
+use crate::layout::{read_record, write_record, SpecRecord};
 use crate::process::RunAs;
-use crate::provision::{Base, Provisioner};
+use crate::provision::Provisioner;
 use crate::reconcile::Action;
 use crate::registration;
 use crate::secret::{self, Secret};
 use crate::users;
 
-use super::listener::{forget_identity, remove_records, start, stop};
-use super::{github_steps, Trigger};
-
-/// How often a draining runner is tried again.
-pub const DRAIN_RETRY: Duration = Duration::from_secs(2);
-
-/// What every apply task shares.
-pub struct ApplyCtx {
-    /// Paths under `state_dir`.
-    pub layout: StateLayout,
-    /// GitHub, when a credential is configured.
-    pub github: Option<GitHubClient>,
-    /// Where exits of started listeners are reported.
-    pub triggers: mpsc::UnboundedSender<Trigger>,
-    /// The runners' Docker sockets.
-    pub docker: Arc<crate::docker::Hub>,
-    /// The runners' cgroups.
-    pub contain: Arc<super::contain::Contain>,
-    /// Scale-set pools' clients and scale set ids, by pool key, for JIT registration.
-    pub scalesets: std::collections::BTreeMap<String, (crate::scaleset::ScaleSetClient, u64)>,
-}
-
-/// One runner's steps and what it knew before them.
-pub struct Job {
-    /// Runner name.
-    pub name: String,
-    /// Its desired spec (`None`: removed from the file).
-    pub spec: Option<RunnerSpec>,
-    /// Steps in order.
-    pub actions: Vec<Action>,
-    /// Time left before a restart is allowed.
-    pub backoff_wait: Duration,
-    /// When its drain began, if it is draining.
-    pub drain_started: Option<Instant>,
-    /// A JIT configuration generated earlier and not yet given to a listener.
-    pub pending_jit: Option<Secret>,
-    /// The base its dir is built from; the error text when it cannot be used.
-    pub base: Result<Arc<Base>, String>,
-}
-
-/// What happened, for the controller to remember.
-#[derive(Debug, Default)]
-pub struct Outcome {
-    /// A listener started: its pid.
-    pub started: Option<i32>,
-    /// corral is stopping this pid.
-    pub stopping: Option<i32>,
-    /// The runner is draining (busy while removed): keep its drain start.
-    pub draining: bool,
-    /// Registration on GitHub could not be managed (no credential).
-    pub local_only: bool,
-    /// It was registered afresh, or removed for good.
-    pub change: Option<Change>,
-    /// The step that failed.
-    pub failure: Option<Failure>,
-    /// Run a pass again within this time.
-    pub requeue: Option<Duration>,
-    /// A JIT configuration not yet given to a listener (a start that had to wait).
-    pub jit: Option<Secret>,
-    /// The limits of a started listener that are not in force, and why.
-    pub not_applied: Option<Vec<crate::cgroup::NotApplied>>,
-    /// The limits it was started with.
-    pub limits: Option<crate::cgroup::Limits>,
-}
-
-/// A change of a runner's identity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
-    /// Registered afresh.
-    Registered,
-    /// Everything about it is gone (it left the file).
-    Removed,
-}
-
-/// A step that failed, in words (registration's are the runner's own text). Every failed
-/// step is backed off by the runner's step backoff, which the next success clears.
-#[derive(Debug)]
-pub struct Failure(pub String);
-
-impl Failure {
-    /// The message.
-    pub fn message(&self) -> &str {
-        &self.0
-    }
-}
+use super::github_steps::{self, Deregistered};
+pub use super::job::{forget_identity, ApplyCtx, Change, Job, Outcome};
+use super::listener::{remove_records, start, stop};
+use super::step_error::StepError;
 
 /// Runs `job`'s steps until one fails or must wait.
 #[tracing::instrument(name = "runner", skip_all, fields(runner = %job.name))]
@@ -118,9 +34,9 @@ pub async fn apply(ctx: Arc<ApplyCtx>, job: Job) -> Outcome {
         match step {
             Ok(true) => {}
             Ok(false) => break,
-            Err(message) => {
-                warn!(step = %action, error = %message, "step failed");
-                out.failure = Some(Failure(message));
+            Err(err) => {
+                warn!(step = %action, error = %err.chain(), "step failed");
+                out.failure = Some(err);
                 break;
             }
         }
@@ -135,7 +51,7 @@ async fn step(
     recorded: Option<&RunnerSpec>,
     action: &Action,
     out: &mut Outcome,
-) -> Result<bool, String> {
+) -> Result<bool, StepError> {
     let name = job.name.as_str();
     match action {
         Action::RemoveLeftover { path } => {
@@ -166,7 +82,14 @@ async fn step(
             return start(ctx, job, out, &docker, entry);
         }
         Action::Deregister { .. } => {
-            return github_steps::deregister(ctx, job, recorded, out).await;
+            match github_steps::deregister(ctx, job, recorded, out).await? {
+                Deregistered::Done => {}
+                Deregistered::Draining => return Ok(false),
+                Deregistered::DrainTimeUp { id } => {
+                    stop(ctx, name, out).await;
+                    github_steps::delete_after_drain(ctx, job, recorded, id).await?;
+                }
+            }
         }
         Action::SyncLabels { .. } => github_steps::sync_labels(ctx, desired(job)?).await?,
         Action::Forget { .. } => forget_identity(&ctx.layout.runner_dir(name)),
@@ -215,12 +138,11 @@ async fn step(
 async fn owner_of(
     ctx: &ApplyCtx,
     spec: &RunnerSpec,
-) -> Result<Option<(nix::unistd::Uid, nix::unistd::Gid)>, String> {
+) -> Result<Option<(nix::unistd::Uid, nix::unistd::Gid)>, StepError> {
     let (spec, root) = (spec.clone(), ctx.layout.runner_dir(&spec.name));
     let user = tokio::task::spawn_blocking(move || users::for_runner(&spec, &root))
         .await
-        .map_err(|e| format!("user lookup task failed: {e}"))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| StepError::Task("user lookup", e))??;
     Ok(match user.run_as {
         RunAs::User { uid, gid } => Some((uid, gid)),
         RunAs::Inherit => None,
@@ -228,12 +150,15 @@ async fn owner_of(
 }
 
 /// The user `spec` runs as (its own one is created when missing).
-pub(super) fn runner_user(ctx: &ApplyCtx, spec: &RunnerSpec) -> Result<users::RunnerUser, String> {
-    users::for_runner(spec, &ctx.layout.runner_dir(&spec.name)).map_err(|e| e.to_string())
+pub(super) fn runner_user(
+    ctx: &ApplyCtx,
+    spec: &RunnerSpec,
+) -> Result<users::RunnerUser, StepError> {
+    Ok(users::for_runner(spec, &ctx.layout.runner_dir(&spec.name))?)
 }
 
 /// Makes the runner's root its own alone, handing it over if its user changed.
-async fn secure(ctx: &Arc<ApplyCtx>, job: &Job) -> Result<(), String> {
+async fn secure(ctx: &Arc<ApplyCtx>, job: &Job) -> Result<(), StepError> {
     let spec = desired(job)?;
     let owner = owner_of(ctx, spec).await?;
     let name = spec.name.clone();
@@ -241,7 +166,7 @@ async fn secure(ctx: &Arc<ApplyCtx>, job: &Job) -> Result<(), String> {
 }
 
 /// The runner's Docker socket served before its listener starts: `DOCKER_HOST` for it.
-async fn docker_env(ctx: &ApplyCtx, job: &Job) -> Result<Vec<(String, String)>, String> {
+async fn docker_env(ctx: &ApplyCtx, job: &Job) -> Result<Vec<(String, String)>, StepError> {
     if !job.backoff_wait.is_zero() {
         return Ok(Vec::new());
     }
@@ -249,13 +174,11 @@ async fn docker_env(ctx: &ApplyCtx, job: &Job) -> Result<Vec<(String, String)>, 
     let owner = owner_of(ctx, spec).await?;
     super::docker_steps::serve_socket(&ctx.docker, &ctx.layout, spec, owner)
         .await
-        .map_err(|e| format!("docker socket: {e}"))
+        .map_err(StepError::Docker)
 }
 
-pub(super) fn desired(job: &Job) -> Result<&RunnerSpec, String> {
-    job.spec
-        .as_ref()
-        .ok_or_else(|| "runner is not in the config".to_string())
+pub(super) fn desired(job: &Job) -> Result<&RunnerSpec, StepError> {
+    job.spec.as_ref().ok_or(StepError::NotInConfig)
 }
 
 /// Runs a file system step of a provisioner (for runner dirs owned by `owner`) on the
@@ -265,40 +188,28 @@ async fn blocking(
     job: &Job,
     owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
     f: impl FnOnce(&Provisioner) -> Result<(), crate::provision::ProvisionError> + Send + 'static,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     let (layout, base) = (ctx.layout.clone(), job.base.clone());
     tokio::task::spawn_blocking(move || match base {
-        Ok(base) => f(&Provisioner::new(layout, base, owner)).map_err(|e| chain(&e)),
-        Err(message) => Err(message),
+        Ok(base) => Ok(f(&Provisioner::new(layout, base, owner))?),
+        Err(why) => Err(StepError::Base(why)),
     })
     .await
-    .map_err(|e| format!("provisioning task failed: {e}"))?
+    .map_err(|e| StepError::Task("provisioning", e))?
 }
 
-/// An error with its causes, on one line.
-pub(super) fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-async fn registration_token(ctx: &ApplyCtx, spec: &RunnerSpec) -> Result<Secret, String> {
+async fn registration_token(ctx: &ApplyCtx, spec: &RunnerSpec) -> Result<Secret, StepError> {
     match &spec.registration {
-        Registration::TokenEnv(var) => secret::from_env(var).map_err(|e| e.to_string()),
-        Registration::TokenFile(path) => secret::from_file(path).map_err(|e| chain(&e)),
+        Registration::TokenEnv(var) => secret::from_env(var).map_err(StepError::Secret),
+        Registration::TokenFile(path) => secret::from_file(path).map_err(StepError::Secret),
         Registration::GitHub => {
             let gh = ctx
                 .github
                 .as_ref()
-                .ok_or("no GitHub credential to mint a registration token")?;
+                .ok_or(StepError::NoCredential("mint a registration token"))?;
             gh.registration_token(&spec.repo)
                 .await
-                .map_err(|e| chain(&e))
+                .map_err(StepError::github("registration token"))
         }
     }
 }
@@ -308,7 +219,7 @@ async fn register(
     job: &Job,
     spec: &RunnerSpec,
     out: &mut Outcome,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     let recorded_id =
         read_record::<SpecRecord>(&ctx.layout.spec_record(&spec.name)).and_then(|r| r.runner_id);
     let runner_id = if let (Some(gh), true) = (&ctx.github, spec.ephemeral) {
@@ -326,9 +237,7 @@ async fn register(
             Some(jit.runner_id)
         }
     } else {
-        let token = registration_token(ctx, spec)
-            .await
-            .map_err(|message| format!("registration token: {message}"))?;
+        let token = registration_token(ctx, spec).await?;
         configure_in_private(ctx, job, spec, &token).await?
     };
     crate::crashpoint::reached("register.configured");
@@ -339,7 +248,7 @@ async fn register(
         runner_id,
     };
     write_record(&ctx.layout.spec_record(&spec.name), &record)
-        .map_err(|e| format!("write record: {e}"))?;
+        .map_err(StepError::io("write record"))?;
     crate::crashpoint::reached("register.recorded");
     out.local_only = !matches!(spec.registration, Registration::GitHub) && ctx.github.is_none();
     out.change = Some(Change::Registered);
@@ -355,24 +264,22 @@ async fn configure_in_private(
     job: &Job,
     spec: &RunnerSpec,
     token: &Secret,
-) -> Result<Option<u64>, String> {
+) -> Result<Option<u64>, StepError> {
     let owner = owner_of(ctx, spec).await?;
     let name = spec.name.clone();
     let staged = {
         let name = name.clone();
         let (layout, base) = (ctx.layout.clone(), job.base.clone());
         tokio::task::spawn_blocking(move || {
-            let base = base?;
-            Provisioner::new(layout, base, None)
-                .stage_registration(&name)
-                .map_err(|e| chain(&e))
+            let base = base.map_err(StepError::Base)?;
+            Ok::<_, StepError>(Provisioner::new(layout, base, None).stage_registration(&name)?)
         })
         .await
-        .map_err(|e| format!("provisioning task failed: {e}"))??
+        .map_err(|e| StepError::Task("provisioning", e))??
     };
     let configured = registration::configure(spec, &staged, token)
         .await
-        .map_err(|err| chain(&err));
+        .map_err(StepError::from);
     let result = match configured {
         Ok(identity) => {
             let id = identity.runner_id;
@@ -383,23 +290,24 @@ async fn configure_in_private(
             .await
             .map(|()| id)
         }
-        Err(message) => Err(message),
+        Err(err) => Err(err),
     };
     let unstaged = blocking(ctx, job, None, move |p| p.unstage_registration(&name)).await;
-    if let Err(message) = unstaged {
-        warn!(error = %message, "cannot remove the private registration install; the next one replaces it");
+    if let Err(err) = unstaged {
+        warn!(error = %err.chain(), "cannot remove the private registration install; the next one replaces it");
     }
     result
 }
 
 /// The runner's cgroup made, emptied and limited before its listener starts (none while it
 /// waits out a backoff, when `start` does not start it).
-async fn enter_cgroup(ctx: &ApplyCtx, job: &Job) -> Result<super::contain::Entry, String> {
+async fn enter_cgroup(ctx: &ApplyCtx, job: &Job) -> Result<super::contain::Entry, StepError> {
     if !job.backoff_wait.is_zero() {
         return Ok(super::contain::Entry::default());
     }
     let (contain, spec) = (Arc::clone(&ctx.contain), desired(job)?.clone());
     tokio::task::spawn_blocking(move || contain.prepare(&spec))
         .await
-        .map_err(|e| format!("cgroup task failed: {e}"))?
+        .map_err(|e| StepError::Task("cgroup", e))?
+        .map_err(StepError::Cgroup)
 }

@@ -21,7 +21,7 @@ pub(super) async fn serve_socket(
     layout: &StateLayout,
     spec: &RunnerSpec,
     owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
-) -> Result<Vec<(String, String)>, String> {
+) -> Result<Vec<(String, String)>, crate::docker::DockerError> {
     let Some(policy) = &spec.docker else {
         hub.remove(&spec.name).await;
         return Ok(Vec::new());
@@ -29,7 +29,6 @@ pub(super) async fn serve_socket(
     let root = layout.runner_dir(&spec.name);
     hub.serve(socket_spec(&root, spec, policy.clone(), owner))
         .await
-        .map_err(|e| crate::docker::chain(&e))
 }
 
 fn socket_spec(

@@ -93,7 +93,7 @@ impl Controller {
         let _span = tracing::info_span!("runner", runner = %name).entered();
         if runtime.exited(pid, code, ephemeral, Instant::now()) == ExitMeaning::RegistrationDeleted
         {
-            super::listener::forget_identity(&layout.runner_dir(&name));
+            super::job::forget_identity(&layout.runner_dir(&name));
         }
     }
 

@@ -5,11 +5,26 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use super::apply::{chain, ApplyCtx, Job, Outcome, DRAIN_RETRY};
-use super::listener::stop;
+use super::job::{forget_identity, ApplyCtx, Job, Outcome, DRAIN_RETRY};
+use super::step_error::StepError;
 use crate::config::RunnerSpec;
 use crate::github::{GitHubClient, GitHubError, JitConfig};
 use crate::layout::{read_record, write_record, SpecRecord};
+
+/// How a deregistration step ended.
+#[derive(Debug)]
+pub(super) enum Deregistered {
+    /// Gone from GitHub (or never manageable there): the next steps may run.
+    Done,
+    /// A job runs and the drain time is not up: tried again after [`DRAIN_RETRY`].
+    Draining,
+    /// The drain time is up: the caller stops the listener, then calls
+    /// [`delete_after_drain`] with these.
+    DrainTimeUp {
+        /// Its registration's id, when known.
+        id: Option<u64>,
+    },
+}
 
 /// Deletes the registration through the API, by the id corral recorded when it registered
 /// (no removal token is ever minted, so none can reach a runner's user). GitHub refuses while
@@ -19,16 +34,16 @@ pub(super) async fn deregister(
     job: &Job,
     recorded: Option<&RunnerSpec>,
     out: &mut Outcome,
-) -> Result<bool, String> {
+) -> Result<Deregistered, StepError> {
     let Some(spec) = recorded.or(job.spec.as_ref()) else {
         // No record of how it was registered: nothing corral can deregister.
         out.local_only = true;
-        return Ok(true);
+        return Ok(Deregistered::Done);
     };
     let Some(gh) = ctx.github.as_ref() else {
         warn!("no GitHub credential: the registration stays on GitHub until it expires");
         out.local_only = true;
-        return Ok(true);
+        return Ok(Deregistered::Done);
     };
     let recorded_id =
         read_record::<SpecRecord>(&ctx.layout.spec_record(&job.name)).and_then(|r| r.runner_id);
@@ -38,7 +53,7 @@ pub(super) async fn deregister(
         None => gh
             .find_runner(&spec.repo, &spec.name)
             .await
-            .map_err(|e| chain(&e))?
+            .map_err(StepError::github("deregister"))?
             .map(|r| r.id),
     };
     crate::crashpoint::reached("deregister.token");
@@ -49,9 +64,9 @@ pub(super) async fn deregister(
     match deleted {
         Ok(()) => {
             crate::crashpoint::reached("deregister.removed");
-            super::listener::forget_identity(&ctx.layout.runner_dir(&job.name));
+            forget_identity(&ctx.layout.runner_dir(&job.name));
             info!(runner_id = ?id, "deregistered");
-            Ok(true)
+            Ok(Deregistered::Done)
         }
         Err(GitHubError::Busy { .. }) => {
             let started = job.drain_started.unwrap_or_else(Instant::now);
@@ -59,20 +74,37 @@ pub(super) async fn deregister(
                 info!("busy: draining before removal");
                 out.draining = true;
                 out.requeue = Some(DRAIN_RETRY);
-                return Ok(false);
+                return Ok(Deregistered::Draining);
             }
             warn!(drain_timeout = ?spec.drain_timeout, "drain time is up: stopping the running job");
-            stop(ctx, &job.name, out).await;
-            if let Some(id) = id {
-                gh.delete_runner(&spec.repo, id)
-                    .await
-                    .map_err(|e| chain(&e))?;
-            }
-            super::listener::forget_identity(&ctx.layout.runner_dir(&job.name));
-            Ok(true)
+            Ok(Deregistered::DrainTimeUp { id })
         }
-        Err(err) => Err(chain(&err)),
+        Err(err) => Err(StepError::github("deregister")(err)),
     }
+}
+
+/// After a drain that timed out and the stop of its listener: the registration deleted and
+/// the local identity forgotten.
+pub(super) async fn delete_after_drain(
+    ctx: &ApplyCtx,
+    job: &Job,
+    recorded: Option<&RunnerSpec>,
+    id: Option<u64>,
+) -> Result<(), StepError> {
+    let spec = recorded
+        .or(job.spec.as_ref())
+        .ok_or(StepError::NotInConfig)?;
+    let gh = ctx
+        .github
+        .as_ref()
+        .ok_or(StepError::NoCredential("deregister"))?;
+    if let Some(id) = id {
+        gh.delete_runner(&spec.repo, id)
+            .await
+            .map_err(StepError::github("deregister"))?;
+    }
+    forget_identity(&ctx.layout.runner_dir(&job.name));
+    Ok(())
 }
 
 /// The labels a JIT runner is created with: the runner's defaults unless turned off, then
@@ -83,7 +115,7 @@ pub fn jit_labels(spec: &RunnerSpec) -> Vec<String> {
 
 /// Creates a just-in-time registration for an ephemeral runner; corral writes its files into
 /// the runner's directory when the listener starts.
-pub async fn register_jit(gh: &GitHubClient, spec: &RunnerSpec) -> Result<JitConfig, String> {
+pub async fn register_jit(gh: &GitHubClient, spec: &RunnerSpec) -> Result<JitConfig, StepError> {
     let labels = jit_labels(spec);
     let jit = match gh
         .generate_jitconfig(&spec.repo, &spec.name, &labels, "_work")
@@ -96,9 +128,9 @@ pub async fn register_jit(gh: &GitHubClient, spec: &RunnerSpec) -> Result<JitCon
             replace_unused(gh, spec).await?;
             gh.generate_jitconfig(&spec.repo, &spec.name, &labels, "_work")
                 .await
-                .map_err(|e| chain(&e))?
+                .map_err(StepError::github("JIT registration"))?
         }
-        other => other.map_err(|e| chain(&e))?,
+        other => other.map_err(StepError::github("JIT registration"))?,
     };
     info!(runner_id = jit.runner_id, "registered just in time");
     Ok(jit)
@@ -110,62 +142,61 @@ pub async fn register_scale_set_jit(
     ctx: &ApplyCtx,
     spec: &RunnerSpec,
     name: &str,
-) -> Result<(u64, crate::secret::Secret), String> {
+) -> Result<(u64, crate::secret::Secret), StepError> {
     let key = crate::config::scale_set_key(&spec.repo.url, name);
     let Some((client, set)) = ctx.scalesets.get(&key) else {
-        return Err(format!("scale set {name:?} is not ready yet"));
+        return Err(StepError::ScaleSetNotReady(name.to_string()));
     };
     let (id, encoded) = client
         .generate_jit_config(*set, &spec.name)
         .await
-        .map_err(|e| chain(&e))?;
+        .map_err(StepError::ScaleSet)?;
     info!(runner_id = id, scale_set = %name, "registered just in time with the scale set");
     Ok((id, encoded))
 }
 
 /// Deletes the offline, idle registration named like `spec`; refuses a live one.
-async fn replace_unused(gh: &GitHubClient, spec: &RunnerSpec) -> Result<(), String> {
+async fn replace_unused(gh: &GitHubClient, spec: &RunnerSpec) -> Result<(), StepError> {
     let Some(found) = gh
         .find_runner(&spec.repo, &spec.name)
         .await
-        .map_err(|e| chain(&e))?
+        .map_err(StepError::github("JIT registration"))?
     else {
         return Ok(());
     };
     if found.busy || found.status == "online" {
-        return Err(format!(
-            "a registration named `{}` (id {}) is {} on GitHub; not replaced",
-            spec.name,
-            found.id,
-            if found.busy { "busy" } else { "online" }
-        ));
+        return Err(StepError::NameTaken {
+            name: spec.name.clone(),
+            id: found.id,
+            state: if found.busy { "busy" } else { "online" },
+        });
     }
     gh.delete_runner(&spec.repo, found.id)
         .await
-        .map_err(|e| chain(&e))?;
+        .map_err(StepError::github("JIT registration"))?;
     info!(id = found.id, "deleted an unused registration of this name");
     Ok(())
 }
 
 /// Sets the runner's custom labels on GitHub to the file's and records them.
-pub async fn sync_labels(ctx: &ApplyCtx, spec: &RunnerSpec) -> Result<(), String> {
+pub async fn sync_labels(ctx: &ApplyCtx, spec: &RunnerSpec) -> Result<(), StepError> {
     let gh = ctx
         .github
         .as_ref()
-        .ok_or("no GitHub credential to change labels")?;
+        .ok_or(StepError::NoCredential("change labels"))?;
     let found = gh
         .find_runner(&spec.repo, &spec.name)
         .await
-        .map_err(|e| chain(&e))?
-        .ok_or("the registration is not on GitHub")?;
+        .map_err(StepError::github("label sync"))?
+        .ok_or(StepError::NotOnGitHub)?;
     let labels = spec.registered_labels();
     gh.set_labels(&spec.repo, found.id, &labels)
         .await
-        .map_err(|e| chain(&e))?;
+        .map_err(StepError::github("label sync"))?;
     let path = ctx.layout.spec_record(&spec.name);
     if let Some(mut record) = read_record::<SpecRecord>(&path) {
         record.spec = Some(spec.clone());
-        write_record(&path, &record).map_err(|e| format!("write record: {e}"))?;
+        write_record(&path, &record).map_err(StepError::io("write record"))?;
     }
     info!(labels = ?labels, "labels set on GitHub");
     Ok(())
@@ -177,9 +208,14 @@ pub async fn delete_orphan(
     name: &str,
     repo: &crate::config::Repo,
     id: u64,
-) -> Result<(), String> {
-    let gh = ctx.github.as_ref().ok_or("no GitHub credential")?;
-    gh.delete_runner(repo, id).await.map_err(|e| chain(&e))?;
+) -> Result<(), StepError> {
+    let gh = ctx
+        .github
+        .as_ref()
+        .ok_or(StepError::NoCredential("delete an orphaned registration"))?;
+    gh.delete_runner(repo, id)
+        .await
+        .map_err(StepError::github("orphan removal"))?;
     info!(name, id, repo = %repo.url, "deleted orphan registration");
     Ok(())
 }

@@ -3,7 +3,6 @@
 //! The process side of it is [`crate::supervisor`].
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,8 +16,9 @@ use crate::registration;
 use crate::supervisor::{self, kill_recorded, Listener, Stopped, STOP_GRACE};
 use crate::users;
 
-use super::apply::{chain, desired, runner_user, ApplyCtx, Job, Outcome};
+use super::apply::{desired, runner_user, ApplyCtx, Job, Outcome};
 use super::contain::Contain;
+use super::step_error::StepError;
 use super::Trigger;
 
 /// Starts the runner's listener (unless a backoff holds it): its identity files and records
@@ -30,7 +30,7 @@ pub(super) fn start(
     out: &mut Outcome,
     docker: &[(String, String)],
     entry: super::contain::Entry,
-) -> Result<bool, String> {
+) -> Result<bool, StepError> {
     if !job.backoff_wait.is_zero() {
         out.requeue = Some(job.backoff_wait);
         return Ok(false);
@@ -41,11 +41,12 @@ pub(super) fn start(
     prepare_start(ctx, job, spec, &user, out)?;
     let log = ctx.layout.listener_log(&spec.name);
     std::fs::create_dir_all(ctx.layout.record_dir(&spec.name))
-        .map_err(|e| format!("create records: {e}"))?;
+        .map_err(StepError::io("create records"))?;
     // corral's alone: the listener logs name every runner's jobs, of every repository.
     let records = ctx.layout.records_dir();
-    std::fs::set_permissions(&records, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| format!("make `{}` private: {e}", records.display()))?;
+    std::fs::set_permissions(&records, std::fs::Permissions::from_mode(0o700)).map_err(
+        StepError::io(format!("make `{}` private", records.display())),
+    )?;
     let mut cmd = runner_command(
         &root.join("bin/Runner.Listener"),
         &root,
@@ -70,13 +71,11 @@ pub(super) fn start(
     out.not_applied = Some(entry.not_applied);
     out.limits = Some(spec.resources);
     detach_to_log(&mut cmd, &log, entry.fds)
-        .map_err(|e| format!("open `{}`: {e}", log.display()))?;
-    let mut listener = Listener::start(&mut cmd).map_err(|e| chain(&e))?;
+        .map_err(StepError::io(format!("open `{}`", log.display())))?;
+    let mut listener = Listener::start(&mut cmd)?;
     let pid = listener.pid();
     crate::crashpoint::reached("start.spawned");
-    listener
-        .record(&ctx.layout.process_record(&spec.name))
-        .map_err(|e| chain(&e))?;
+    listener.record(&ctx.layout.process_record(&spec.name))?;
     crate::crashpoint::reached("start.recorded");
     update_runtime_hash(&ctx.layout, spec);
     let (name, triggers) = (spec.name.clone(), ctx.triggers.clone());
@@ -99,8 +98,8 @@ fn prepare_start(
     spec: &RunnerSpec,
     user: &users::RunnerUser,
     out: &mut Outcome,
-) -> Result<(), String> {
-    let base = job.base.clone()?;
+) -> Result<(), StepError> {
+    let base = job.base.clone().map_err(StepError::Base)?;
     let owner = match user.run_as {
         RunAs::User { uid, gid } => Some((uid, gid)),
         RunAs::Inherit => None,
@@ -108,20 +107,14 @@ fn prepare_start(
     let provisioner = Provisioner::new(ctx.layout.clone(), base, owner);
     if let Some(jit) = out.jit.take() {
         let written = registration::Identity::from_jit(&jit)
-            .map_err(|e| chain(&e))
-            .and_then(|identity| {
-                provisioner
-                    .install_identity(&spec.name, &identity.files)
-                    .map_err(|e| chain(&e))
-            });
-        if let Err(message) = written {
+            .map_err(StepError::from)
+            .and_then(|identity| Ok(provisioner.install_identity(&spec.name, &identity.files)?));
+        if let Err(err) = written {
             out.jit = Some(jit);
-            return Err(message);
+            return Err(err);
         }
     }
-    provisioner
-        .record_started(&spec.name)
-        .map_err(|e| chain(&e))
+    Ok(provisioner.record_started(&spec.name)?)
 }
 
 fn update_runtime_hash(layout: &StateLayout, spec: &RunnerSpec) {
@@ -191,18 +184,5 @@ pub(super) fn remove_records(layout: &StateLayout, name: &str) {
         if err.kind() != std::io::ErrorKind::NotFound {
             warn!(path = %dir.display(), cause = %err, "cannot remove records");
         }
-    }
-}
-
-/// Forgets a runner's local identity so that the next pass registers it again.
-pub fn forget_identity(root: &Path) {
-    for file in [
-        ".runner",
-        ".credentials",
-        ".credentials_rsaparams",
-        ".runner_migrated",
-        ".credentials_migrated",
-    ] {
-        let _ = std::fs::remove_file(root.join(file));
     }
 }

@@ -15,6 +15,7 @@ mod docker_steps;
 mod events;
 mod follow;
 mod github_steps;
+mod job;
 mod listener;
 mod passes;
 mod publish;
@@ -24,6 +25,7 @@ mod scalesets;
 mod shutdown;
 mod source_follow;
 mod state;
+mod step_error;
 mod tasks;
 mod workers;
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::apply::{self, ApplyCtx, Job};
 use super::base_source::Bases;
@@ -184,8 +184,7 @@ impl Controller {
             let job = Job {
                 base: bases
                     .get(&source)
-                    .cloned()
-                    .unwrap_or_else(|| Err("no base".into())),
+                    .map_or_else(|| Err("no base".into()), |b| b.clone().map_err(Into::into)),
                 spec,
                 backoff_wait: runtime.hold(now),
                 drain_started: runtime.drain_started,
@@ -298,9 +297,7 @@ impl Controller {
         };
         runtime.local_only |= out.local_only;
         let mut requeue = out.requeue.unwrap_or(Duration::MAX);
-        if let Some(delay) =
-            runtime.step_result(out.failure.as_ref().map(apply::Failure::message), now)
-        {
+        if let Some(delay) = runtime.step_result(out.failure.as_ref(), now, SystemTime::now()) {
             requeue = requeue.min(delay);
         }
         requeue

@@ -2,14 +2,16 @@
 //! the listener's log said), how an exit is judged, and the status built from it.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::backoff::{Backoff, StepBackoff};
 use crate::config::{Desired, RunnerSpec};
 use crate::markers::{ListenerView, LogTail};
 use crate::observe::{Observed, ObservedRunner};
 use crate::reconcile::{runner_names, stage, Action, Stage};
-use crate::status::{GitHubStatus, RunnerStatus, State, Status};
+use crate::status::{ErrorKind, GitHubStatus, RunnerStatus, State, Status};
+
+use super::step_error::{error_policy, Policy, StepError};
 
 /// One runner's memory.
 #[derive(Debug, Default)]
@@ -36,6 +38,8 @@ pub struct Runtime {
     pub drain_started: Option<Instant>,
     /// The last error, shown in status.
     pub last_error: Option<String>,
+    /// What is done about it, when a step of corral's failed (`None` after a listener exit).
+    pub last_error_kind: Option<ErrorKind>,
     /// The pid whose exit is being watched.
     pub watched_pid: Option<i32>,
     /// corral itself is stopping this pid: its exit is not a failure.
@@ -105,15 +109,28 @@ impl Runtime {
     }
 
     /// Folds a step failure (`Some`) or a pass of steps that all succeeded (`None`) into the
-    /// step backoff; returns how long to wait before the next try.
+    /// step backoff, as [`error_policy`] says; returns how long to wait before the next try.
+    /// `now` and `wall` are the same moment on the monotonic and the wall clock (GitHub's
+    /// reset is wall-clock time).
     pub fn step_result(
         &mut self,
-        failure: Option<&str>,
+        failure: Option<&StepError>,
         now: Instant,
-    ) -> Option<std::time::Duration> {
-        if let Some(message) = failure {
-            self.last_error = Some(message.to_string());
-            return Some(self.step_backoff.failed(now));
+        wall: SystemTime,
+    ) -> Option<Duration> {
+        if let Some(err) = failure {
+            self.last_error = Some(err.chain());
+            let (kind, wait) = match error_policy(err, wall) {
+                Policy::RequeueAt(until) => {
+                    let wait = until.duration_since(wall).unwrap_or_default();
+                    self.step_backoff.hold_until(now + wait);
+                    (ErrorKind::RateLimited, wait)
+                }
+                Policy::Backoff => (ErrorKind::Transient, self.step_backoff.failed(now)),
+                Policy::Permanent => (ErrorKind::Permanent, self.step_backoff.give_up(now)),
+            };
+            self.last_error_kind = Some(kind);
+            return Some(wait);
         }
         // Steps ran only if nothing held them: then their cause is gone.
         if self.step_backoff.wait(now).is_zero() {
@@ -138,6 +155,7 @@ impl Runtime {
             self.stopping_pid = None;
             return ExitMeaning::Expected;
         }
+        self.last_error_kind = None;
         if self.view.registration_deleted {
             self.last_error =
                 Some("the registration was deleted on GitHub; registering again".into());
@@ -251,6 +269,13 @@ fn runner_status(
         last_exit_code: rt.last_exit,
         registration: registration.into(),
         last_error: rt.last_error.clone(),
+        last_error_kind: rt.last_error.as_ref().and(rt.last_error_kind),
+        retry_at: rt
+            .last_error_kind
+            .filter(|_| rt.last_error.is_some())
+            .map(|_| rt.step_backoff.wait(now))
+            .filter(|wait| !wait.is_zero())
+            .map(|wait| humantime::format_rfc3339_seconds(SystemTime::now() + wait).to_string()),
         docker: None,
         cgroup: rt.contain.cgroup.clone(),
         cleanup: rt.contain.cgroup.as_ref().map(|cgroup| {
@@ -319,6 +344,9 @@ pub fn state_of(
         State::Starting
     } else if rt.backoff.crashloop() {
         State::Crashloop
+    } else if rt.last_error.is_some() && rt.last_error_kind == Some(ErrorKind::Permanent) {
+        // Held too, but waiting cannot fix it: someone must.
+        State::Error
     } else if !rt.hold(now).is_zero() {
         State::Backoff
     } else if rt.last_error.is_some() {
@@ -333,7 +361,11 @@ pub fn state_of(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    /// A step that failed for a cause that passes (too many open files).
+    fn transient() -> StepError {
+        StepError::io("start the listener")(std::io::Error::from_raw_os_error(24))
+    }
 
     #[test]
     fn failing_steps_never_make_a_crash_loop_and_clear_once_a_step_succeeds() {
@@ -342,7 +374,7 @@ mod tests {
         let mut at = t0;
         for _ in 0..12 {
             let wait = rt
-                .step_result(Some("spawn: Too many open files"), at)
+                .step_result(Some(&transient()), at, SystemTime::now())
                 .expect("a wait");
             assert!(wait <= Duration::from_secs(60), "{wait:?}");
             assert_ne!(state_of(None, &rt, false, None, at), State::Crashloop);
@@ -354,10 +386,10 @@ mod tests {
         assert_eq!(rt.hold(second_before), Duration::from_secs(1));
         // The wait passed, the steps ran and succeeded: nothing is held any more, and the next
         // failure starts again at one second.
-        assert_eq!(rt.step_result(None, at), None);
+        assert_eq!(rt.step_result(None, at, SystemTime::now()), None);
         assert_eq!(rt.hold(at), Duration::ZERO);
         assert_eq!(
-            rt.step_result(Some("again"), at),
+            rt.step_result(Some(&transient()), at, SystemTime::now()),
             Some(Duration::from_secs(1))
         );
     }
@@ -366,9 +398,9 @@ mod tests {
     fn a_pass_held_by_the_backoff_does_not_clear_it() {
         let t0 = Instant::now();
         let mut rt = Runtime::default();
-        rt.step_result(Some("x"), t0);
-        rt.step_result(Some("x"), t0);
-        assert_eq!(rt.step_result(None, t0), None);
+        rt.step_result(Some(&transient()), t0, SystemTime::now());
+        rt.step_result(Some(&transient()), t0, SystemTime::now());
+        assert_eq!(rt.step_result(None, t0, SystemTime::now()), None);
         assert_eq!(rt.hold(t0), Duration::from_secs(2));
     }
 
@@ -425,3 +457,6 @@ mod tests {
         assert_eq!(stage(None), Stage::Absent);
     }
 }
+
+#[cfg(test)]
+mod paused_tests;
