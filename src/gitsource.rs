@@ -247,27 +247,22 @@ fn git(source: &GitSource, dir: &Path) -> Result<Command, String> {
             cmd.env(name, value);
         }
     }
-    match &source.credential {
-        None => {}
-        Some(GitCredential::Token(token)) => {
-            let askpass = dir.join("askpass");
-            write_askpass(&askpass)?;
-            cmd.env("GIT_ASKPASS", &askpass);
-            match token {
-                TokenSource::Env(name) => {
-                    let value = std::env::var(name).map_err(|_| {
-                        format!(
-                            "the environment variable `{name}` (source.git.token_env) is not set"
-                        )
-                    })?;
-                    cmd.env("CORRAL_GIT_TOKEN", value.trim());
-                }
-                TokenSource::File(path) => {
-                    cmd.env("CORRAL_GIT_TOKEN_FILE", path);
-                }
+    // An ssh key is named in the ssh config below.
+    if let Some(GitCredential::Token(token)) = &source.credential {
+        let askpass = dir.join("askpass");
+        write_askpass(&askpass)?;
+        cmd.env("GIT_ASKPASS", &askpass);
+        match token {
+            TokenSource::Env(name) => {
+                let value = std::env::var(name).map_err(|_| {
+                    format!("the environment variable `{name}` (source.git.token_env) is not set")
+                })?;
+                cmd.env("CORRAL_GIT_TOKEN", value.trim());
+            }
+            TokenSource::File(path) => {
+                cmd.env("CORRAL_GIT_TOKEN_FILE", path);
             }
         }
-        Some(GitCredential::SshKey(_)) => {}
     }
     if source.url.starts_with("ssh://") {
         let config = dir.join("ssh_config");
@@ -285,6 +280,7 @@ fn git(source: &GitSource, dir: &Path) -> Result<Command, String> {
 /// Settings here come first, so they win over the user's and the system's config, which
 /// are included after them (first value wins in `ssh_config`).
 fn ssh_config(source: &GitSource) -> Result<String, String> {
+    use std::fmt::Write as _;
     let quoted = |path: &Path, field: &str| {
         let text = path.to_string_lossy();
         if text.contains(['"', '\n', '\r']) {
@@ -300,16 +296,18 @@ fn ssh_config(source: &GitSource) -> Result<String, String> {
          Host *\n  BatchMode yes\n",
     );
     if let Some(GitCredential::SshKey(key)) = &source.credential {
-        text.push_str(&format!(
-            "  IdentityFile {}\n  IdentitiesOnly yes\n",
+        let _ = writeln!(
+            text,
+            "  IdentityFile {}\n  IdentitiesOnly yes",
             quoted(key, "ssh_key_file")?
-        ));
+        );
     }
     if let Some(known) = &source.known_hosts {
-        text.push_str(&format!(
-            "  UserKnownHostsFile {}\n",
+        let _ = writeln!(
+            text,
+            "  UserKnownHostsFile {}",
             quoted(known, "known_hosts_file")?
-        ));
+        );
     }
     text.push_str("  Include ~/.ssh/config\n  Include /etc/ssh/ssh_config\n");
     Ok(text)

@@ -3,7 +3,7 @@
 //! `runners.yaml -> ..data/runners.yaml`. An update writes a new `..<timestamp>` directory,
 //! points `..data_tmp` at it, renames `..data_tmp` over `..data` and removes the old
 //! directory: `runners.yaml` itself is never written. corral applies each swap, natively and
-//! inside the real image with the DaemonSet's capabilities (examples/kubernetes).
+//! inside the real image with the `DaemonSet`'s capabilities (`examples/kubernetes`).
 
 use std::os::unix::fs::symlink;
 use std::path::Path;
@@ -112,7 +112,7 @@ fn config(world: &World, runners: &str) -> String {
         .replace("resync_interval: 2s", "resync_interval: 1h")
 }
 
-/// The capabilities the DaemonSet adds (examples/kubernetes/daemonset.yaml).
+/// The capabilities the `DaemonSet` adds (`examples/kubernetes/daemonset.yaml`).
 fn daemonset_caps() -> Vec<String> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -140,8 +140,7 @@ fn a_configmap_symlink_swap_is_applied_in_the_container() {
     // engine's default seccomp profile.
     let caps: String = daemonset_caps()
         .iter()
-        .map(|c| format!("      - {c}\n"))
-        .collect();
+        .fold(String::new(), |all, c| all + "      - " + c + "\n");
     let service = format!(
         "    cap_drop:\n      - ALL\n    cap_add:\n{caps}    security_opt:\n      - no-new-privileges:true\n"
     );

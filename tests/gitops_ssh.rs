@@ -98,21 +98,68 @@ fn cmdlines() -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn follows_an_ssh_source_with_a_key_file_and_known_hosts() {
-    const TEST: &str = "gitops_ssh::follows_an_ssh_source_with_a_key_file_and_known_hosts";
+/// sshd, or `None` after saying why the test is skipped (never under CI).
+fn sshd_or_skip(test: &str) -> Option<PathBuf> {
     let Some(sshd) = sshd_binary() else {
         assert!(
             std::env::var_os("CI").is_none(),
             "sshd is missing under CI: .ci/run installs openssh-server"
         );
-        eprintln!("skipped: {TEST}: sshd is not installed");
-        return;
+        eprintln!("skipped: {test}: sshd is not installed");
+        return None;
     };
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: {TEST}: needs root (it logs in to its sshd as root)");
-        return;
+        eprintln!("skipped: {test}: needs root (it logs in to its sshd as root)");
+        return None;
     }
+    Some(sshd)
+}
+
+/// The key's material: its base64 body lines, and the public key's.
+fn key_material(key: &Path, public: &str) -> Vec<String> {
+    let private = std::fs::read_to_string(key).expect("private key");
+    let mut secrets: Vec<String> = private
+        .lines()
+        .filter(|l| !l.starts_with("-----") && l.len() > 20)
+        .map(str::to_string)
+        .collect();
+    secrets.push(
+        public
+            .split_whitespace()
+            .nth(1)
+            .expect("base64")
+            .to_string(),
+    );
+    secrets
+}
+
+/// Asserts no command line shows the key's path or material; whether an ssh client to the
+/// server on `port` runs.
+fn scan_cmdlines(key_path: &str, secrets: &[String], port: u16) -> bool {
+    let mut ssh = false;
+    for cmdline in cmdlines() {
+        assert!(
+            !cmdline.contains(key_path),
+            "the key's path in argv: {cmdline}"
+        );
+        for s in secrets {
+            assert!(
+                !cmdline.contains(s.as_str()),
+                "key material in argv: {cmdline}"
+            );
+        }
+        ssh |= cmdline.starts_with("ssh ") && cmdline.contains(&format!(" {port} "));
+    }
+    ssh
+}
+
+#[test]
+fn follows_an_ssh_source_with_a_key_file_and_known_hosts() {
+    let Some(sshd) =
+        sshd_or_skip("gitops_ssh::follows_an_ssh_source_with_a_key_file_and_known_hosts")
+    else {
+        return;
+    };
     let mut world = World::new();
     let root = world.dir.path().to_path_buf();
     let keys = root.join("keys");
@@ -139,40 +186,10 @@ fn follows_an_ssh_source_with_a_key_file_and_known_hosts() {
     };
     std::fs::write(world.config(), local_config(&world, &source(&known))).expect("config");
     world.start();
-    // The key's material: its base64 body lines, and the public key's.
-    let private = std::fs::read_to_string(&client_key).expect("private key");
-    let mut secrets: Vec<String> = private
-        .lines()
-        .filter(|l| !l.starts_with("-----") && l.len() > 20)
-        .map(str::to_string)
-        .collect();
-    secrets.push(
-        client_pub
-            .split_whitespace()
-            .nth(1)
-            .expect("base64")
-            .to_string(),
-    );
+    let secrets = key_material(&client_key, &client_pub);
     let key_path = client_key.display().to_string();
     let mut seen_ssh = false;
-    // Asserts no command line shows the key; whether an ssh client to the server runs.
-    let scan = || {
-        let mut ssh = false;
-        for cmdline in cmdlines() {
-            assert!(
-                !cmdline.contains(&key_path),
-                "the key's path in argv: {cmdline}"
-            );
-            for s in &secrets {
-                assert!(
-                    !cmdline.contains(s.as_str()),
-                    "key material in argv: {cmdline}"
-                );
-            }
-            ssh |= cmdline.starts_with("ssh ") && cmdline.contains(&port.to_string());
-        }
-        ssh
-    };
+    let scan = || scan_cmdlines(&key_path, &secrets, port);
     world.wait_status("the first revision over ssh", |s| {
         seen_ssh |= scan();
         revision(s) == Some(first.as_str()) && idle(s, &["web"])

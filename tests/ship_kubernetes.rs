@@ -1,8 +1,8 @@
 //! `examples/kubernetes/` as a cluster would take it: every manifest passes the Kubernetes
-//! API schemas offline (PyPI's `kubernetes-validate`, which ships them, in `--strict` mode
-//! so an unknown field fails), and by parsing: the DaemonSet's grace period outlasts the
-//! ConfigMap's `shutdown_timeout`, the host id is the node's name, the token comes from a
-//! Secret as a file, the config is a directory mount, and the ConfigMap's `runners.yaml`
+//! API schemas offline (`kubernetes-validate` from `PyPI`, which ships them, in `--strict` mode
+//! so an unknown field fails), and by parsing: the `DaemonSet`'s grace period outlasts the
+//! `ConfigMap`'s `shutdown_timeout`, the host id is the node's name, the token comes from a
+//! Secret as a file, the config is a directory mount, and the `ConfigMap`'s `runners.yaml`
 //! passes `corral check`. Without `kubernetes-validate` its test says `skipped` by name
 //! (under CI it fails: `.ci/run` installs it).
 
@@ -47,7 +47,7 @@ fn str_of<'a>(v: &'a Value, what: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{what} is a string: {v:?}"))
 }
 
-/// The DaemonSet's pod spec and its `corral` container.
+/// The `DaemonSet`'s pod spec and its `corral` container.
 fn pod() -> (Value, Value) {
     let ds = load("daemonset.yaml");
     assert_eq!(ds["kind"], "DaemonSet");
@@ -60,7 +60,7 @@ fn pod() -> (Value, Value) {
     (spec, container)
 }
 
-/// Each ConfigMap variant's `runners.yaml`, written to a temp dir, by file name.
+/// Each `ConfigMap` variant's `runners.yaml`, written to a temp dir, by file name.
 fn configmap_configs(tmp: &Path) -> Vec<(String, PathBuf)> {
     ["configmap.yaml", "configmap-git.yaml"]
         .into_iter()
