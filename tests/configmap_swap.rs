@@ -12,6 +12,7 @@ use std::time::Instant;
 use crate::kit::compose::skip_without_compose;
 use crate::kit::container::{base_config, yaml, Ctr, Spec, NAMES};
 use crate::kit::daemon::{World, REPO};
+use crate::kit::proc::wait_until;
 
 /// The kubelet's update of a `ConfigMap` volume at `dir` to `files`, in its order of steps;
 /// `stamp` names the new data directory. Relative links, as the kubelet makes them, so the
@@ -61,6 +62,7 @@ fn a_configmap_symlink_swap_is_applied() {
     );
     world.start();
     let web = world.wait_idle(&["web"])[0];
+    wait_quiet(&world);
 
     let two = config(
         &world,
@@ -76,6 +78,7 @@ fn a_configmap_symlink_swap_is_applied() {
     let pids = world.wait_idle(&["web", "api"]);
     eprintln!("swap to api idle: {:.1?}", swapped.elapsed());
     assert_eq!(pids[0], web, "web kept its listener");
+    wait_quiet(&world);
 
     // A second swap (the watch outlives the first): web leaves.
     let three = config(&world, &format!("  - name: api\n    repo: {REPO}\n"));
@@ -102,6 +105,24 @@ fn a_configmap_symlink_swap_is_applied() {
         ["..2026_01_01_00_02_00.000000003"],
         "old dirs removed"
     );
+}
+
+/// Waits until corral has written no status for 2 s: no pass is under way or due, so a
+/// pass after this comes from the watch (the resync is an hour).
+fn wait_quiet(world: &World) {
+    let written = || {
+        std::fs::metadata(world.state().join("status.json"))
+            .and_then(|m| m.modified())
+            .ok()
+    };
+    let mut last = (written(), Instant::now());
+    wait_until("corral quiet", || {
+        let now = written();
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+        last.1.elapsed() >= std::time::Duration::from_secs(2)
+    });
 }
 
 /// The world's config with `runners`. Without the resync a pass comes only from the watch,
@@ -162,6 +183,19 @@ fn a_configmap_symlink_swap_is_applied_in_the_container() {
     std::fs::rename(etc.join(".runners.yaml.link"), etc.join("runners.yaml")).expect("rename");
     assert_layout(&etc, "2026_01_01_00_00_00.000000001");
     ctr.wait_idle(&["ci-1", "ci-2", "ci-3"]);
+    // No pass under way or due (status.json unwritten for 3 s): the next comes from the watch.
+    let written = || {
+        ctr.exec(&["stat", "-c", "%.9Y", "/var/lib/corral/status.json"])
+            .stdout
+    };
+    let mut last = (written(), Instant::now());
+    ctr.wait("corral quiet", || {
+        let now = written();
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+        last.1.elapsed() >= std::time::Duration::from_secs(3)
+    });
 
     config["runners"][0]["count"] = 2.into();
     let swapped = Instant::now();
