@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::config;
 use crate::layout::StateLayout;
 use crate::observe;
-use crate::plan_view::{Fetch, PlanView};
+use crate::plan_view::{Fetch, PlanSource, PlanView};
 use crate::reconcile;
 
 /// corral keeps a host's GitHub Actions runners equal to runners.yaml.
@@ -309,7 +309,13 @@ pub fn plan(
     let desired = crate::scale::effective(&desired, &observed);
     let actions = reconcile::plan(&desired, &observed);
     let wanted = desired.runners.keys().cloned().collect();
-    let view = PlanView::new(&actions, &wanted, releases_to_fetch(&desired));
+    let mut view = PlanView::new(&actions, &wanted, releases_to_fetch(&desired));
+    view.source = desired.source.as_ref().map(|src| PlanSource {
+        url: src.url.clone(),
+        git_ref: src.git_ref.clone(),
+        path: src.path.clone(),
+        revision: src.revision.clone(),
+    });
     if options.json {
         serde_json::to_writer_pretty(&mut *out, &view)?;
         writeln!(out)?;

@@ -15,7 +15,12 @@
 //! Credentials never reach argv, a URL or a log: git runs with a cleared environment; an https
 //! token is handed over by an askpass script (written by corral, holding no secret) that prints
 //! the token from a variable set only in that git child's environment, or from the token file;
-//! an ssh key is given as `ssh -i <path>` (a path is not a secret).
+//! for an `ssh://` URL ssh runs as `ssh -F <state_dir>/source/ssh_config`, a file corral writes
+//! naming the key (`ssh_key_file`) and the `known_hosts` file (`known_hosts_file`), so not even
+//! the key's path is on a command line. Host keys are checked as ssh always does
+//! (`StrictHostKeyChecking` stays ssh's default, and `BatchMode` refuses an unknown host): a
+//! `known_hosts_file` of the source's own, else ssh's own files. ssh finds `~` from the
+//! password database, not `HOME`.
 //!
 //! Each fetch is shallow (`--depth 1`) into the bare repository `<state_dir>/source/repo.git`;
 //! the commit is `FETCH_HEAD`, the file is read with `git cat-file` from that commit, so a
@@ -35,8 +40,8 @@ use crate::controller::Trigger;
 
 /// Longest a single git command may run.
 pub const FETCH_DEADLINE: Duration = Duration::from_secs(120);
-/// What git keeps of corral's environment: `HOME` (ssh's `known_hosts`), proxies, CA bundles,
-/// the ssh agent.
+/// What git keeps of corral's environment: `HOME` (where git and the tools it runs look for
+/// their files), proxies, CA bundles, the ssh agent.
 const PASSED_THROUGH: [&str; 15] = [
     "HOME",
     "HTTPS_PROXY",
@@ -248,47 +253,86 @@ fn git(source: &GitSource, dir: &Path) -> Result<Command, String> {
             cmd.env(name, value);
         }
     }
-    match &source.credential {
-        None => {}
-        Some(GitCredential::Token(token)) => {
-            let askpass = dir.join("askpass");
-            write_askpass(&askpass)?;
-            cmd.env("GIT_ASKPASS", &askpass);
-            match token {
-                TokenSource::Env(name) => {
-                    let value = std::env::var(name).map_err(|_| {
-                        format!(
-                            "the environment variable `{name}` (source.git.token_env) is not set"
-                        )
-                    })?;
-                    cmd.env("CORRAL_GIT_TOKEN", value.trim());
-                }
-                TokenSource::File(path) => {
-                    cmd.env("CORRAL_GIT_TOKEN_FILE", path);
-                }
+    // An ssh key is named in the ssh config below.
+    if let Some(GitCredential::Token(token)) = &source.credential {
+        let askpass = dir.join("askpass");
+        write_askpass(&askpass)?;
+        cmd.env("GIT_ASKPASS", &askpass);
+        match token {
+            TokenSource::Env(name) => {
+                let value = std::env::var(name).map_err(|_| {
+                    format!("the environment variable `{name}` (source.git.token_env) is not set")
+                })?;
+                cmd.env("CORRAL_GIT_TOKEN", value.trim());
+            }
+            TokenSource::File(path) => {
+                cmd.env("CORRAL_GIT_TOKEN_FILE", path);
             }
         }
-        Some(GitCredential::SshKey(key)) => {
-            cmd.env(
-                "GIT_SSH_COMMAND",
-                format!(
-                    "ssh -i {} -o IdentitiesOnly=yes -o BatchMode=yes",
-                    shell_quote(&key.to_string_lossy())
-                ),
-            );
-        }
+    }
+    if source.url.starts_with("ssh://") {
+        let config = dir.join("ssh_config");
+        write_if_changed(&config, &ssh_config(source)?, 0o600)?;
+        cmd.env("GIT_SSH_VARIANT", "ssh").env(
+            "GIT_SSH_COMMAND",
+            format!("ssh -F {}", shell_quote(&config.to_string_lossy())),
+        );
     }
     Ok(cmd)
 }
 
+/// The ssh client config of an `ssh://` source. The key and `known_hosts` paths go in this
+/// file, not on ssh's command line (`-i`), so no process's argv shows where the key is.
+/// Settings here come first, so they win over the user's and the system's config, which
+/// are included after them (first value wins in `ssh_config`).
+fn ssh_config(source: &GitSource) -> Result<String, String> {
+    use std::fmt::Write as _;
+    let quoted = |path: &Path, field: &str| {
+        let text = path.to_string_lossy();
+        if text.contains(['"', '\n', '\r']) {
+            return Err(format!(
+                "source.git.{field} `{text}`: a path with `\"` or a line break cannot be given to ssh"
+            ));
+        }
+        // `%` starts a token in these ssh_config values.
+        Ok(format!("\"{}\"", text.replace('%', "%%")))
+    };
+    let mut text = String::from(
+        "# Written by corral for source.git: ssh's settings; holds no secret.\n\
+         Host *\n  BatchMode yes\n",
+    );
+    if let Some(GitCredential::SshKey(key)) = &source.credential {
+        let _ = writeln!(
+            text,
+            "  IdentityFile {}\n  IdentitiesOnly yes",
+            quoted(key, "ssh_key_file")?
+        );
+    }
+    if let Some(known) = &source.known_hosts {
+        let _ = writeln!(
+            text,
+            "  UserKnownHostsFile {}",
+            quoted(known, "known_hosts_file")?
+        );
+    }
+    text.push_str("  Include ~/.ssh/config\n  Include /etc/ssh/ssh_config\n");
+    Ok(text)
+}
+
 fn write_askpass(path: &Path) -> Result<(), String> {
+    write_if_changed(path, ASKPASS, 0o700)
+}
+
+/// Writes `text` to `path` with `mode` (by a rename, so git never reads half a file),
+/// unless it already holds it.
+fn write_if_changed(path: &Path, text: &str, mode: u32) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt as _;
-    if std::fs::read_to_string(path).is_ok_and(|t| t == ASKPASS) {
+    if std::fs::read_to_string(path).is_ok_and(|t| t == text) {
         return Ok(());
     }
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, ASKPASS)
-        .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700)))
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)))
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| format!("cannot write `{}`: {e}", path.display()))
 }
@@ -322,6 +366,45 @@ async fn run(mut cmd: Command, deadline: Duration, what: &str) -> Result<Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ssh_settings_go_in_a_config_file_not_argv() {
+        let source = GitSource {
+            url: "ssh://git@example.com/fleet.git".into(),
+            git_ref: "main".into(),
+            path: "runners.yaml".into(),
+            interval: Duration::from_secs(60),
+            credential: Some(GitCredential::SshKey("/keys/100%/id".into())),
+            known_hosts: Some("/keys/known hosts".into()),
+            revision: None,
+        };
+        let text = ssh_config(&source).expect("config");
+        assert!(text.contains("IdentityFile \"/keys/100%%/id\"\n"), "{text}");
+        assert!(
+            text.contains("UserKnownHostsFile \"/keys/known hosts\"\n"),
+            "{text}"
+        );
+        assert!(text.contains("BatchMode yes") && !text.contains("StrictHostKeyChecking"));
+        let dir = tempfile::tempdir().expect("dir");
+        let cmd = git(&source, dir.path()).expect("git");
+        let ssh = cmd
+            .as_std()
+            .get_envs()
+            .find(|(k, _)| *k == "GIT_SSH_COMMAND")
+            .and_then(|(_, v)| v)
+            .expect("GIT_SSH_COMMAND")
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            ssh.starts_with("ssh -F ") && !ssh.contains("/keys"),
+            "{ssh}"
+        );
+        let bad = GitSource {
+            credential: Some(GitCredential::SshKey("/k\"ey".into())),
+            ..source
+        };
+        assert!(ssh_config(&bad).is_err());
+    }
 
     #[test]
     fn retries_back_off_to_the_interval() {

@@ -103,6 +103,24 @@ pub struct PlanView {
     pub cleanup: Vec<String>,
     /// The counts.
     pub summary: Summary,
+    /// The `source.git` revision planned (the one kept under `state_dir`: `plan` does not
+    /// fetch), as `status` shows it; absent without a source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<PlanSource>,
+}
+
+/// `source` in the plan: the repository followed and the revision in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlanSource {
+    /// Repository URL.
+    pub url: String,
+    /// Branch, tag or commit followed.
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    /// The file inside the repository.
+    pub path: String,
+    /// The 40-hex commit in force; `null` before the first good fetch.
+    pub revision: Option<String>,
 }
 
 impl PlanView {
@@ -144,6 +162,7 @@ impl PlanView {
             runners,
             cleanup,
             summary,
+            source: None,
         }
     }
 
@@ -314,6 +333,8 @@ mod tests {
              Plan: 1 to add, 1 to change, 1 to drain, 0 to remove.\n"
         );
         assert!(view.changes());
+        let json = serde_json::to_value(&view).expect("json");
+        assert!(json.get("source").is_none(), "no source, no key: {json}");
         assert!(view.text(true).contains("\x1b[32m+ a"));
         let idle = PlanView::new(&[], &wanted, Vec::new());
         assert!(!idle.changes());

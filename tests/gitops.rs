@@ -14,9 +14,9 @@ use nix::sys::signal::Signal;
 use crate::kit::daemon::{runner, World, PAT, REPO};
 use crate::kit::proc::wait_until;
 
-const FLEET_HEAD: &str = "defaults:\n  allow_root: true\n  drain_timeout: 30s\nrunners:\n";
+pub const FLEET_HEAD: &str = "defaults:\n  allow_root: true\n  drain_timeout: 30s\nrunners:\n";
 
-fn git(dir: &Path, args: &[&str]) -> String {
+pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
         .args([
@@ -40,13 +40,13 @@ fn git(dir: &Path, args: &[&str]) -> String {
 }
 
 /// A bare repository `fleet.git` and a work tree `work` that pushes to it.
-struct Repo {
-    bare: PathBuf,
-    work: PathBuf,
+pub struct Repo {
+    pub bare: PathBuf,
+    pub work: PathBuf,
 }
 
 impl Repo {
-    fn new(root: &Path) -> Self {
+    pub fn new(root: &Path) -> Self {
         let bare = root.join("fleet.git");
         let work = root.join("work");
         std::fs::create_dir_all(&work).expect("work dir");
@@ -63,7 +63,7 @@ impl Repo {
     }
 
     /// Commits `text` as `runners/prod.yaml` and pushes; returns the commit id.
-    fn push(&self, text: &str) -> String {
+    pub fn push(&self, text: &str) -> String {
         let dir = self.work.join("runners");
         std::fs::create_dir_all(&dir).expect("runners dir");
         std::fs::write(dir.join("prod.yaml"), text).expect("write fleet file");
@@ -77,7 +77,7 @@ impl Repo {
     }
 }
 
-fn local_config(world: &World, source: &str) -> String {
+pub fn local_config(world: &World, source: &str) -> String {
     format!(
         "base:\n  path: ./base\nstate_dir: ./state\nresync_interval: 2s\nshutdown_timeout: 20s\n\
          github:\n  url: {web}\n  api_url: {api}\n  token_env: GITHUB_TOKEN\n\
@@ -87,18 +87,18 @@ fn local_config(world: &World, source: &str) -> String {
     )
 }
 
-fn revision(s: &Status) -> Option<&str> {
+pub fn revision(s: &Status) -> Option<&str> {
     s.source.as_ref().and_then(|src| src.revision.as_deref())
 }
 
-fn error_of(s: &Status) -> &str {
+pub fn error_of(s: &Status) -> &str {
     s.source
         .as_ref()
         .and_then(|src| src.error.as_deref())
         .unwrap_or_default()
 }
 
-fn idle(s: &Status, names: &[&str]) -> bool {
+pub fn idle(s: &Status, names: &[&str]) -> bool {
     names
         .iter()
         .all(|n| runner(s, n).is_some_and(|r| r.state == State::Idle))
@@ -459,6 +459,14 @@ fn status_table_and_plan_show_the_revision() {
     let out = crate::kit::cmd::run(world.dir.path(), &["plan", "-c", "runners.yaml"]);
     let (plan, _) = crate::kit::cmd::texts(&out);
     assert!(plan.contains(&format!("at {first}")), "{plan}");
+    // `plan --json` carries the same revision in a top-level `source`, shaped as status's.
+    let out = crate::kit::cmd::run(world.dir.path(), &["plan", "-c", "runners.yaml", "--json"]);
+    let (json, _) = crate::kit::cmd::texts(&out);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("plan json");
+    assert_eq!(v["source"]["revision"], first.as_str(), "{v}");
+    assert_eq!(v["source"]["url"], repo.url().as_str());
+    assert_eq!(v["source"]["ref"], "HEAD");
+    assert_eq!(v["source"]["path"], "runners/prod.yaml");
 }
 
 /// The https server of `tests/kit/scripts/git_https_server.py`, stopped when dropped.

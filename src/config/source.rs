@@ -61,6 +61,10 @@ pub struct GitSourceSpec {
     /// Private key file for an `ssh://` URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_key_file: Option<PathBuf>,
+    /// `known_hosts` file holding the `ssh://` server's host key (default: ssh's own,
+    /// `~/.ssh/known_hosts` of corral's user and `/etc/ssh/ssh_known_hosts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hosts_file: Option<PathBuf>,
 }
 
 /// The repository's file: what the fleet shares.
@@ -88,6 +92,8 @@ pub struct GitSource {
     pub interval: std::time::Duration,
     /// How git authenticates.
     pub credential: Option<GitCredential>,
+    /// The `known_hosts` file ssh checks the server's host key against, when not ssh's own.
+    pub known_hosts: Option<PathBuf>,
     /// The commit whose file is in force (`None` before the first good fetch).
     pub revision: Option<String>,
 }
@@ -394,12 +400,20 @@ fn check_source(
         }
     };
     let credential = check_credential(spec, scheme, dir, &mut fail);
+    let known_hosts = spec.known_hosts_file.as_ref().map(|f| join_clean(dir, f));
+    if known_hosts.is_some() && scheme.is_some_and(|s| s != "ssh://") {
+        fail(
+            "source.git.known_hosts_file",
+            "`known_hosts_file` is for an `ssh://` URL".into(),
+        );
+    }
     (before.get() == 0).then(|| GitSource {
         url: spec.url.clone(),
         git_ref,
         path: spec.path.clone(),
         interval,
         credential,
+        known_hosts,
         revision: None,
     })
 }
