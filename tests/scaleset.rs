@@ -147,6 +147,9 @@ fn scaleset_is_deleted_with_its_entry_and_its_session_closed_on_stop() {
         world.gh.scale_sets(REPO).is_empty()
     });
     assert!(world.gh.scale_set_sessions(set).is_empty());
+    // The deletion runs beside the pass that retired the pool: until that pass publishes,
+    // status.json still shows the old session open.
+    world.wait_status("the pool gone from status", |s| s.pools.is_empty());
     // Back in the file: a new set; SIGTERM closes its session.
     write(&world, POOL);
     world.wait_status("a session again", |s| {
