@@ -329,6 +329,11 @@ async fn register(
             Some(jit.runner_id)
         }
     } else {
+        if let Some(gh) = &ctx.github {
+            registration::refuse_live_elsewhere(gh, spec, recorded_id)
+                .await
+                .map_err(|e| chain(&e))?;
+        }
         let token = registration_token(ctx, spec)
             .await
             .map_err(|message| format!("registration token: {message}"))?;
