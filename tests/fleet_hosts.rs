@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::kit::daemon::REPO;
-use crate::kit::docker::{docker_ok, skip_without_engine};
+use crate::kit::docker::{docker, docker_ok, skip_without_engine};
 use crate::kit::fleet::{mark, Fleet};
 use crate::kit::github::RunnerStatus;
 
@@ -199,6 +199,14 @@ fn listener_pids(fleet: &Fleet, host: &str) -> Vec<i32> {
     pids
 }
 
+/// Seconds since the epoch, as `docker logs --since` takes them.
+fn unix_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch");
+    format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
+}
+
 /// How long host-a stays cut off. Below what the fake listener survives: ten failed polls in
 /// a row end its run (reference/runner-contract.md §4.1, exit 2), one a second after its
 /// pending long poll times out (16 s), so it lives about 25 s without the server.
@@ -222,7 +230,13 @@ fn a_host_cut_off_keeps_its_runners_and_converges_after_without_duplicates() {
     let pids = listener_pids(&fleet, "host-a");
     assert_eq!(pids.len(), 2, "{:?}", fleet.listeners("host-a"));
 
-    let (before, failed_before) = github_requests(&fleet.metrics("host-a"));
+    let metrics = fleet.metrics("host-a");
+    let (before, failed_before) = github_requests(&metrics);
+    assert!(
+        before > 0,
+        "host-a's /metrics counts its GitHub requests:\n{metrics}"
+    );
+    let since = unix_now();
     fleet.cut("host-a");
     let cut = Instant::now();
     mark(t0, "host-a cut off");
@@ -235,16 +249,44 @@ fn a_host_cut_off_keeps_its_runners_and_converges_after_without_duplicates() {
         );
         cut.elapsed() >= CUT
     });
-    let (after, failed_after) = github_requests(&fleet.metrics("host-a"));
+    let until = unix_now();
+    let metrics = fleet.metrics("host-a");
+    let (after, failed_after) = github_requests(&metrics);
     let (sent, failed) = (after - before, failed_after - failed_before);
-    eprintln!("host-a cut off for {CUT:?}: {sent} GitHub requests ({failed} unanswered)");
-    assert!(failed > 0, "host-a tried GitHub while cut off");
-    // corral's failing steps back off from 1 s, doubling (src/backoff.rs), and a resync
-    // happens every 2 s: each of host-a's two runners and its listing may retry at most once
-    // a second, so 3 requests a second is the most the backoff allows; a retry loop without
-    // backoff would send hundreds.
+    // corral logs to stderr.
+    let out = docker(&[
+        "logs",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        &fleet.container("host-a"),
+    ]);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    let fetches = log
+        .lines()
+        .filter(|l| l.contains("cannot fetch the source"))
+        .count();
+    eprintln!(
+        "host-a cut off for {CUT:?}: {sent} GitHub requests ({failed} unanswered), \
+         {fetches} failed fetches of the source"
+    );
+    // With nothing to change corral asks GitHub nothing: its listeners run on. Whatever
+    // it would ask goes through its steps' backoff (1 s doubling, src/backoff.rs): at most
+    // one try a second for each of its two runners and its listing.
     let bound = 3 * CUT.as_secs();
-    assert!(sent <= bound, "{sent} requests in {CUT:?} (bound {bound})");
+    assert!(
+        sent <= bound,
+        "{sent} GitHub requests in {CUT:?} (bound {bound})"
+    );
+    // The source is retried 1 s after a failure, doubling up to `interval` (1 s here,
+    // src/gitsource.rs): at most one try a second. (A fetch under way at the cut waits for
+    // its connection up to the fetch deadline, so the window may see none fail.)
+    let bound = usize::try_from(CUT.as_secs()).expect("secs") + 1;
+    assert!(
+        fetches <= bound,
+        "{fetches} failed fetches in {CUT:?} (bound {bound}):\n{log}"
+    );
     let status = fleet.status("host-a").expect("status while cut off");
     assert_eq!(status.runners.len(), 2, "{status:?}");
 
