@@ -62,6 +62,45 @@ pub enum RegistrationError {
     /// A JIT configuration that is not what GitHub hands out.
     #[error("the JIT configuration cannot be used: {0}")]
     BadJit(String),
+    /// Another live registration holds the name (another host's, in a fleet): `--replace`
+    /// would take it from a running listener. Retried until its owner drains it.
+    #[error("a registration named `{name}` (id {id}) is {state} on GitHub and not this runner's; waiting for its owner to remove it")]
+    HeldElsewhere {
+        /// The runner name.
+        name: String,
+        /// The registration's id.
+        id: u64,
+        /// `online` or `busy`.
+        state: &'static str,
+    },
+    /// GitHub could not be asked who holds the name.
+    #[error("look up the registration of this name")]
+    Lookup(#[source] crate::github::GitHubError),
+}
+
+/// Refuses to register `spec` while another registration of its name is online or busy:
+/// `config.sh --replace` would delete it under a running listener (a fleet's entry moved to
+/// this host before the old host drained it). `ours` is the id this host recorded, which
+/// may be replaced (its own listener is gone or about to be).
+pub async fn refuse_live_elsewhere(
+    gh: &crate::github::GitHubClient,
+    spec: &RunnerSpec,
+    ours: Option<u64>,
+) -> Result<(), RegistrationError> {
+    let found = gh
+        .find_runner(&spec.repo, &spec.name)
+        .await
+        .map_err(RegistrationError::Lookup)?;
+    match found {
+        Some(r) if Some(r.id) != ours && (r.busy || r.status == "online") => {
+            Err(RegistrationError::HeldElsewhere {
+                name: spec.name.clone(),
+                id: r.id,
+                state: if r.busy { "busy" } else { "online" },
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A runner's identity as its registration left it: the files it runs with and the id

@@ -13,6 +13,7 @@ mod docker_socket;
 mod fake_github_tests;
 mod fake_runner_tests;
 mod fleet;
+mod fleet_hosts;
 mod fuzz_corpus;
 mod github_client;
 mod github_client_app;

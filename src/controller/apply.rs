@@ -237,6 +237,18 @@ async fn register(
             Some(jit.runner_id)
         }
     } else {
+        if let Some(gh) = &ctx.github {
+            registration::refuse_live_elsewhere(gh, spec, recorded_id)
+                .await
+                .map_err(|err| match err {
+                    // A lookup GitHub refused follows GitHub's policy (a rate limit waits).
+                    registration::RegistrationError::Lookup(source) => StepError::GitHub {
+                        during: "look up the registration of this name",
+                        source,
+                    },
+                    other => StepError::Registration(other),
+                })?;
+        }
         let token = registration_token(ctx, spec).await?;
         configure_in_private(ctx, job, spec, &token).await?
     };

@@ -174,39 +174,7 @@ impl Ctr {
 
     /// The processes inside the container, without `docker exec`'s own.
     pub fn procs(&self) -> Vec<ProcInfo> {
-        // /proc/PID/cmdline, not exe: reading another user's exe link needs CAP_SYS_PTRACE,
-        // which a container does not have.
-        let script = r#"for d in /proc/[0-9]*; do
-            s=$(cat "$d/stat" 2>/dev/null) || continue
-            u=$(awk '/^Uid:/ { print $2 }' "$d/status" 2>/dev/null)
-            c=$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null)
-            echo "$u|$c|$s"
-        done"#;
-        let out = self.exec(&["sh", "-c", script]);
-        assert!(out.status.success(), "list processes: {out:?}");
-        let all: Vec<ProcInfo> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(ProcInfo::parse)
-            .collect();
-        // `docker exec`'s shell has its parent outside the container (ppid 0); drop it and
-        // everything below it.
-        let mut exec: Vec<i32> = all
-            .iter()
-            .filter(|p| p.ppid == 0 && p.pid != 1)
-            .map(|p| p.pid)
-            .collect();
-        loop {
-            let more: Vec<i32> = all
-                .iter()
-                .filter(|p| exec.contains(&p.ppid) && !exec.contains(&p.pid))
-                .map(|p| p.pid)
-                .collect();
-            if more.is_empty() {
-                break;
-            }
-            exec.extend(more);
-        }
-        all.into_iter().filter(|p| !exec.contains(&p.pid)).collect()
+        procs_in(&self.id())
     }
 
     pub fn listeners(&self) -> Vec<ProcInfo> {
@@ -237,6 +205,43 @@ impl Ctr {
         ids.sort();
         ids
     }
+}
+
+/// The processes inside container `id`, without `docker exec`'s own.
+pub fn procs_in(id: &str) -> Vec<ProcInfo> {
+    // /proc/PID/cmdline, not exe: reading another user's exe link needs CAP_SYS_PTRACE,
+    // which a container does not have.
+    let script = r#"for d in /proc/[0-9]*; do
+        s=$(cat "$d/stat" 2>/dev/null) || continue
+        u=$(awk '/^Uid:/ { print $2 }' "$d/status" 2>/dev/null)
+        c=$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null)
+        echo "$u|$c|$s"
+    done"#;
+    let out = docker(&["exec", id, "sh", "-c", script]);
+    assert!(out.status.success(), "list processes: {out:?}");
+    let all: Vec<ProcInfo> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(ProcInfo::parse)
+        .collect();
+    // `docker exec`'s shell has its parent outside the container (ppid 0); drop it and
+    // everything below it.
+    let mut exec: Vec<i32> = all
+        .iter()
+        .filter(|p| p.ppid == 0 && p.pid != 1)
+        .map(|p| p.pid)
+        .collect();
+    loop {
+        let more: Vec<i32> = all
+            .iter()
+            .filter(|p| exec.contains(&p.ppid) && !exec.contains(&p.pid))
+            .map(|p| p.pid)
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        exec.extend(more);
+    }
+    all.into_iter().filter(|p| !exec.contains(&p.pid)).collect()
 }
 
 /// One process: pid, parent, uid, state letter, command line.

@@ -7,6 +7,7 @@ pub mod container;
 pub mod daemon;
 pub mod docker;
 pub mod docker_image;
+pub mod fleet;
 pub mod github;
 pub mod install;
 pub mod proc;

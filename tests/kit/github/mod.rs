@@ -113,7 +113,13 @@ fn runners_of(s: &State, repo: &str) -> Vec<Runner> {
 impl FakeGitHub {
     /// Binds `127.0.0.1:0` and starts serving.
     pub fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// Binds `ip:0` and starts serving; every URL it hands out names `ip` (a fleet test binds
+    /// a Docker network's gateway so that containers on that network, and only they, reach it).
+    pub fn start_on(ip: std::net::IpAddr) -> Self {
+        let listener = TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}:0: {e}"));
         listener
             .set_nonblocking(true)
             .expect("non-blocking listener for tokio");
@@ -356,6 +362,19 @@ impl FakeGitHub {
     /// listener poll).
     pub fn request_count(&self) -> usize {
         self.shared.quiet(|s| s.requests.len())
+    }
+
+    /// The most registrations each name of `owner/repo` ever had at once (`name` lower case;
+    /// a `replace` of an existing registration counts 2: one runner's registration was
+    /// taken over by another, as when two hosts claim one name).
+    pub fn registration_claims(&self, repo: &str) -> std::collections::BTreeMap<String, usize> {
+        let prefix = format!("{repo}/").to_ascii_lowercase();
+        self.shared.quiet(|s| {
+            s.claims
+                .iter()
+                .filter_map(|(k, n)| k.strip_prefix(&prefix).map(|name| (name.to_owned(), *n)))
+                .collect()
+        })
     }
 
     /// Every registration of `repo` as (name, id), in the fake's order.

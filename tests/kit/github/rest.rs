@@ -145,6 +145,7 @@ fn generate_jitconfig(s: &mut State, ctx: &Ctx, repo: &str) -> Response {
         let msg = format!("Already exists - A runner with the name {name} already exists.");
         return error(409, &msg);
     }
+    s.note_claim(repo, name, 0);
     let mut labels = Vec::new();
     for n in &names {
         if !labels

@@ -124,12 +124,14 @@ fn add_runner(s: &mut State, ctx: &Ctx) -> Response {
     else {
         return error(400, "name is required");
     };
-    if let Some(old) = s.runner_by_name(&repo, name) {
+    let existing = s.runner_by_name(&repo, name);
+    if let Some(old) = existing {
         if !flag(&body, "replace") {
             return error(409, "A runner exists with the same name");
         }
         s.runners.remove(&old);
     }
+    s.note_claim(&repo, name, usize::from(existing.is_some()));
     let mut labels: Vec<Label> = Vec::new();
     if !flag(&body, "no_default_labels") {
         labels.extend(

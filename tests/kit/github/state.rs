@@ -173,6 +173,9 @@ pub struct State {
     pub not_modified: BTreeMap<String, u64>,
     /// The runner scale-set service.
     pub scalesets: super::scaleset::ScaleSets,
+    /// `repo/name` (lower case) → the most registrations that name ever had at once, a
+    /// replacing registration counted with the one it replaced (two hosts claimed it).
+    pub claims: BTreeMap<String, usize>,
 }
 
 impl State {
@@ -208,7 +211,15 @@ impl State {
             job_polls: BTreeMap::new(),
             jobs_not_modified: BTreeMap::new(),
             scalesets: super::scaleset::ScaleSets::default(),
+            claims: BTreeMap::new(),
         }
+    }
+
+    /// Records a registration of `name` in `repo` made while `existing` others held it.
+    pub fn note_claim(&mut self, repo: &str, name: &str, existing: usize) {
+        let key = format!("{repo}/{name}").to_ascii_lowercase();
+        let most = self.claims.entry(key).or_insert(0);
+        *most = (*most).max(existing + 1);
     }
 
     /// The fake clock.

@@ -1,8 +1,10 @@
 import http.server, os, ssl, subprocess, sys, base64
 # A git smart-HTTP server over TLS on loopback for tests: `git http-backend` behind Basic auth
 # (user x-access-token, password $FLEET_TOKEN: never on this process's command line).
-# Usage: git_https_server.py ROOT PORT_FILE CERT KEY LOG
+# Usage: git_https_server.py ROOT PORT_FILE CERT KEY LOG [ADDRESS [PORT]] (default 127.0.0.1, any port)
 root, port_file, cert, key, log = sys.argv[1:6]
+address = sys.argv[6] if len(sys.argv) > 6 else "127.0.0.1"
+port = int(sys.argv[7]) if len(sys.argv) > 7 else 0
 token = os.environ["FLEET_TOKEN"]
 want = "Basic " + base64.b64encode(("x-access-token:" + token).encode()).decode()
 class H(http.server.BaseHTTPRequestHandler):
@@ -54,7 +56,7 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(rest)
     do_GET = handle_one
     do_POST = handle_one
-srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+srv = http.server.ThreadingHTTPServer((address, port), H)
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(cert, key)
 srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
