@@ -1,6 +1,6 @@
 //! The [`Listener`] handle: start, adopt, record, signal, wait.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
@@ -30,14 +30,14 @@ impl Listener {
     pub fn start(cmd: &mut tokio::process::Command) -> Result<Self, SupervisorError> {
         let child = cmd.spawn().map_err(SupervisorError::Spawn)?;
         let pid = child.id().map_or(0, |p| p as i32);
-        // Not reaped before `wait`: the pidfd and the start time name this child.
-        let pidfd = open_pidfd(pid);
+        // Not reaped before `wait`, so its pid names it until then: a pidfd is opened only to
+        // signal it (one file descriptor per runner, tokio's, not two).
         let start_time =
             procfs::process_start_time(pid).ok_or(SupervisorError::Vanished { pid })?;
         Ok(Listener {
             pid,
             start_time,
-            pidfd,
+            pidfd: None,
             child: Some(child),
             state: ListenerState::Starting,
         })
@@ -102,10 +102,23 @@ impl Listener {
     /// still names the process that started at its recorded start time. Refused (never sent
     /// by pid) where the kernel has no pidfds.
     pub fn signal(&self, signal: Signal) -> Result<(), SupervisorError> {
-        let fd = self.pidfd.as_ref().ok_or(SupervisorError::Signal {
-            pid: self.pid,
-            source: None,
-        })?;
+        let opened;
+        let fd = match (&self.pidfd, &self.child) {
+            (Some(fd), _) => fd,
+            (None, Some(_)) => {
+                opened = open_pidfd(self.pid);
+                opened.as_ref().ok_or(SupervisorError::Signal {
+                    pid: self.pid,
+                    source: None,
+                })?
+            }
+            (None, None) => {
+                return Err(SupervisorError::Signal {
+                    pid: self.pid,
+                    source: None,
+                })
+            }
+        };
         let found = procfs::live_start_time(self.pid);
         if found != Some(self.start_time) {
             return Err(SupervisorError::NotRecorded {
@@ -151,16 +164,17 @@ impl Listener {
     /// Resolves once an adopted process is gone: a pidfd becomes readable when the process
     /// exits, so nothing runs meanwhile; without one, `/proc` is checked every second.
     async fn wait_gone(&self) {
-        if let Some(fd) = self.pidfd.as_ref().and_then(|fd| fd.try_clone().ok()) {
-            // Deprecated because a generic `AsRawFd` could close or swap its fd; an
-            // `OwnedFd` owns it until the `AsyncFd` drops it, which is the condition it asks
-            // for.
+        if let Some(fd) = self.pidfd.as_ref() {
+            // The handle's own pidfd, borrowed (not duplicated: one descriptor per adopted
+            // runner). It outlives the `AsyncFd`, which only deregisters it when dropped.
             #[allow(
                 deprecated,
-                reason = "the safe constructor is sound for an OwnedFd; the new one is unsafe"
+                reason = "sound: the borrowed fd stays open while the AsyncFd lives"
             )]
-            let readable =
-                tokio::io::unix::AsyncFd::with_interest(fd, tokio::io::Interest::READABLE);
+            let readable = tokio::io::unix::AsyncFd::with_interest(
+                Borrowed(fd.as_raw_fd()),
+                tokio::io::Interest::READABLE,
+            );
             if let Ok(exit) = readable {
                 let _ = exit.readable().await;
                 return;
@@ -169,6 +183,15 @@ impl Listener {
         while self.is_alive() {
             tokio::time::sleep(GONE_POLL).await;
         }
+    }
+}
+
+/// A descriptor the handle owns, lent to an `AsyncFd` that must not close it.
+struct Borrowed(std::os::fd::RawFd);
+
+impl std::os::fd::AsRawFd for Borrowed {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0
     }
 }
 
