@@ -1,7 +1,6 @@
 //! `corral base …`: installing, listing, verifying and pruning runner releases from the
 //! command line. The config file gives `state_dir`, `github.api_url` and the `base.*` fields.
 
-use std::error::Error;
 use std::io::{IsTerminal, Write};
 
 use crate::bases::{self, BaseStore, BasesError};
@@ -40,7 +39,7 @@ pub async fn run(
         Ok(code) => Ok(code),
         Err(Failure::Io(e)) => Err(e),
         Err(Failure::Bases(e)) => {
-            writeln!(err, "corral: {}", chain(&e))?;
+            writeln!(err, "corral: {}", crate::error_chain(&e))?;
             Ok(1)
         }
     }
@@ -61,18 +60,6 @@ impl From<BasesError> for Failure {
     fn from(e: BasesError) -> Self {
         Failure::Bases(e)
     }
-}
-
-/// `error: cause: cause`, each message once.
-fn chain(e: &dyn Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 async fn install(desired: &Desired, version: &str, out: &mut dyn Write) -> Result<u8, Failure> {

@@ -54,3 +54,15 @@ pub mod status;
 pub mod supervisor;
 pub mod users;
 pub mod watch;
+
+/// An error with its causes, on one line: `error: cause: cause`.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -76,7 +76,7 @@ pub(super) async fn serve_adopted(
             _ => continue,
         };
         if let Err(err) = hub.serve(socket_spec(&root, &spec, policy, owner)).await {
-            tracing::warn!(runner = %name, cause = %crate::docker::chain(&err), "cannot serve the Docker socket");
+            tracing::warn!(runner = %name, cause = %crate::error_chain(&err), "cannot serve the Docker socket");
         }
     }
 }

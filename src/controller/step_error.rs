@@ -126,20 +126,8 @@ impl StepError {
 
     /// The error and its causes on one line, for logs and status.
     pub fn chain(&self) -> String {
-        chain(self)
+        crate::error_chain(self)
     }
-}
-
-/// An error with its causes, on one line.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// What to do after a failed step.

@@ -361,7 +361,7 @@ async fn run_sweep(
             lock(counters).add(reaped);
         }
         Err(err) => {
-            warn!(runner = %name, cause = %chain(&err), "cannot reap the runner's Docker objects");
+            warn!(runner = %name, cause = %crate::error_chain(&err), "cannot reap the runner's Docker objects");
         }
     }
 }
@@ -461,16 +461,4 @@ async fn detect_host_paths(engine: &Engine) -> HostPaths {
         in_container: true,
     }
     .sorted()
-}
-
-/// An error with its causes, on one line.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

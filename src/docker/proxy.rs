@@ -536,7 +536,7 @@ impl From<Refusal> for Denied {
 
 impl From<super::engine::EngineError> for Denied {
     fn from(e: super::engine::EngineError) -> Self {
-        Denied::Engine(format!("corral: {}", crate::docker::chain(&e)))
+        Denied::Engine(format!("corral: {}", crate::error_chain(&e)))
     }
 }
 
