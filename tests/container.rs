@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::kit::compose::skip_without_compose;
-use crate::kit::container::{base_config, text, yaml, Ctr, Spec, NAMES, WAIT};
+use crate::kit::container::{
+    assert_one_listener_each, base_config, text, yaml, Ctr, Spec, NAMES, WAIT,
+};
 use crate::kit::daemon::{World, REPO};
 use crate::kit::docker::{docker, docker_ok, ensure_image, IMAGE};
 use crate::kit::docker_image::{corral_image, corral_image_with};
@@ -240,17 +242,7 @@ fn docker_kill_then_up_brings_each_runner_back_once() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(ctr.registrations(), ids, "the same registrations");
     let listeners = ctr.listeners();
-    for name in NAMES {
-        let own = listeners
-            .iter()
-            .filter(|p| {
-                p.cmd
-                    .contains(&format!("/runners/{name}/bin/Runner.Listener"))
-            })
-            .count();
-        assert_eq!(own, 1, "{name}: {listeners:#?}");
-    }
-    assert_eq!(listeners.len(), 2);
+    assert_one_listener_each(&listeners, &NAMES);
 }
 
 /// Test 6: a new named volume is seeded with the baked release; a bind-mounted state

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::kit::container::assert_one_listener_each;
 use crate::kit::daemon::REPO;
 use crate::kit::docker::{docker, docker_ok, skip_without_engine};
 use crate::kit::fleet::{mark, Fleet};
@@ -329,16 +330,6 @@ fn a_killed_host_comes_back_with_its_runners_once() {
     mark(t0, "converged again");
     assert_eq!(registrations(&fleet), ids, "the same registrations");
     let listeners = fleet.listeners("host-b");
-    for name in ["b-ci", "mover"] {
-        let own = listeners
-            .iter()
-            .filter(|p| {
-                p.cmd
-                    .contains(&format!("/runners/{name}/bin/Runner.Listener"))
-            })
-            .count();
-        assert_eq!(own, 1, "{name}: {listeners:#?}");
-    }
-    assert_eq!(listeners.len(), 2, "{listeners:#?}");
+    assert_one_listener_each(&listeners, &["b-ci", "mover"]);
     assert_never_twice(&fleet);
 }

@@ -438,6 +438,45 @@ fn failed_listings(log: &str) -> usize {
     log.matches("cannot list registrations").count()
 }
 
+/// Kills `runner`'s listener `pid` and waits for a new one; `failed` counts in corral's log
+/// the failures of what hangs, which must not have grown meanwhile (nothing waited for it).
+/// Returns that count, for the checks after.
+fn restart_without_waiting(
+    world: &mut World,
+    runner_name: &str,
+    pid: i32,
+    failed: fn(&str) -> usize,
+) -> usize {
+    let hung = failed(&world.corral().output());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the listener");
+    world.wait_status("the listener restarted", |s| {
+        runner(s, runner_name).is_some_and(|r| r.pid.is_some_and(|p| p != pid))
+    });
+    assert_eq!(
+        failed(&world.corral().output()),
+        hung,
+        "the restart waited for the hung call"
+    );
+    hung
+}
+
+/// SIGTERM: corral exits 0 and logs its stop while `failed` still counts `hung`.
+fn stop_without_waiting(world: &mut World, failed: fn(&str) -> usize, hung: usize) {
+    world.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(world.corral().exit_code(), 0, "{}", world.corral().output());
+    let log = world.corral().output();
+    let stopped = log.find("corral stopped").expect("corral stopped");
+    assert_eq!(
+        failed(&log[..stopped]),
+        hung,
+        "the stop waited for the hung call:\n{log}"
+    );
+}
+
 #[test]
 fn a_hung_github_never_delays_a_restart_a_local_edit_or_a_stop() {
     let mut world = World::new();
@@ -462,20 +501,7 @@ fn a_hung_github_never_delays_a_restart_a_local_edit_or_a_stop() {
     crate::kit::proc::wait_until("a listing hung at the fake", || listings(&world) > before);
     // From here until that listing times out, nothing corral does may wait for it: each
     // outcome below must show before the failed listing is logged.
-    let hung = failed_listings(&world.corral().output());
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pids[0]),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill a's listener");
-    world.wait_status("a restarted", |s| {
-        runner(s, "a").is_some_and(|r| r.pid.is_some_and(|p| p != pids[0]) && r.pid.is_some())
-    });
-    assert_eq!(
-        failed_listings(&world.corral().output()),
-        hung,
-        "the restart waited for the hung listing"
-    );
+    let hung = restart_without_waiting(&mut world, "a", pids[0], failed_listings);
     // An edit that needs no GitHub call (b's environment) restarts b at once.
     world.write_config(
         "  - name: a\n    repo: owner/repo\n  - name: b\n    repo: owner/repo\n    env: { EDITED: \"1\" }\n",
@@ -488,15 +514,7 @@ fn a_hung_github_never_delays_a_restart_a_local_edit_or_a_stop() {
         hung,
         "the edit waited for the hung listing"
     );
-    world.signal(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(world.corral().exit_code(), 0, "{}", world.corral().output());
-    let log = world.corral().output();
-    let stopped = log.find("corral stopped").expect("corral stopped");
-    assert_eq!(
-        failed_listings(&log[..stopped]),
-        hung,
-        "the stop waited for the hung listing:\n{log}"
-    );
+    stop_without_waiting(&mut world, failed_listings, hung);
 }
 
 /// Demand polls that failed, as logged (a timed-out one included).
@@ -540,29 +558,8 @@ fn a_hung_demand_poll_never_delays_a_restart_or_a_stop() {
     crate::kit::proc::wait_until("a demand poll hung at the fake", || polls(&world) > before);
     // Until that poll ends, nothing corral does may wait for it: each outcome below must show
     // before the failed poll is logged.
-    let hung = failed_polls(&world.corral().output());
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pids[0]),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill a's listener");
-    world.wait_status("a restarted", |s| {
-        runner(s, "a").is_some_and(|r| r.pid.is_some_and(|p| p != pids[0]))
-    });
-    assert_eq!(
-        failed_polls(&world.corral().output()),
-        hung,
-        "the restart waited for the hung poll"
-    );
-    world.signal(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(world.corral().exit_code(), 0, "{}", world.corral().output());
-    let log = world.corral().output();
-    let stopped = log.find("corral stopped").expect("corral stopped");
-    assert_eq!(
-        failed_polls(&log[..stopped]),
-        hung,
-        "the stop waited for the hung poll:\n{log}"
-    );
+    let hung = restart_without_waiting(&mut world, "a", pids[0], failed_polls);
+    stop_without_waiting(&mut world, failed_polls, hung);
 }
 
 /// The registration-token requests among `requests`.

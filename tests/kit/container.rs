@@ -300,3 +300,19 @@ pub fn text(out: &std::process::Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// Asserts that `listeners` (from [`Ctr::listeners`] or a fleet host's) hold exactly one
+/// `Runner.Listener` of each runner in `names`, and nothing else.
+pub fn assert_one_listener_each(listeners: &[ProcInfo], names: &[&str]) {
+    for name in names {
+        let own = listeners
+            .iter()
+            .filter(|p| {
+                p.cmd
+                    .contains(&format!("/runners/{name}/bin/Runner.Listener"))
+            })
+            .count();
+        assert_eq!(own, 1, "{name}: {listeners:#?}");
+    }
+    assert_eq!(listeners.len(), names.len(), "{listeners:#?}");
+}
