@@ -39,6 +39,36 @@ pub use runner::{NotApplied, RunnerCgroup};
 pub use sweep::{kill_user, select_leftovers, sweep_session, Member, Swept};
 pub use tree::{assess, discard, subtree_name, Assessment, Subtree, Tree, ROOT_ENV};
 
+/// Why a runner's cgroup cannot be made ready for its listener. A limit that cannot be set
+/// is not an error (it is reported as [`NotApplied`]); these stop the listener's start.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// Its cgroup2 directory could not be made.
+    #[error("cannot create `{}`", path.display())]
+    Create {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A `cgroup.procs` file could not be opened for the listener to enter.
+    #[error("cannot open `{}`", path.display())]
+    Open {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// What an earlier listener left in it could not be killed.
+    #[error("cannot empty the cgroup `{}` of what an earlier listener left", path.display())]
+    NotEmptied {
+        /// Its cgroup2 directory.
+        path: std::path::PathBuf,
+    },
+}
+
 /// A resource controller corral limits or measures with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

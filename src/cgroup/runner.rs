@@ -4,7 +4,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{keyed, read, why, write, Controller, Limits, Reasons, Usage};
+use super::{keyed, read, why, write, CgroupError, Controller, Limits, Reasons, Usage};
 use crate::procfs;
 
 /// CFS period corral sets with a CPU quota: 100 ms, the kernel's default.
@@ -35,9 +35,11 @@ pub struct RunnerCgroup {
 impl RunnerCgroup {
     /// Makes its directories (idempotent). A v1 directory that cannot be made is left out
     /// and reported in the returned reasons; the cgroup2 one is required.
-    pub fn create(&mut self) -> Result<Reasons, String> {
-        make_dir(&self.v2)
-            .map_err(|e| format!("cannot create `{}`: {}", self.v2.display(), why(&e)))?;
+    pub fn create(&mut self) -> Result<Reasons, CgroupError> {
+        make_dir(&self.v2).map_err(|source| CgroupError::Create {
+            path: self.v2.clone(),
+            source,
+        })?;
         let mut reasons = Reasons::new();
         self.v1.retain(|(controller, dir)| match make_dir(dir) {
             Ok(()) => true,
@@ -54,14 +56,17 @@ impl RunnerCgroup {
 
     /// Its `cgroup.procs` files opened for writing: a child writes itself into them between
     /// fork and exec ([`crate::process::in_own_session`]).
-    pub fn enter(&self) -> Result<Vec<OwnedFd>, String> {
+    pub fn enter(&self) -> Result<Vec<OwnedFd>, CgroupError> {
         let mut fds = Vec::new();
         for dir in std::iter::once(&self.v2).chain(self.v1.iter().map(|(_, d)| d)) {
             let path = dir.join("cgroup.procs");
             let file = std::fs::OpenOptions::new()
                 .write(true)
                 .open(&path)
-                .map_err(|e| format!("cannot open `{}`: {}", path.display(), why(&e)))?;
+                .map_err(|source| CgroupError::Open {
+                    path: path.clone(),
+                    source,
+                })?;
             fds.push(OwnedFd::from(file));
         }
         Ok(fds)

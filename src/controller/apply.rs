@@ -59,27 +59,19 @@ async fn step(
             blocking(ctx, job, None, move |p| p.remove_leftover(&path)).await?;
         }
         Action::Provision { .. } => {
-            let spec = desired(job)?;
+            let spec = job.desired()?;
             let owner = owner_of(ctx, spec).await?;
             let name = name.to_string();
             blocking(ctx, job, owner, move |p| p.provision(&name).map(drop)).await?;
         }
         Action::Register { .. } => {
-            register(ctx, job, desired(job)?, out).await?;
+            register(ctx, job, job.desired()?, out).await?;
             secure(ctx, job).await?;
         }
-        Action::Start { .. } => {
-            secure(ctx, job).await?;
-            let docker = docker_env(ctx, job).await?;
-            let entry = enter_cgroup(ctx, job).await?;
-            return start(ctx, job, out, &docker, entry);
-        }
+        Action::Start { .. } => return start_listener(ctx, job, out).await,
         Action::Restart { .. } => {
             stop(ctx, name, out).await;
-            secure(ctx, job).await?;
-            let docker = docker_env(ctx, job).await?;
-            let entry = enter_cgroup(ctx, job).await?;
-            return start(ctx, job, out, &docker, entry);
+            return start_listener(ctx, job, out).await;
         }
         Action::Deregister { .. } => {
             match github_steps::deregister(ctx, job, recorded, out).await? {
@@ -91,45 +83,70 @@ async fn step(
                 }
             }
         }
-        Action::SyncLabels { .. } => github_steps::sync_labels(ctx, desired(job)?).await?,
+        Action::SyncLabels { .. } => github_steps::sync_labels(ctx, job.desired()?).await?,
         Action::Forget { .. } => forget_identity(&ctx.layout.runner_dir(name)),
-        Action::Rebase { .. } => {
-            stop(ctx, name, out).await;
-            crate::crashpoint::reached("rebase.stopped");
-            let spec = desired(job)?;
-            let owner = owner_of(ctx, spec).await?;
-            let name = name.to_string();
-            blocking(ctx, job, owner, move |p| {
-                p.rebase(&name, p.base(), true).map(drop)
-            })
-            .await?;
-            crate::crashpoint::reached("rebase.done");
-            info!("moved to the new base");
-        }
+        Action::Rebase { .. } => rebase(ctx, job, out).await?,
         Action::DeleteOrphan { name, repo, id } => {
             github_steps::delete_orphan(ctx, name, repo, *id).await?;
         }
         Action::Stop { .. } => stop(ctx, name, out).await,
-        Action::Deprovision { .. } => {
-            // Everything its jobs left running, its cgroup with it.
-            let isolation = job.spec.as_ref().or(recorded).map(|s| s.isolation);
-            let (contain, owned) = (Arc::clone(&ctx.contain), name.to_string());
-            let _ = tokio::task::spawn_blocking(move || {
-                let uid = super::contain::own_uid(&owned, isolation);
-                contain.remove(&owned, uid);
-            })
-            .await;
-            // Its jobs' containers, networks, volumes and images, and its socket.
-            ctx.docker.remove(name).await;
-            let owned = name.to_string();
-            blocking(ctx, job, None, move |p| p.deprovision(&owned)).await?;
-            remove_records(&ctx.layout, name);
-            if job.spec.is_none() {
-                out.change = Some(Change::Removed);
-            }
-        }
+        Action::Deprovision { .. } => deprovision(ctx, job, recorded, out).await?,
     }
     Ok(true)
+}
+
+/// Its root secured, its Docker socket and cgroup ready, then its listener started.
+async fn start_listener(
+    ctx: &Arc<ApplyCtx>,
+    job: &Job,
+    out: &mut Outcome,
+) -> Result<bool, StepError> {
+    secure(ctx, job).await?;
+    let docker = docker_env(ctx, job).await?;
+    let entry = enter_cgroup(ctx, job).await?;
+    start(ctx, job, out, &docker, entry)
+}
+
+/// Its listener stopped, then its directory moved onto the new base.
+async fn rebase(ctx: &Arc<ApplyCtx>, job: &Job, out: &mut Outcome) -> Result<(), StepError> {
+    stop(ctx, &job.name, out).await;
+    crate::crashpoint::reached("rebase.stopped");
+    let spec = job.desired()?;
+    let owner = owner_of(ctx, spec).await?;
+    let name = job.name.clone();
+    blocking(ctx, job, owner, move |p| {
+        p.rebase(&name, p.base(), true).map(drop)
+    })
+    .await?;
+    crate::crashpoint::reached("rebase.done");
+    info!("moved to the new base");
+    Ok(())
+}
+
+/// Everything of the runner on the host goes: what its jobs left running (its cgroup with
+/// it), its jobs' Docker objects and socket, its directory and corral's records of it.
+async fn deprovision(
+    ctx: &Arc<ApplyCtx>,
+    job: &Job,
+    recorded: Option<&RunnerSpec>,
+    out: &mut Outcome,
+) -> Result<(), StepError> {
+    let name = job.name.as_str();
+    let isolation = job.spec.as_ref().or(recorded).map(|s| s.isolation);
+    let (contain, owned) = (Arc::clone(&ctx.contain), name.to_string());
+    let _ = tokio::task::spawn_blocking(move || {
+        let uid = super::contain::own_uid(&owned, isolation);
+        contain.remove(&owned, uid);
+    })
+    .await;
+    ctx.docker.remove(name).await;
+    let owned = name.to_string();
+    blocking(ctx, job, None, move |p| p.deprovision(&owned)).await?;
+    remove_records(&ctx.layout, name);
+    if job.spec.is_none() {
+        out.change = Some(Change::Removed);
+    }
+    Ok(())
 }
 
 /// Who owns the runner's own entries: its user when corral drops privileges to it.
@@ -149,17 +166,9 @@ async fn owner_of(
     })
 }
 
-/// The user `spec` runs as (its own one is created when missing).
-pub(super) fn runner_user(
-    ctx: &ApplyCtx,
-    spec: &RunnerSpec,
-) -> Result<users::RunnerUser, StepError> {
-    Ok(users::for_runner(spec, &ctx.layout.runner_dir(&spec.name))?)
-}
-
 /// Makes the runner's root its own alone, handing it over if its user changed.
 async fn secure(ctx: &Arc<ApplyCtx>, job: &Job) -> Result<(), StepError> {
-    let spec = desired(job)?;
+    let spec = job.desired()?;
     let owner = owner_of(ctx, spec).await?;
     let name = spec.name.clone();
     blocking(ctx, job, owner, move |p| p.secure(&name)).await
@@ -170,15 +179,11 @@ async fn docker_env(ctx: &ApplyCtx, job: &Job) -> Result<Vec<(String, String)>, 
     if !job.backoff_wait.is_zero() {
         return Ok(Vec::new());
     }
-    let spec = desired(job)?;
+    let spec = job.desired()?;
     let owner = owner_of(ctx, spec).await?;
     super::docker_steps::serve_socket(&ctx.docker, &ctx.layout, spec, owner)
         .await
         .map_err(StepError::Docker)
-}
-
-pub(super) fn desired(job: &Job) -> Result<&RunnerSpec, StepError> {
-    job.spec.as_ref().ok_or(StepError::NotInConfig)
 }
 
 /// Runs a file system step of a provisioner (for runner dirs owned by `owner`) on the
@@ -317,7 +322,7 @@ async fn enter_cgroup(ctx: &ApplyCtx, job: &Job) -> Result<super::contain::Entry
     if !job.backoff_wait.is_zero() {
         return Ok(super::contain::Entry::default());
     }
-    let (contain, spec) = (Arc::clone(&ctx.contain), desired(job)?.clone());
+    let (contain, spec) = (Arc::clone(&ctx.contain), job.desired()?.clone());
     tokio::task::spawn_blocking(move || contain.prepare(&spec))
         .await
         .map_err(|e| StepError::Task("cgroup", e))?

@@ -8,34 +8,35 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+use super::step_error::BaseUnavailable;
 use super::{Controller, Trigger};
-use crate::bases::BaseStore;
+use crate::bases::{BaseStore, BasesError};
 use crate::config::BaseSource;
 use crate::provision::Base;
 
 /// An installed release's tree, or why it is not there and when to try again.
-pub(super) type ReleaseOutcome = Result<PathBuf, (String, Instant)>;
+pub(super) type ReleaseOutcome = Result<PathBuf, (Arc<BasesError>, Instant)>;
+
+/// A base opened, or why it cannot be used.
+pub(super) type Opened = Result<Arc<Base>, BaseUnavailable>;
 
 /// Every base in use, opened, or why it cannot be used.
-pub(super) type Bases = BTreeMap<BaseSource, Result<Arc<Base>, String>>;
+pub(super) type Bases = BTreeMap<BaseSource, Opened>;
 
 /// How long after a failed release install the next one may start.
 pub(super) const RELEASE_RETRY: Duration = Duration::from_secs(60);
 
-/// Resolves and installs a runner release; the text of what went wrong otherwise.
+/// Resolves and installs a runner release.
 async fn install_release(
     state_dir: &Path,
     api: &str,
     version: &str,
     sha256: Option<&str>,
     url_template: &str,
-) -> Result<PathBuf, String> {
-    let arch = crate::bases::runner_arch().map_err(|e| e.to_string())?;
-    let release = crate::bases::resolve(api, version, arch, url_template, sha256)
-        .await
-        .map_err(|e| e.to_string())?;
-    let store = BaseStore::new(state_dir).map_err(|e| e.to_string())?;
-    store.install(&release).await.map_err(|e| e.to_string())
+) -> Result<PathBuf, BasesError> {
+    let arch = crate::bases::runner_arch()?;
+    let release = crate::bases::resolve(api, version, arch, url_template, sha256).await?;
+    BaseStore::new(state_dir)?.install(&release).await
 }
 
 impl Controller {
@@ -59,13 +60,13 @@ impl Controller {
     }
 
     /// `base` alone: what the disk of runners without a base of their own is measured against.
-    pub(super) fn main_base(&mut self) -> Result<Arc<Base>, String> {
+    pub(super) fn main_base(&mut self) -> Opened {
         let source = self.desired.base.clone();
         self.base_of(&source)
     }
 
     /// One base, opened (checked, protected) once per tree.
-    fn base_of(&mut self, source: &BaseSource) -> Result<Arc<Base>, String> {
+    fn base_of(&mut self, source: &BaseSource) -> Opened {
         let path = match source {
             BaseSource::Path(path) => path.clone(),
             BaseSource::Version {
@@ -78,7 +79,9 @@ impl Controller {
             .opened
             .entry(path.clone())
             .or_insert_with(|| {
-                let opened = Base::open(&path).map(Arc::new).map_err(|e| e.to_string());
+                let opened = Base::open(&path)
+                    .map(Arc::new)
+                    .map_err(|e| BaseUnavailable::Unusable(Arc::new(e)));
                 if let Ok(base) = &opened {
                     match base.protect() {
                         Ok(true) => info!(base = %path.display(), "made the runner base read-only"),
@@ -98,7 +101,7 @@ impl Controller {
         version: &str,
         sha256: Option<&str>,
         download_url: &str,
-    ) -> Result<PathBuf, String> {
+    ) -> Result<PathBuf, BaseUnavailable> {
         let store_root = self.desired.state_dir.join("bases").join(version);
         if version != "latest" && store_root.is_dir() {
             return Ok(store_root);
@@ -114,18 +117,20 @@ impl Controller {
                 }
                 return Ok(path);
             }
-            Some(Err((message, retry_at))) if Instant::now() < *retry_at => {
-                return Err(message.clone());
+            Some(Err((cause, retry_at))) if Instant::now() < *retry_at => {
+                return Err(BaseUnavailable::NotInstalled(Arc::clone(cause)));
             }
             _ if installing => {
-                return Err(format!(
-                    "waiting for runner release {version} to be installed"
-                ));
+                return Err(BaseUnavailable::Waiting {
+                    version: version.to_string(),
+                });
             }
             _ => {}
         }
         self.spawn_install(version, sha256, download_url);
-        Err(format!("installing runner release {version}"))
+        Err(BaseUnavailable::Installing {
+            version: version.to_string(),
+        })
     }
 
     /// True when `latest` should be looked up again.
@@ -151,16 +156,25 @@ impl Controller {
             download_url.to_string(),
         );
         self.tasks.spawner().spawn(async move {
-            let result = install_release(&state_dir, &api, &version, sha256.as_deref(), &url).await;
+            let result = install_release(&state_dir, &api, &version, sha256.as_deref(), &url)
+                .await
+                .map_err(Arc::new);
             let _ = triggers.send(Trigger::ReleaseInstalled { version, result });
         });
     }
 
     /// Takes the end of a background install into account.
-    pub(super) fn release_installed(&mut self, version: String, result: Result<PathBuf, String>) {
+    pub(super) fn release_installed(
+        &mut self,
+        version: String,
+        result: Result<PathBuf, Arc<BasesError>>,
+    ) {
         match &result {
             Ok(path) => info!(version, path = %path.display(), "runner release installed"),
-            Err(message) => error!(version, error = %message, "runner release not installed"),
+            Err(cause) => {
+                let error = crate::error_chain(&**cause);
+                error!(version, error, "runner release not installed");
+            }
         }
         self.releases.installing.remove(&version);
         if version == "latest" {

@@ -50,7 +50,7 @@ impl Contain {
 
     /// Before `spec`'s listener starts: its cgroup made, emptied of what an earlier listener
     /// left, limited; the descriptors to enter it.
-    pub fn prepare(&self, spec: &RunnerSpec) -> Result<Entry, String> {
+    pub fn prepare(&self, spec: &RunnerSpec) -> Result<Entry, cgroup::CgroupError> {
         let Tree::Ready(sub) = &self.tree else {
             return Ok(Entry {
                 fds: Vec::new(),
@@ -61,10 +61,7 @@ impl Contain {
         let mut missing = cg.create()?;
         missing.extend(sub.missing.clone());
         if cg.populated() && !cg.kill() {
-            return Err(format!(
-                "cannot empty the cgroup `{}` of what an earlier listener left",
-                cg.v2.display()
-            ));
+            return Err(cgroup::CgroupError::NotEmptied { path: cg.v2 });
         }
         let not_applied = cg.apply(&spec.resources, &missing);
         Ok(Entry {

@@ -103,6 +103,7 @@ impl Controller {
             return;
         };
         let spec = self.desired.spec_for(&done.name);
+        let listener = runtime.running_listener();
         let state = &mut runtime.contain;
         let _span = tracing::info_span!("runner", runner = %done.name).entered();
         if done.reaped > 0 {
@@ -131,33 +132,43 @@ impl Controller {
         let cleans = spec
             .as_ref()
             .is_some_and(|s| s.clean == Clean::Workspace && !s.ephemeral);
-        match done.cleaned {
-            Some(Ok(removed)) => {
-                state.clean_due = false;
-                if removed > 0 {
-                    info!(entries = removed, "emptied the workspace after the job");
-                }
-            }
-            Some(Err(reason)) => {
-                state.clean_due = false;
-                warn!(reason, "cannot empty the workspace after the job");
-            }
-            // Not asked while a job runs, or postponed because the next one started.
-            None if cleans => {}
-            None => state.clean_due = false,
-        }
+        fold_clean(state, done.cleaned, cleans);
         if let Some(not_applied) = done.not_applied {
             for missing in &not_applied {
                 warn!(controller = %missing.controller, reason = %missing.reason, "a resource limit is not applied");
             }
             state.not_applied = not_applied;
             state.applied = spec.as_ref().map(|s| s.resources);
-            state.applied_pid = runtime.watched_pid;
+            state.applied_pid = listener;
         }
         if let Some((cgroup, usage)) = done.described {
             state.cgroup = Some(cgroup);
             state.usage = usage;
             state.described_pid = done.listener;
         }
+    }
+}
+
+/// Folds the result of a workspace clean-up (`None`: none ran) into `state`; `cleans` is
+/// whether the runner's entry asks for one after every job.
+fn fold_clean(
+    state: &mut super::runtime::ContainState,
+    cleaned: Option<Result<usize, String>>,
+    cleans: bool,
+) {
+    match cleaned {
+        Some(Ok(removed)) => {
+            state.clean_due = false;
+            if removed > 0 {
+                info!(entries = removed, "emptied the workspace after the job");
+            }
+        }
+        Some(Err(reason)) => {
+            state.clean_due = false;
+            warn!(reason, "cannot empty the workspace after the job");
+        }
+        // Not asked while a job runs, or postponed because the next one started.
+        None if cleans => {}
+        None => state.clean_due = false,
     }
 }

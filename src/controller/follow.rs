@@ -52,33 +52,39 @@ impl Controller {
                 continue;
             };
             // A listener its worker just started is watched by that worker's outcome.
-            if runtime.watched_pid == Some(process.pid) || self.book.workers.running(name) {
+            if runtime.watches(process.pid) || self.book.workers.running(name) {
                 continue;
             }
             // Not our child (corral restarted): its pidfd tells of the exit. A job may have
             // ended while corral was away: what it left goes.
-            runtime.watched_pid = Some(process.pid);
+            runtime.watch(process.pid);
             runtime.contain.sweep_due = true;
-            let record = crate::layout::read_record::<crate::layout::ProcessRecord>(
-                &layout.process_record(name),
-            )
-            .filter(|r| r.pid == process.pid)
-            .or_else(|| record_unrecorded(layout, name, process.pid));
-            let Some(record) = record else { continue };
-            info!(runner = %name, pid = record.pid, "adopted a running listener");
-            let (name, triggers) = (name.clone(), self.triggers.clone());
-            self.tasks.spawner().spawn(async move {
-                // One that cannot be adopted is gone already: its exit is reported at once.
-                if let Ok(mut listener) = crate::supervisor::Listener::adopt(&record) {
-                    listener.wait().await;
-                }
-                let _ = triggers.send(Trigger::Exited {
-                    name,
-                    pid: record.pid,
-                    code: None,
-                });
-            });
+            self.adopt(layout, name, process.pid);
         }
+    }
+
+    /// Watches listener `pid` of runner `name`, which corral did not start (or no longer
+    /// waits for): a tracked task reports its exit.
+    fn adopt(&self, layout: &StateLayout, name: &str, pid: i32) {
+        let record = crate::layout::read_record::<crate::layout::ProcessRecord>(
+            &layout.process_record(name),
+        )
+        .filter(|r| r.pid == pid)
+        .or_else(|| record_unrecorded(layout, name, pid));
+        let Some(record) = record else { return };
+        info!(runner = %name, pid = record.pid, "adopted a running listener");
+        let (name, triggers) = (name.to_string(), self.triggers.clone());
+        self.tasks.spawner().spawn(async move {
+            // One that cannot be adopted is gone already: its exit is reported at once.
+            if let Ok(mut listener) = crate::supervisor::Listener::adopt(&record) {
+                listener.wait().await;
+            }
+            let _ = triggers.send(Trigger::Exited {
+                name,
+                pid: record.pid,
+                code: None,
+            });
+        });
     }
 }
 

@@ -29,6 +29,8 @@ pub struct ApplyCtx {
     pub github: Option<GitHubClient>,
     /// Where exits of started listeners are reported.
     pub triggers: mpsc::UnboundedSender<Trigger>,
+    /// Spawns the tasks that wait for started listeners (tracked, joined at shutdown).
+    pub spawner: super::tasks::Spawner,
     /// The runners' Docker sockets.
     pub docker: Arc<crate::docker::Hub>,
     /// The runners' cgroups.
@@ -53,6 +55,23 @@ pub struct Job {
     pub pending_jit: Option<Secret>,
     /// The base its dir is built from, or why it cannot be used.
     pub base: Result<Arc<Base>, BaseUnavailable>,
+}
+
+impl ApplyCtx {
+    /// The user `spec` runs as (its own one is created when missing).
+    pub fn runner_user(&self, spec: &RunnerSpec) -> Result<crate::users::RunnerUser, StepError> {
+        Ok(crate::users::for_runner(
+            spec,
+            &self.layout.runner_dir(&spec.name),
+        )?)
+    }
+}
+
+impl Job {
+    /// Its entry in the file; a step that needs one fails for a runner that left it.
+    pub fn desired(&self) -> Result<&RunnerSpec, StepError> {
+        self.spec.as_ref().ok_or(StepError::NotInConfig)
+    }
 }
 
 /// What happened, for the controller to remember.

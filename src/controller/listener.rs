@@ -16,8 +16,8 @@ use crate::registration;
 use crate::supervisor::{self, kill_recorded, Listener, Stopped, STOP_GRACE};
 use crate::users;
 
-use super::apply::{desired, runner_user, ApplyCtx, Job, Outcome};
 use super::contain::Contain;
+use super::job::{ApplyCtx, Job, Outcome};
 use super::step_error::StepError;
 use super::Trigger;
 
@@ -35,9 +35,9 @@ pub(super) fn start(
         out.requeue = Some(job.backoff_wait);
         return Ok(false);
     }
-    let spec = desired(job)?;
+    let spec = job.desired()?;
     let root = ctx.layout.runner_dir(&spec.name);
-    let user = runner_user(ctx, spec)?;
+    let user = ctx.runner_user(spec)?;
     prepare_start(ctx, job, spec, &user, out)?;
     let log = ctx.layout.listener_log(&spec.name);
     std::fs::create_dir_all(ctx.layout.record_dir(&spec.name))
@@ -47,9 +47,40 @@ pub(super) fn start(
     std::fs::set_permissions(&records, std::fs::Permissions::from_mode(0o700)).map_err(
         StepError::io(format!("make `{}` private", records.display())),
     )?;
+    let mut cmd = listener_command(spec, &root, &user, docker);
+    for missing in &entry.not_applied {
+        warn!(controller = %missing.controller, reason = %missing.reason, "a resource limit is not applied");
+    }
+    out.not_applied = Some(entry.not_applied);
+    out.limits = Some(spec.resources);
+    detach_to_log(&mut cmd, &log, entry.fds)
+        .map_err(StepError::io(format!("open `{}`", log.display())))?;
+    let mut listener = Listener::start(&mut cmd)?;
+    let pid = listener.pid();
+    crate::crashpoint::reached("start.spawned");
+    listener.record(&ctx.layout.process_record(&spec.name))?;
+    crate::crashpoint::reached("start.recorded");
+    update_runtime_hash(&ctx.layout, spec);
+    let (name, triggers) = (spec.name.clone(), ctx.triggers.clone());
+    ctx.spawner.spawn(async move {
+        let code = listener.wait().await;
+        let _ = triggers.send(Trigger::Exited { name, pid, code });
+    });
+    info!(pid, "listener started");
+    out.started = Some(pid);
+    Ok(true)
+}
+
+/// `Runner.Listener run` for `spec`, as its user, with its Docker socket.
+fn listener_command(
+    spec: &RunnerSpec,
+    root: &std::path::Path,
+    user: &users::RunnerUser,
+    docker: &[(String, String)],
+) -> tokio::process::Command {
     let mut cmd = runner_command(
         &root.join("bin/Runner.Listener"),
-        &root,
+        root,
         &spec.env,
         user.run_as,
         spec.allow_root,
@@ -65,27 +96,7 @@ pub(super) fn start(
     {
         cmd.env("ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE", "true");
     }
-    for missing in &entry.not_applied {
-        warn!(controller = %missing.controller, reason = %missing.reason, "a resource limit is not applied");
-    }
-    out.not_applied = Some(entry.not_applied);
-    out.limits = Some(spec.resources);
-    detach_to_log(&mut cmd, &log, entry.fds)
-        .map_err(StepError::io(format!("open `{}`", log.display())))?;
-    let mut listener = Listener::start(&mut cmd)?;
-    let pid = listener.pid();
-    crate::crashpoint::reached("start.spawned");
-    listener.record(&ctx.layout.process_record(&spec.name))?;
-    crate::crashpoint::reached("start.recorded");
-    update_runtime_hash(&ctx.layout, spec);
-    let (name, triggers) = (spec.name.clone(), ctx.triggers.clone());
-    tokio::spawn(async move {
-        let code = listener.wait().await;
-        let _ = triggers.send(Trigger::Exited { name, pid, code });
-    });
-    info!(pid, "listener started");
-    out.started = Some(pid);
-    Ok(true)
+    cmd
 }
 
 /// Before a listener starts: a pending JIT configuration becomes the runner's identity files

@@ -69,7 +69,7 @@ pub enum Trigger {
         /// The version as configured (`latest` included).
         version: String,
         /// The installed tree, or what went wrong.
-        result: Result<std::path::PathBuf, String>,
+        result: Result<std::path::PathBuf, std::sync::Arc<crate::bases::BasesError>>,
     },
     /// A background listing of the registrations ended: the next pass takes it.
     Listed,

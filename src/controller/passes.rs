@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::apply::{self, ApplyCtx, Job};
 use super::base_source::Bases;
+use super::step_error::BaseUnavailable;
 use super::Controller;
 use crate::config::Desired;
 use crate::layout::StateLayout;
@@ -145,6 +146,7 @@ impl Controller {
             layout: layout.clone(),
             github: self.github_client(),
             triggers: self.triggers.clone(),
+            spawner: self.tasks.spawner(),
             docker: Arc::clone(&self.host.docker),
             contain: self.contain(),
             scalesets: self.scaleset_clients(),
@@ -155,20 +157,6 @@ impl Controller {
             if self.held_back(&name, &actions, spec.as_ref(), observed, now) {
                 continue;
             }
-            let runtime = self.book.runtimes.entry(name.clone()).or_default();
-            if actions
-                .iter()
-                .any(|a| matches!(a, Action::Start { .. } | Action::Restart { .. }))
-            {
-                runtime.view.restarted();
-            }
-            if actions
-                .iter()
-                .any(|a| matches!(a, Action::Deprovision { .. }))
-            {
-                // Its records go, the log with them: the next log is read from its start.
-                runtime.tail = None;
-            }
             let recorded = observed
                 .runners
                 .get(&name)
@@ -177,24 +165,51 @@ impl Controller {
                 .as_ref()
                 .or(recorded)
                 .map(|s| s.repo.url.to_lowercase());
-            let source = spec
-                .as_ref()
-                .map_or_else(|| desired.base.clone(), |s| desired.base_of(s));
             let phase = super::runtime::phase_of(&actions);
-            let job = Job {
-                base: bases
-                    .get(&source)
-                    .map_or_else(|| Err("no base".into()), |b| b.clone().map_err(Into::into)),
-                spec,
-                backoff_wait: runtime.hold(now),
-                drain_started: runtime.drain_started,
-                pending_jit: runtime.pending_jit.clone(),
-                name: name.clone(),
-                actions,
-            };
+            let job = self.job_for(name.clone(), actions, spec, desired, bases, now);
             self.book
                 .workers
                 .spawn(name, repo, phase, apply::apply(Arc::clone(&ctx), job));
+        }
+    }
+
+    /// What a worker is given for `name`'s steps, from what corral remembers of it.
+    fn job_for(
+        &mut self,
+        name: String,
+        actions: Vec<Action>,
+        spec: Option<crate::config::RunnerSpec>,
+        desired: &Desired,
+        bases: &Bases,
+        now: Instant,
+    ) -> Job {
+        let runtime = self.book.runtimes.entry(name.clone()).or_default();
+        if actions
+            .iter()
+            .any(|a| matches!(a, Action::Start { .. } | Action::Restart { .. }))
+        {
+            runtime.view.restarted();
+        }
+        if actions
+            .iter()
+            .any(|a| matches!(a, Action::Deprovision { .. }))
+        {
+            // Its records go, the log with them: the next log is read from its start.
+            runtime.tail = None;
+        }
+        let source = spec
+            .as_ref()
+            .map_or_else(|| desired.base.clone(), |s| desired.base_of(s));
+        Job {
+            base: bases
+                .get(&source)
+                .map_or(Err(BaseUnavailable::NotOpened), Clone::clone),
+            spec,
+            backoff_wait: runtime.hold(now),
+            drain_started: runtime.drain_started,
+            pending_jit: runtime.pending_jit.clone(),
+            name,
+            actions,
         }
     }
 
@@ -229,7 +244,8 @@ impl Controller {
         }
         let runtime = self.book.runtimes.entry(name.to_string()).or_default();
         runtime.applying(spec);
-        let exit_unjudged = runtime.watched_pid.is_some_and(|pid| {
+        runtime.forget_old_stops(now);
+        let exit_unjudged = runtime.running_listener().is_some_and(|pid| {
             observed
                 .runners
                 .get(name)
@@ -272,10 +288,10 @@ impl Controller {
         runtime.pending_jit = out.jit;
         runtime.retry_at = out.requeue.and_then(|d| now.checked_add(d));
         if let Some(pid) = out.stopping {
-            runtime.stopping_pid = Some(pid);
+            runtime.stopping(pid, now);
         }
         if let Some(pid) = out.started {
-            runtime.watched_pid = Some(pid);
+            runtime.watch(pid);
             runtime.backoff.started(now);
             // Its start emptied its cgroup: nothing of an earlier job is left to sweep, and a
             // sweep would only freeze the new listener while it connects.

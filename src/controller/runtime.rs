@@ -5,13 +5,15 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::backoff::{Backoff, StepBackoff};
-use crate::config::{Desired, RunnerSpec};
+use crate::config::RunnerSpec;
 use crate::markers::{ListenerView, LogTail};
-use crate::observe::{Observed, ObservedRunner};
-use crate::reconcile::{runner_names, stage, Action, Stage};
-use crate::status::{ErrorKind, GitHubStatus, RunnerStatus, State, Status};
+use crate::status::ErrorKind;
+use crate::supervisor::{ListenerState, STOP_GRACE};
 
 use super::step_error::{error_policy, Policy, StepError};
+
+mod status;
+pub use status::{build_status, phase_of};
 
 /// One runner's memory.
 #[derive(Debug, Default)]
@@ -40,10 +42,9 @@ pub struct Runtime {
     pub last_error: Option<String>,
     /// What is done about it, when a step of corral's failed (`None` after a listener exit).
     pub last_error_kind: Option<ErrorKind>,
-    /// The pid whose exit is being watched.
-    pub watched_pid: Option<i32>,
-    /// corral itself is stopping this pid: its exit is not a failure.
-    pub stopping_pid: Option<i32>,
+    /// The listeners whose exit is not judged yet, by pid: at most one `Running` (the one
+    /// corral started or adopted last) and those corral is stopping (a restart has both).
+    pub listeners: BTreeMap<i32, ListenerState>,
     /// The registration on GitHub cannot be managed (no API credential).
     pub local_only: bool,
     /// A JIT configuration generated and not yet given to a listener.
@@ -88,7 +89,48 @@ pub enum ExitMeaning {
     Failure,
 }
 
+/// A stopped listener whose exit was never reported this long after its stop (it was gone
+/// before corral could wait for it) is no longer watched.
+const STOP_FORGOTTEN_AFTER: Duration = STOP_GRACE.saturating_mul(2);
+
 impl Runtime {
+    /// Watches `pid`, the runner's listener from now on (just started, or adopted). Another
+    /// `Running` one is no longer watched: only one listener is the runner's own.
+    pub fn watch(&mut self, pid: i32) {
+        self.listeners
+            .retain(|_, state| matches!(state, ListenerState::Stopping { .. }));
+        self.listeners.insert(pid, ListenerState::Running);
+    }
+
+    /// corral stopped `pid` at `since`: its exit, when reported, is expected.
+    pub fn stopping(&mut self, pid: i32, since: Instant) {
+        self.listeners
+            .insert(pid, ListenerState::Stopping { since });
+    }
+
+    /// True while `pid`'s exit is watched for.
+    pub fn watches(&self, pid: i32) -> bool {
+        self.listeners.contains_key(&pid)
+    }
+
+    /// The listener watched as the runner's own, if any.
+    pub fn running_listener(&self) -> Option<i32> {
+        self.listeners
+            .iter()
+            .find(|(_, state)| **state == ListenerState::Running)
+            .map(|(pid, _)| *pid)
+    }
+
+    /// Stops watching stopped listeners whose exit never came (see [`STOP_FORGOTTEN_AFTER`]).
+    pub fn forget_old_stops(&mut self, now: Instant) {
+        self.listeners.retain(|_, state| match state {
+            ListenerState::Stopping { since } => {
+                now.saturating_duration_since(*since) < STOP_FORGOTTEN_AFTER
+            }
+            _ => true,
+        });
+    }
+
     /// How long its steps are held back: the longer of the two backoffs.
     pub fn hold(&self, now: Instant) -> std::time::Duration {
         self.backoff.wait(now).max(self.step_backoff.wait(now))
@@ -147,12 +189,9 @@ impl Runtime {
         ephemeral: bool,
         now: Instant,
     ) -> ExitMeaning {
-        if self.watched_pid == Some(pid) {
-            self.watched_pid = None;
-        }
+        let watched = self.listeners.remove(&pid);
         self.last_exit = code;
-        if self.stopping_pid == Some(pid) {
-            self.stopping_pid = None;
+        if matches!(watched, Some(ListenerState::Stopping { .. })) {
             return ExitMeaning::Expected;
         }
         self.last_error_kind = None;
@@ -184,183 +223,13 @@ impl Runtime {
     }
 }
 
-/// Builds the status of every runner from what was observed and remembered.
-pub fn build_status(
-    desired: &Desired,
-    observed: &Observed,
-    runtimes: &BTreeMap<String, Runtime>,
-    in_flight: &BTreeMap<String, State>,
-    config_error: Option<String>,
-    github: Option<GitHubStatus>,
-    now: Instant,
-) -> Status {
-    let empty = Runtime::default();
-    let runners = runner_names(desired, observed)
-        .into_iter()
-        .map(|name| {
-            let runtime = runtimes.get(name).unwrap_or(&empty);
-            let phase = in_flight.get(name).copied();
-            runner_status(
-                name,
-                desired,
-                observed.runners.get(name),
-                runtime,
-                phase,
-                now,
-            )
-        })
-        .collect();
-    Status {
-        updated_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        config_error,
-        github,
-        source: None,
-        runners,
-        not_created: desired.capped.clone(),
-        pools: Vec::new(),
-    }
-}
-
-fn runner_status(
-    name: &str,
-    desired: &Desired,
-    seen: Option<&ObservedRunner>,
-    rt: &Runtime,
-    in_flight: Option<State>,
-    now: Instant,
-) -> RunnerStatus {
-    let process = seen.and_then(|s| s.process);
-    let configured = seen.is_some_and(|s| s.configured);
-    let repo_url = spec_of(name, desired, seen).map(|s| s.repo.url.clone());
-    let busy = process.is_some_and(|p| p.busy) || (process.is_some() && rt.view.job.is_some());
-    let registration = if rt.local_only {
-        "local-only"
-    } else if configured {
-        "registered"
-    } else {
-        "unregistered"
-    };
-    RunnerStatus {
-        name: name.to_string(),
-        repo_url: repo_url.unwrap_or_default(),
-        status: if process.is_some() {
-            "running"
-        } else {
-            "stopped"
-        }
-        .into(),
-        pid: process.map(|p| p.pid),
-        state: state_of(seen, rt, busy, in_flight, now),
-        busy,
-        job: if busy { rt.view.job.clone() } else { None },
-        job_started_at: rt
-            .view
-            .job_started
-            .filter(|_| busy)
-            .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
-        last_job: rt.view.last_job.clone(),
-        labels: spec_of(name, desired, seen).map_or_else(Vec::new, RunnerSpec::registered_labels),
-        version: rt.view.version.clone(),
-        disk: rt.disk,
-        started_at: process
-            .and_then(|p| crate::procfs::process_started_at(p.pid))
-            .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
-        restarts: rt.restarts,
-        last_exit_code: rt.last_exit,
-        registration: registration.into(),
-        last_error: rt.last_error.clone(),
-        last_error_kind: rt.last_error.as_ref().and(rt.last_error_kind),
-        retry_at: rt
-            .last_error_kind
-            .filter(|_| rt.last_error.is_some())
-            .map(|_| rt.step_backoff.wait(now))
-            .filter(|wait| !wait.is_zero())
-            .map(|wait| humantime::format_rfc3339_seconds(SystemTime::now() + wait).to_string()),
-        docker: None,
-        cgroup: rt.contain.cgroup.clone(),
-        cleanup: rt.contain.cgroup.as_ref().map(|cgroup| {
-            let keep = spec_of(name, desired, seen)
-                .is_some_and(|s| s.leftovers == crate::config::Leftovers::Keep);
-            if cgroup.starts_with("degraded") {
-                cgroup.clone()
-            } else if keep {
-                "at removal (leftovers: keep)".to_string()
-            } else {
-                "after every job".to_string()
-            }
-        }),
-        usage: rt.contain.usage,
-        limits_not_applied: rt
-            .contain
-            .not_applied
-            .iter()
-            .map(|n| format!("{}: {}", n.controller, n.reason))
-            .collect(),
-        leftovers_killed: rt.contain.leftovers_killed,
-    }
-}
-
-/// The runner's spec: from the file, or, for one that left it, as it was registered.
-fn spec_of<'a>(
-    name: &str,
-    desired: &'a Desired,
-    seen: Option<&'a ObservedRunner>,
-) -> Option<&'a RunnerSpec> {
-    desired
-        .runners
-        .get(name)
-        .or_else(|| seen.and_then(|s| s.spec.as_ref()?.spec.as_ref()))
-}
-
-/// The state a worker's steps put their runner in while they run: `provisioning` while
-/// its directory is built (or moved onto a new base); otherwise the host tells.
-pub fn phase_of(actions: &[Action]) -> Option<State> {
-    actions
-        .iter()
-        .any(|a| matches!(a, Action::Provision { .. } | Action::Rebase { .. }))
-        .then_some(State::Provisioning)
-}
-
-/// The one state a user sees, most telling first: from the host's stage
-/// ([`crate::reconcile::stage`]), what corral remembers, and a worker's steps in flight.
-pub fn state_of(
-    seen: Option<&ObservedRunner>,
-    rt: &Runtime,
-    busy: bool,
-    in_flight: Option<State>,
-    now: Instant,
-) -> State {
-    let stage = stage(seen);
-    let running = stage == Stage::Running;
-    if rt.drain_started.is_some() {
-        State::Draining
-    } else if busy {
-        State::Busy
-    } else if let Some(phase) = in_flight {
-        phase
-    } else if running && rt.view.online {
-        State::Idle
-    } else if running {
-        State::Starting
-    } else if rt.backoff.crashloop() {
-        State::Crashloop
-    } else if rt.last_error.is_some() && rt.last_error_kind == Some(ErrorKind::Permanent) {
-        // Held too, but waiting cannot fix it: someone must.
-        State::Error
-    } else if !rt.hold(now).is_zero() {
-        State::Backoff
-    } else if rt.last_error.is_some() {
-        State::Error
-    } else if stage == Stage::Provisioned {
-        State::Registering
-    } else {
-        State::Stopped
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::status::state_of;
     use super::*;
+    use crate::observe::ObservedRunner;
+    use crate::reconcile::{stage, Action, Stage};
+    use crate::status::State;
 
     /// A step that failed for a cause that passes (too many open files).
     fn transient() -> StepError {
@@ -392,6 +261,44 @@ mod tests {
             rt.step_result(Some(&transient()), at, SystemTime::now()),
             Some(Duration::from_secs(1))
         );
+    }
+
+    #[test]
+    fn a_restart_watches_both_listeners_and_only_the_new_ones_exit_is_a_failure() {
+        let t0 = Instant::now();
+        let mut rt = Runtime::default();
+        rt.watch(100);
+        // A restart: 100 is stopped, 200 started; both exits are still to come.
+        rt.stopping(100, t0);
+        rt.watch(200);
+        assert!(rt.watches(100) && rt.watches(200));
+        assert_eq!(rt.running_listener(), Some(200));
+        // The new one's exit may be reported first: it is a crash, the old one's is not.
+        assert_eq!(rt.exited(200, Some(1), false, t0), ExitMeaning::Failure);
+        assert_eq!(rt.exited(100, None, false, t0), ExitMeaning::Expected);
+        assert_eq!(rt.restarts, 1);
+        assert!(rt.listeners.is_empty(), "{:?}", rt.listeners);
+    }
+
+    #[test]
+    fn watching_a_new_listener_replaces_the_running_one_and_old_stops_are_forgotten() {
+        let t0 = Instant::now();
+        let mut rt = Runtime::default();
+        rt.watch(100);
+        rt.watch(101);
+        assert!(!rt.watches(100), "only one listener is the runner's own");
+        assert_eq!(rt.running_listener(), Some(101));
+        rt.stopping(101, t0);
+        assert_eq!(rt.running_listener(), None);
+        rt.forget_old_stops(t0 + STOP_GRACE);
+        assert!(rt.watches(101), "a stop within its grace is still watched");
+        rt.forget_old_stops(t0 + STOP_FORGOTTEN_AFTER);
+        assert!(
+            !rt.watches(101),
+            "a stop whose exit never came is forgotten"
+        );
+        // An exit nobody watched is judged as a listener's own.
+        assert_eq!(rt.exited(101, Some(2), false, t0), ExitMeaning::Failure);
     }
 
     #[test]

@@ -16,7 +16,6 @@ use super::Trigger;
 use crate::config::{self, Desired};
 use crate::github::GitHubClient;
 use crate::layout::StateLayout;
-use crate::provision::Base;
 use crate::status;
 
 /// How long, after corral starts, a registered runner's start waits for the first listing.
@@ -96,7 +95,7 @@ pub(super) struct Book {
 #[derive(Default)]
 pub(super) struct Releases {
     /// Base trees opened this far, by path.
-    pub(super) opened: BTreeMap<PathBuf, Result<Arc<Base>, String>>,
+    pub(super) opened: BTreeMap<PathBuf, super::base_source::Opened>,
     /// Releases as asked (`2.329.0`, `latest`): the installed tree or why not (and when to
     /// try again).
     pub(super) outcomes: BTreeMap<String, ReleaseOutcome>,

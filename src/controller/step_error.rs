@@ -67,10 +67,10 @@ pub enum StepError {
     #[error("docker socket")]
     Docker(#[source] DockerError),
     /// Its cgroup could not be made, emptied or entered.
-    #[error("{0}")]
-    Cgroup(String),
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::CgroupError),
     /// The base its directory is built from cannot be used (yet).
-    #[error("{0}")]
+    #[error(transparent)]
     Base(BaseUnavailable),
     /// A file or process call of the step failed.
     #[error("{what}")]
@@ -89,27 +89,31 @@ pub enum StepError {
     Task(&'static str, #[source] tokio::task::JoinError),
 }
 
-/// Why a base cannot be used: the base source's own words (installing a release, a download
-/// that failed), kept as text because the source reports it for every runner at once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BaseUnavailable(pub String);
-
-impl std::fmt::Display for BaseUnavailable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<String> for BaseUnavailable {
-    fn from(text: String) -> Self {
-        BaseUnavailable(text)
-    }
-}
-
-impl From<&str> for BaseUnavailable {
-    fn from(text: &str) -> Self {
-        BaseUnavailable(text.to_string())
-    }
+/// Why a base cannot be used (yet). The base source reports it for every runner of the base
+/// at once, so causes are shared, not copied.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BaseUnavailable {
+    /// An install of the release began this pass.
+    #[error("installing runner release {version}")]
+    Installing {
+        /// The version as configured.
+        version: String,
+    },
+    /// An install of the release is under way.
+    #[error("waiting for runner release {version} to be installed")]
+    Waiting {
+        /// The version as configured.
+        version: String,
+    },
+    /// The last install of the release failed; it is tried again later.
+    #[error(transparent)]
+    NotInstalled(std::sync::Arc<crate::bases::BasesError>),
+    /// The tree is there but cannot be used as a base.
+    #[error(transparent)]
+    Unusable(std::sync::Arc<crate::provision::BaseError>),
+    /// The runner's base is not among those opened this pass.
+    #[error("no base")]
+    NotOpened,
 }
 
 impl StepError {

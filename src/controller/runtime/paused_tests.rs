@@ -4,7 +4,10 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use super::status::runner_status;
 use super::*;
+use crate::config::Desired;
+use crate::status::State;
 
 /// A step that failed for a cause that passes (too many open files).
 fn transient() -> StepError {
