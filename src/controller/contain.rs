@@ -197,6 +197,23 @@ pub struct Work {
     pub measure: bool,
 }
 
+/// Why a workspace could not be emptied after a job.
+#[derive(Debug, thiserror::Error)]
+pub enum CleanError {
+    /// `_work` could not be moved out of the runner's root.
+    #[error("cannot move `_work` aside")]
+    Stash(#[source] std::io::Error),
+    /// The moved-aside workspace could not be removed.
+    #[error("cannot remove `{}`", path.display())]
+    Remove {
+        /// Where it was moved.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// What the work did.
 #[derive(Debug, Default)]
 pub struct Done {
@@ -210,7 +227,7 @@ pub struct Done {
     pub swept: Option<Swept>,
     /// The clean-up: entries removed, or why not; `None` when not asked or postponed
     /// because the next job had started.
-    pub cleaned: Option<Result<usize, String>>,
+    pub cleaned: Option<Result<usize, CleanError>>,
     /// The clean-up was postponed: a job runs.
     pub clean_postponed: bool,
     /// Processes killed because no listener was alive.
@@ -262,7 +279,7 @@ impl Contain {
         pid: i32,
         root: &Path,
         runners: &Path,
-    ) -> Option<Result<usize, String>> {
+    ) -> Option<Result<usize, CleanError>> {
         let cg = self.cgroup_of(name, Some(pid));
         let frozen = cg.as_ref().is_some_and(|c| c.freeze(true));
         let stashed = if crate::procfs::has_worker_child(pid) {
@@ -278,8 +295,11 @@ impl Contain {
         Some(match stashed? {
             Ok((stash, moved)) => crate::provision::clean::remove_stash(&stash)
                 .map(|()| moved)
-                .map_err(|e| format!("cannot remove `{}`: {e}", stash.display())),
-            Err(e) => Err(e.to_string()),
+                .map_err(|source| CleanError::Remove {
+                    path: stash,
+                    source,
+                }),
+            Err(e) => Err(CleanError::Stash(e)),
         })
     }
 }

@@ -153,7 +153,7 @@ impl Controller {
 /// whether the runner's entry asks for one after every job.
 fn fold_clean(
     state: &mut super::runtime::ContainState,
-    cleaned: Option<Result<usize, String>>,
+    cleaned: Option<Result<usize, super::contain::CleanError>>,
     cleans: bool,
 ) {
     match cleaned {
@@ -163,9 +163,10 @@ fn fold_clean(
                 info!(entries = removed, "emptied the workspace after the job");
             }
         }
-        Some(Err(reason)) => {
+        Some(Err(err)) => {
             state.clean_due = false;
-            warn!(reason, "cannot empty the workspace after the job");
+            let error = crate::error_chain(&err);
+            warn!(error, "cannot empty the workspace after the job");
         }
         // Not asked while a job runs, or postponed because the next one started.
         None if cleans => {}
