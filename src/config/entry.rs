@@ -38,7 +38,7 @@ pub(super) fn check_defaults(c: &mut Checker<'_>, defaults: &RunnerDefaults) {
     {
         c.check(
             "defaults.docker.image_budget",
-            super::docker::parse_bytes(budget).map(drop),
+            rules::parse_bytes(budget).map(drop),
         );
     }
     super::resources::check_defaults(c, defaults);

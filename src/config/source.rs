@@ -12,60 +12,17 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::check::join_clean;
-use super::desired::{Desired, TokenSource};
-use super::duration::Duration;
-use super::error::ConfigError;
+use super::desired::Desired;
+use super::error::{serde_error, ConfigError};
+use super::git::check_source;
 use super::model::{RunnerDefaults, RunnerEntry, RunnersFile};
-use super::patterns;
 use super::tree::{self, Node, NodeKind, Position};
 
-/// How often the repository is fetched when `interval` is not set.
-pub const DEFAULT_SOURCE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 /// The fields the repository's file may hold; every other top-level field is the host's.
 pub const FLEET_FIELDS: [&str; 3] = ["defaults", "runners", "max_runners"];
-
-/// `source`: where the runner list comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SourceSpec {
-    /// A git repository followed the `GitOps` way.
-    pub git: GitSourceSpec,
-}
-
-/// `source.git`: the repository, the revision followed and the file inside it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct GitSourceSpec {
-    /// Repository URL: `https://`, `ssh://` or `file://` (no credentials in it).
-    #[schemars(regex(pattern = r"^(https|ssh|file)://"))]
-    pub url: String,
-    /// A branch, tag or commit (default `HEAD`, the remote's default branch).
-    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
-    pub git_ref: Option<String>,
-    /// The file inside the repository, holding `defaults`, `runners` and `max_runners` only.
-    pub path: String,
-    /// How often the repository is fetched (default 1m); a push webhook fetches at once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interval: Option<Duration>,
-    /// Environment variable holding an https token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = patterns::ENV_NAME))]
-    pub token_env: Option<String>,
-    /// File holding an https token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_file: Option<PathBuf>,
-    /// Private key file for an `ssh://` URL.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ssh_key_file: Option<PathBuf>,
-    /// `known_hosts` file holding the `ssh://` server's host key (default: ssh's own,
-    /// `~/.ssh/known_hosts` of corral's user and `/etc/ssh/ssh_known_hosts`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub known_hosts_file: Option<PathBuf>,
-}
 
 /// The repository's file: what the fleet shares.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
@@ -77,34 +34,6 @@ struct FleetFile {
     runners: Vec<RunnerEntry>,
     #[serde(default)]
     max_runners: Option<u32>,
-}
-
-/// A resolved git source.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GitSource {
-    /// Repository URL as written.
-    pub url: String,
-    /// Branch, tag or commit followed.
-    pub git_ref: String,
-    /// The file inside the repository.
-    pub path: String,
-    /// How often it is fetched.
-    pub interval: std::time::Duration,
-    /// How git authenticates.
-    pub credential: Option<GitCredential>,
-    /// The `known_hosts` file ssh checks the server's host key against, when not ssh's own.
-    pub known_hosts: Option<PathBuf>,
-    /// The commit whose file is in force (`None` before the first good fetch).
-    pub revision: Option<String>,
-}
-
-/// Where git's credential comes from (never the credential itself).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GitCredential {
-    /// An https token.
-    Token(TokenSource),
-    /// An ssh private key file.
-    SshKey(PathBuf),
 }
 
 /// One revision of the repository's file.
@@ -318,145 +247,6 @@ fn parse_fleet(
     }
     match serde_yaml::from_str::<FleetFile>(text) {
         Ok(file) => Ok((file, root.positions())),
-        Err(err) => Err(vec![super::serde_error(&err, path)]),
+        Err(err) => Err(vec![serde_error(&err, path)]),
     }
-}
-
-/// Checks `source.git` and resolves it; reports through `err(field, message)`.
-fn check_source(
-    spec: &GitSourceSpec,
-    dir: &Path,
-    err: &mut dyn FnMut(&str, String),
-) -> Option<GitSource> {
-    let before = std::cell::Cell::new(0usize);
-    let mut fail = |path: &str, message: String| {
-        before.set(before.get() + 1);
-        err(path, message);
-    };
-    let scheme = ["https://", "ssh://", "file://"]
-        .into_iter()
-        .find(|s| spec.url.starts_with(s));
-    match scheme {
-        None => fail(
-            "source.git.url",
-            format!(
-                "`{}` is not a git URL corral follows: write `https://`, `ssh://` or `file://`",
-                spec.url
-            ),
-        ),
-        Some(scheme) => {
-            let rest = &spec.url[scheme.len()..];
-            let authority = rest.split('/').next().unwrap_or("");
-            if let Some((userinfo, _)) = authority.rsplit_once('@') {
-                if userinfo.contains(':') || scheme == "https://" {
-                    fail(
-                        "source.git.url",
-                        "the URL carries credentials, which would put a secret in the file; \
-                         name where the token is with `token_env` or `token_file`"
-                            .into(),
-                    );
-                }
-            }
-        }
-    }
-    let path = Path::new(&spec.path);
-    if spec.path.is_empty()
-        || path.is_absolute()
-        || path
-            .components()
-            .any(|c| !matches!(c, std::path::Component::Normal(_)))
-    {
-        fail(
-            "source.git.path",
-            format!(
-                "`{}` must be a relative path inside the repository, without `..`",
-                spec.path
-            ),
-        );
-    }
-    let git_ref = spec.git_ref.clone().unwrap_or_else(|| "HEAD".to_string());
-    if git_ref.is_empty()
-        || git_ref.starts_with('-')
-        || git_ref.contains("..")
-        || git_ref
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || ":~^?*[\\".contains(c))
-    {
-        fail(
-            "source.git.ref",
-            format!("`{git_ref}` is not a branch, tag or commit name"),
-        );
-    }
-    let interval = match spec.interval.as_ref().map(Duration::parse) {
-        None => DEFAULT_SOURCE_INTERVAL,
-        Some(Ok(d)) if d >= std::time::Duration::from_secs(1) => d,
-        Some(Ok(_)) => {
-            fail("source.git.interval", "interval must be at least 1s".into());
-            DEFAULT_SOURCE_INTERVAL
-        }
-        Some(Err(message)) => {
-            fail("source.git.interval", message);
-            DEFAULT_SOURCE_INTERVAL
-        }
-    };
-    let credential = check_credential(spec, scheme, dir, &mut fail);
-    let known_hosts = spec.known_hosts_file.as_ref().map(|f| join_clean(dir, f));
-    if known_hosts.is_some() && scheme.is_some_and(|s| s != "ssh://") {
-        fail(
-            "source.git.known_hosts_file",
-            "`known_hosts_file` is for an `ssh://` URL".into(),
-        );
-    }
-    (before.get() == 0).then(|| GitSource {
-        url: spec.url.clone(),
-        git_ref,
-        path: spec.path.clone(),
-        interval,
-        credential,
-        known_hosts,
-        revision: None,
-    })
-}
-
-/// `token_env` | `token_file` | `ssh_key_file`: at most one, fitting the URL's scheme.
-fn check_credential(
-    spec: &GitSourceSpec,
-    scheme: Option<&str>,
-    dir: &Path,
-    fail: &mut dyn FnMut(&str, String),
-) -> Option<GitCredential> {
-    let forms = [
-        spec.token_env.is_some(),
-        spec.token_file.is_some(),
-        spec.ssh_key_file.is_some(),
-    ];
-    if forms.iter().filter(|f| **f).count() > 1 {
-        fail(
-            "source.git",
-            "set at most one of `token_env`, `token_file`, `ssh_key_file`".into(),
-        );
-    }
-    let credential = if let Some(name) = &spec.token_env {
-        Some(GitCredential::Token(TokenSource::Env(name.clone())))
-    } else if let Some(file) = &spec.token_file {
-        Some(GitCredential::Token(TokenSource::File(join_clean(
-            dir, file,
-        ))))
-    } else {
-        spec.ssh_key_file
-            .as_ref()
-            .map(|file| GitCredential::SshKey(join_clean(dir, file)))
-    };
-    match (&credential, scheme) {
-        (Some(GitCredential::Token(_)), Some(s)) if s != "https://" => fail(
-            "source.git",
-            "`token_env`/`token_file` are for an `https://` URL".into(),
-        ),
-        (Some(GitCredential::SshKey(_)), Some(s)) if s != "ssh://" => fail(
-            "source.git.ssh_key_file",
-            "`ssh_key_file` is for an `ssh://` URL".into(),
-        ),
-        _ => {}
-    }
-    credential
 }
