@@ -14,7 +14,7 @@
 //!    `source` sections in its submodules).
 //! 3. The file as resolved: `desired` (`Desired`, `RunnerSpec`, `Pool`, `DockerPolicy`, …).
 //! 4. Resolving and checking: `scale`, `docker`, `resources` and `git` resolve one section;
-//!    `entry` one `runners` entry; `validate` the whole file.
+//!    `entry` (with `instances`) one `runners` entry; `validate` the whole file.
 //! 5. Loading: this module's parse functions, `source` (the repository's file merged in) and
 //!    `locations`.
 
@@ -25,6 +25,7 @@ mod duration;
 mod entry;
 mod error;
 mod git;
+mod instances;
 mod locations;
 mod model;
 mod patterns;
