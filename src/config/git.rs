@@ -10,6 +10,7 @@ use super::model::GitSourceSpec;
 
 /// How often the repository is fetched when `interval` is not set.
 pub const DEFAULT_SOURCE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Checks `source.git` and resolves it; reports through `err(field, message)`.
 pub(super) fn check_source(
     spec: &GitSourceSpec,
@@ -21,72 +22,10 @@ pub(super) fn check_source(
         before.set(before.get() + 1);
         err(path, message);
     };
-    let scheme = ["https://", "ssh://", "file://"]
-        .into_iter()
-        .find(|s| spec.url.starts_with(s));
-    match scheme {
-        None => fail(
-            "source.git.url",
-            format!(
-                "`{}` is not a git URL corral follows: write `https://`, `ssh://` or `file://`",
-                spec.url
-            ),
-        ),
-        Some(scheme) => {
-            let rest = &spec.url[scheme.len()..];
-            let authority = rest.split('/').next().unwrap_or("");
-            if let Some((userinfo, _)) = authority.rsplit_once('@') {
-                if userinfo.contains(':') || scheme == "https://" {
-                    fail(
-                        "source.git.url",
-                        "the URL carries credentials, which would put a secret in the file; \
-                         name where the token is with `token_env` or `token_file`"
-                            .into(),
-                    );
-                }
-            }
-        }
-    }
-    let path = Path::new(&spec.path);
-    if spec.path.is_empty()
-        || path.is_absolute()
-        || path
-            .components()
-            .any(|c| !matches!(c, std::path::Component::Normal(_)))
-    {
-        fail(
-            "source.git.path",
-            format!(
-                "`{}` must be a relative path inside the repository, without `..`",
-                spec.path
-            ),
-        );
-    }
-    let git_ref = spec.git_ref.clone().unwrap_or_else(|| "HEAD".to_string());
-    if git_ref.is_empty()
-        || git_ref.starts_with('-')
-        || git_ref.contains("..")
-        || git_ref
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || ":~^?*[\\".contains(c))
-    {
-        fail(
-            "source.git.ref",
-            format!("`{git_ref}` is not a branch, tag or commit name"),
-        );
-    }
-    let interval = match spec.interval.as_ref().map(Duration::parse) {
-        None => DEFAULT_SOURCE_INTERVAL,
-        Some(Ok(d)) if d >= std::time::Duration::from_secs(1) => d,
-        Some(Ok(_)) => {
-            fail("source.git.interval", "interval must be at least 1s".into());
-            DEFAULT_SOURCE_INTERVAL
-        }
-        Some(Err(message)) => {
-            fail("source.git.interval", message);
-            DEFAULT_SOURCE_INTERVAL
-        }
-    };
+    let scheme = check_url(&spec.url, &mut fail);
+    check_path(&spec.path, &mut fail);
+    let git_ref = check_ref(spec.git_ref.as_deref(), &mut fail);
+    let interval = check_interval(spec.interval.as_ref(), &mut fail);
     let credential = check_credential(spec, scheme, dir, &mut fail);
     let known_hosts = spec.known_hosts_file.as_ref().map(|f| join_clean(dir, f));
     if known_hosts.is_some() && scheme.is_some_and(|s| s != "ssh://") {
@@ -104,6 +43,89 @@ pub(super) fn check_source(
         known_hosts,
         revision: None,
     })
+}
+
+/// `url`: a scheme corral follows and no credentials in it. Returns the scheme, if known.
+fn check_url(url: &str, fail: &mut dyn FnMut(&str, String)) -> Option<&'static str> {
+    let scheme = ["https://", "ssh://", "file://"]
+        .into_iter()
+        .find(|s| url.starts_with(s));
+    match scheme {
+        None => fail(
+            "source.git.url",
+            format!(
+                "`{url}` is not a git URL corral follows: write `https://`, `ssh://` or `file://`"
+            ),
+        ),
+        Some(scheme) => {
+            let rest = &url[scheme.len()..];
+            let authority = rest.split('/').next().unwrap_or("");
+            if let Some((userinfo, _)) = authority.rsplit_once('@') {
+                if userinfo.contains(':') || scheme == "https://" {
+                    fail(
+                        "source.git.url",
+                        "the URL carries credentials, which would put a secret in the file; \
+                         name where the token is with `token_env` or `token_file`"
+                            .into(),
+                    );
+                }
+            }
+        }
+    }
+    scheme
+}
+
+/// `path`: relative, inside the repository.
+fn check_path(text: &str, fail: &mut dyn FnMut(&str, String)) {
+    let path = Path::new(text);
+    if text.is_empty()
+        || path.is_absolute()
+        || path
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        fail(
+            "source.git.path",
+            format!("`{text}` must be a relative path inside the repository, without `..`"),
+        );
+    }
+}
+
+/// `ref` (default `HEAD`): a name git takes as a branch, tag or commit, never an option.
+fn check_ref(git_ref: Option<&str>, fail: &mut dyn FnMut(&str, String)) -> String {
+    let git_ref = git_ref.unwrap_or("HEAD").to_string();
+    if git_ref.is_empty()
+        || git_ref.starts_with('-')
+        || git_ref.contains("..")
+        || git_ref
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || ":~^?*[\\".contains(c))
+    {
+        fail(
+            "source.git.ref",
+            format!("`{git_ref}` is not a branch, tag or commit name"),
+        );
+    }
+    git_ref
+}
+
+/// `interval`: at least a second; the default when unset or broken.
+fn check_interval(
+    interval: Option<&Duration>,
+    fail: &mut dyn FnMut(&str, String),
+) -> std::time::Duration {
+    match interval.map(Duration::parse) {
+        None => DEFAULT_SOURCE_INTERVAL,
+        Some(Ok(d)) if d >= std::time::Duration::from_secs(1) => d,
+        Some(Ok(_)) => {
+            fail("source.git.interval", "interval must be at least 1s".into());
+            DEFAULT_SOURCE_INTERVAL
+        }
+        Some(Err(message)) => {
+            fail("source.git.interval", message);
+            DEFAULT_SOURCE_INTERVAL
+        }
+    }
 }
 
 /// `token_env` | `token_file` | `ssh_key_file`: at most one, fitting the URL's scheme.

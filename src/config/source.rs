@@ -15,11 +15,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::check::join_clean;
-use super::desired::Desired;
+use super::desired::{Desired, GitSource};
 use super::error::{serde_error, ConfigError};
 use super::git::check_source;
-use super::model::{RunnerDefaults, RunnerEntry, RunnersFile};
-use super::tree::{self, Node, NodeKind, Position};
+use super::model::{GitSourceSpec, RunnerDefaults, RunnerEntry, RunnersFile};
+use super::tree::{self, Key, Node, NodeKind, Position};
+use super::unknown::{unknown_fields, UnknownField};
 
 /// The fields the repository's file may hold; every other top-level field is the host's.
 pub const FLEET_FIELDS: [&str; 3] = ["defaults", "runners", "max_runners"];
@@ -94,33 +95,11 @@ pub(super) fn resolve(
     };
     let spec = &spec.git;
     let positions = root.positions();
-    let local_error = |path: &str, message: String| ConfigError {
-        file: config_path.to_path_buf(),
-        pos: positions
-            .get(&format!("{path}#key"))
-            .or_else(|| positions.get(path))
-            .copied(),
-        path: path.to_string(),
-        message,
-    };
-    let mut errors = Vec::new();
-    if let NodeKind::Map(entries) = &root.kind {
-        for (key, _) in entries {
-            if FLEET_FIELDS.contains(&key.name.as_str()) {
-                errors.push(local_error(
-                    &key.name,
-                    format!(
-                        "`{}` belongs in the repository's file `{}` when the local file has a `source`",
-                        key.name, spec.path
-                    ),
-                ));
-            }
-        }
-    }
     let absolute = std::path::absolute(config_path).unwrap_or_else(|_| config_path.to_path_buf());
     let dir = absolute.parent().unwrap_or(Path::new("/")).to_path_buf();
-    let mut source = check_source(spec, &dir, &mut |path, message| {
-        errors.push(local_error(path, message));
+    let mut errors = Vec::new();
+    let mut source = check_local(root, spec, &dir, &mut |path, message| {
+        errors.push(local_error(config_path, &positions, path, message));
     });
     let state_dir = join_clean(&dir, &file.state_dir);
     let kept;
@@ -131,51 +110,106 @@ pub(super) fn resolve(
         kept.as_ref()
     };
     let fleet_path = PathBuf::from(&spec.path);
-    let (fleet_file, fleet_positions) = match fleet {
-        Some(fleet) => match parse_fleet(&fleet.text, &fleet_path) {
-            Ok(parsed) => parsed,
-            Err(mut errs) => {
-                errors.append(&mut errs);
-                (FleetFile::default(), BTreeMap::new())
-            }
-        },
+    let parsed = match fleet.map(|fleet| parse_fleet(&fleet.text, &fleet_path)) {
+        Some(Ok(parsed)) => parsed,
+        Some(Err(mut errs)) => {
+            errors.append(&mut errs);
+            (FleetFile::default(), BTreeMap::new())
+        }
         None => (FleetFile::default(), BTreeMap::new()),
     };
     if !errors.is_empty() {
         return Err(errors);
     }
-    let mut merged = file.clone();
-    merged.source = None;
-    merged.defaults = fleet_file.defaults;
-    merged.runners = fleet_file.runners;
-    merged.max_runners = fleet_file.max_runners;
-    let is_fleet = |path: &str| {
-        FLEET_FIELDS.iter().any(|f| {
-            path.strip_prefix(f)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[', '#']))
-        })
-    };
-    let mut all: BTreeMap<String, Position> = positions
-        .into_iter()
-        .filter(|(k, _)| !is_fleet(k))
-        .collect();
-    all.extend(fleet_positions);
-    let mut desired =
-        super::validate::resolve(&merged, config_path, &all, host_id).map_err(|errs| {
-            errs.into_iter()
-                .map(|mut e| {
-                    if is_fleet(&e.path) {
-                        e.file.clone_from(&fleet_path);
-                    }
-                    e
-                })
-                .collect::<Vec<_>>()
-        })?;
+    let mut desired = resolve_merged(file, positions, parsed, config_path, &fleet_path, host_id)?;
     if let Some(source) = source.as_mut() {
         source.revision = fleet.map(|f| f.commit.clone());
     }
     desired.source = source;
     Ok(desired)
+}
+
+/// An error in the local file at `path`, positioned at its key when it has one.
+fn local_error(
+    config_path: &Path,
+    positions: &BTreeMap<String, Position>,
+    path: &str,
+    message: String,
+) -> ConfigError {
+    ConfigError {
+        file: config_path.to_path_buf(),
+        pos: positions
+            .get(&format!("{path}#key"))
+            .or_else(|| positions.get(path))
+            .copied(),
+        path: path.to_string(),
+        message,
+    }
+}
+
+/// The local file's own checks when it has a `source`: no fleet field in it, and a valid
+/// `source.git`, resolved. Reports through `err(field, message)`.
+fn check_local(
+    root: &Node,
+    spec: &GitSourceSpec,
+    dir: &Path,
+    err: &mut dyn FnMut(&str, String),
+) -> Option<GitSource> {
+    if let NodeKind::Map(entries) = &root.kind {
+        for (key, _) in entries {
+            if FLEET_FIELDS.contains(&key.name.as_str()) {
+                err(
+                    &key.name,
+                    format!(
+                        "`{}` belongs in the repository's file `{}` when the local file has a `source`",
+                        key.name, spec.path
+                    ),
+                );
+            }
+        }
+    }
+    check_source(spec, dir, err)
+}
+
+/// True for a field path inside `defaults`, `runners` or `max_runners`.
+fn is_fleet_path(path: &str) -> bool {
+    FLEET_FIELDS.iter().any(|f| {
+        path.strip_prefix(f)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[', '#']))
+    })
+}
+
+/// Resolves the local file with the fleet fields of the repository's file (`parsed`, with
+/// their positions there); each error names the file its field is in.
+fn resolve_merged(
+    file: &RunnersFile,
+    positions: BTreeMap<String, Position>,
+    parsed: (FleetFile, BTreeMap<String, Position>),
+    config_path: &Path,
+    fleet_path: &Path,
+    host_id: &str,
+) -> Result<Desired, Vec<ConfigError>> {
+    let (fleet_file, fleet_positions) = parsed;
+    let mut merged = file.clone();
+    merged.source = None;
+    merged.defaults = fleet_file.defaults;
+    merged.runners = fleet_file.runners;
+    merged.max_runners = fleet_file.max_runners;
+    let mut all: BTreeMap<String, Position> = positions
+        .into_iter()
+        .filter(|(k, _)| !is_fleet_path(k))
+        .collect();
+    all.extend(fleet_positions);
+    super::validate::resolve(&merged, config_path, &all, host_id).map_err(|errs| {
+        errs.into_iter()
+            .map(|mut e| {
+                if is_fleet_path(&e.path) {
+                    e.file = fleet_path.to_path_buf();
+                }
+                e
+            })
+            .collect()
+    })
 }
 
 /// The repository's file, checked alone: YAML, host fields, unknown fields, types.
@@ -201,7 +235,6 @@ fn parse_fleet(
             )])
         }
     };
-    let mut errors = Vec::new();
     let NodeKind::Map(entries) = &root.kind else {
         return Err(vec![error(
             Some(root.pos),
@@ -210,10 +243,28 @@ fn parse_fleet(
                 .into(),
         )]);
     };
+    let errors: Vec<ConfigError> = non_fleet_fields(entries)
+        .into_iter()
+        .chain(unknown_fleet_fields(&root))
+        .map(|u| error(Some(u.pos), &u.path, u.message))
+        .collect();
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    match serde_yaml::from_str::<FleetFile>(text) {
+        Ok(file) => Ok((file, root.positions())),
+        Err(err) => Err(vec![serde_error(&err, path)]),
+    }
+}
+
+/// Top-level fields of the repository's file other than the fleet's: host fields, which
+/// belong in the local file, and unknown ones.
+fn non_fleet_fields(entries: &[(Key, Node)]) -> Vec<UnknownField> {
     let host_fields = serde_json::to_value(schemars::schema_for!(RunnersFile))
         .ok()
         .and_then(|s| s.get("properties").and_then(|p| p.as_object()).cloned())
         .unwrap_or_default();
+    let mut fields = Vec::new();
     for (key, _) in entries {
         if FLEET_FIELDS.contains(&key.name.as_str()) {
             continue;
@@ -229,24 +280,24 @@ fn parse_fleet(
                 key.name
             )
         };
-        errors.push(error(Some(key.pos), &key.name, message));
+        fields.push(UnknownField {
+            path: key.name.clone(),
+            pos: key.pos,
+            message,
+        });
     }
+    fields
+}
+
+/// Unknown fields inside `defaults`, `runners` and `max_runners`.
+fn unknown_fleet_fields(root: &Node) -> Vec<UnknownField> {
     let schema = serde_json::to_value(schemars::schema_for!(RunnersFile)).unwrap_or_default();
-    errors.extend(
-        super::unknown::unknown_fields(&root, &schema)
-            .into_iter()
-            .filter(|u| {
-                FLEET_FIELDS
-                    .iter()
-                    .any(|f| u.path.starts_with(f) && u.path != *f)
-            })
-            .map(|u| error(Some(u.pos), &u.path, u.message)),
-    );
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    match serde_yaml::from_str::<FleetFile>(text) {
-        Ok(file) => Ok((file, root.positions())),
-        Err(err) => Err(vec![serde_error(&err, path)]),
-    }
+    unknown_fields(root, &schema)
+        .into_iter()
+        .filter(|u| {
+            FLEET_FIELDS
+                .iter()
+                .any(|f| u.path.starts_with(f) && u.path != *f)
+        })
+        .collect()
 }
