@@ -1,5 +1,6 @@
-//! What every part of the validation shares: the error collector and path joining. A leaf
-//! module, so the parts (`validate`, `entry`, `scale`, …) never import one another for it.
+//! What every part of the validation shares: the error collector, the merge of an entry's
+//! field with `defaults`, and path joining. A leaf module, so the parts (`validate`, `entry`,
+//! `scale`, …) never import one another for it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -87,4 +88,30 @@ pub(super) fn join_clean(dir: &Path, rel: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// `pick` for a field of the same name in the entry and in `defaults`.
+macro_rules! merged {
+    ($entry:ident, $defaults:ident, $i:ident, $field:ident) => {
+        $crate::config::check::pick(
+            $entry.$field.as_ref(),
+            $defaults.$field.as_ref(),
+            $i,
+            stringify!($field),
+        )
+    };
+}
+pub(super) use merged;
+
+/// A merged field: the entry's value, else the default's, with the path where it is written.
+pub(super) fn pick<'a, T>(
+    own: Option<&'a T>,
+    default: Option<&'a T>,
+    i: usize,
+    field: &str,
+) -> (Option<&'a T>, String) {
+    match own {
+        Some(v) => (Some(v), format!("runners[{i}].{field}")),
+        None => (default, format!("defaults.{field}")),
+    }
 }

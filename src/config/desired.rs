@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::model::Isolation;
+use super::model::{Clean, Isolation, Leftovers};
 
 /// The validated desired state of the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +50,7 @@ pub struct Desired {
     /// How often queued jobs are polled for the pools.
     pub demand_poll_interval: Duration,
     /// The git repository the runner list is followed from, when the file has a `source`.
-    pub source: Option<super::source::GitSource>,
+    pub source: Option<GitSource>,
 }
 
 impl Desired {
@@ -172,6 +172,34 @@ pub enum TokenSource {
     File(PathBuf),
 }
 
+/// A resolved git source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitSource {
+    /// Repository URL as written.
+    pub url: String,
+    /// Branch, tag or commit followed.
+    pub git_ref: String,
+    /// The file inside the repository.
+    pub path: String,
+    /// How often it is fetched.
+    pub interval: std::time::Duration,
+    /// How git authenticates.
+    pub credential: Option<GitCredential>,
+    /// The `known_hosts` file ssh checks the server's host key against, when not ssh's own.
+    pub known_hosts: Option<PathBuf>,
+    /// The commit whose file is in force (`None` before the first good fetch).
+    pub revision: Option<String>,
+}
+
+/// Where git's credential comes from (never the credential itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GitCredential {
+    /// An https token.
+    Token(TokenSource),
+    /// An ssh private key file.
+    SshKey(PathBuf),
+}
+
 /// GitHub endpoints and credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GitHub {
@@ -267,16 +295,16 @@ pub struct RunnerSpec {
     pub version: Option<String>,
     /// Its own Docker socket and policy, when `docker.enabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub docker: Option<super::docker::DockerPolicy>,
+    pub docker: Option<DockerPolicy>,
     /// Limits of its cgroup (`resources`), applied in place: no restart.
     #[serde(default, skip_serializing_if = "crate::cgroup::Limits::is_empty")]
     pub resources: crate::cgroup::Limits,
     /// What corral empties after each job (`clean`).
     #[serde(default)]
-    pub clean: super::resources::Clean,
+    pub clean: Clean,
     /// What becomes of processes a job leaves running (`leftovers`).
     #[serde(default)]
-    pub leftovers: super::resources::Leftovers,
+    pub leftovers: Leftovers,
     /// The scale set whose JIT configuration registers it (a pool with `engine: scaleset`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_set: Option<String>,
@@ -346,6 +374,27 @@ impl RunnerSpec {
             }
         }
     }
+}
+
+/// A runner's Docker policy, resolved: what its socket lets jobs do.
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "one switch per thing a job may be allowed, as written in the file"
+)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DockerPolicy {
+    /// `--privileged`, privileged exec, unconfined seccomp/AppArmor.
+    pub allow_privileged: bool,
+    /// The host's pid, network, ipc, uts, user and cgroup namespaces.
+    pub allow_host_namespaces: bool,
+    /// `--cap-add`.
+    pub allow_capabilities: bool,
+    /// Devices and GPUs.
+    pub allow_devices: bool,
+    /// Absolute host paths bind mounts may come from, besides the runner's `_work`.
+    pub allow_mounts: Vec<PathBuf>,
+    /// Bytes of built images kept between jobs.
+    pub image_budget: u64,
 }
 
 fn digest(value: &impl Serialize) -> String {

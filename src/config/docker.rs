@@ -1,67 +1,15 @@
-//! `docker`: a runner's own Docker socket (README "Docker access for jobs"), as written and
-//! as resolved. Merged field by field with `defaults.docker`, the entry's value winning.
+//! `docker`: a runner's own Docker socket (README "Docker access for jobs"), resolved into
+//! its `DockerPolicy`. Merged field by field with `defaults.docker`, the entry's value winning.
 
-use std::path::{Component, Path, PathBuf};
-
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use std::path::{Component, Path};
 
 use super::check::{join_clean, Checker};
+use super::desired::DockerPolicy;
 use super::model::{RunnerDefaults, RunnerEntry};
+use super::rules::parse_bytes;
 
 /// Images a runner's jobs built that are kept between jobs, by default (10 GiB).
 pub const DEFAULT_IMAGE_BUDGET: u64 = 10 * 1024 * 1024 * 1024;
-
-/// `docker`, as written.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DockerSpec {
-    /// Serve the runner a Docker socket of its own and set `DOCKER_HOST` for its jobs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enabled: Option<bool>,
-    /// Allow `--privileged` containers and privileged `exec`, and unconfined security options.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allow_privileged: Option<bool>,
-    /// Allow the host's namespaces: `--pid=host`, `--network=host`, `--ipc=host`,
-    /// `--uts=host`, `--userns=host`, `--cgroupns=host`, host-network builds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allow_host_namespaces: Option<bool>,
-    /// Allow `--cap-add`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allow_capabilities: Option<bool>,
-    /// Allow `--device`, `--gpus` and device cgroup rules.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allow_devices: Option<bool>,
-    /// Host paths jobs may bind-mount besides the runner's `_work` (absolute, or relative
-    /// to the config file's directory; `/` allows any).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allow_mounts: Option<Vec<PathBuf>>,
-    /// Most bytes of images the runner's jobs built that are kept between jobs (`10GiB`
-    /// default, `0` keeps none); the oldest go first.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_budget: Option<String>,
-}
-
-/// A runner's Docker policy, resolved: what its socket lets jobs do.
-#[allow(
-    clippy::struct_excessive_bools,
-    reason = "one switch per thing a job may be allowed, as written in the file"
-)]
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct DockerPolicy {
-    /// `--privileged`, privileged exec, unconfined seccomp/AppArmor.
-    pub allow_privileged: bool,
-    /// The host's pid, network, ipc, uts, user and cgroup namespaces.
-    pub allow_host_namespaces: bool,
-    /// `--cap-add`.
-    pub allow_capabilities: bool,
-    /// Devices and GPUs.
-    pub allow_devices: bool,
-    /// Absolute host paths bind mounts may come from, besides the runner's `_work`.
-    pub allow_mounts: Vec<PathBuf>,
-    /// Bytes of built images kept between jobs.
-    pub image_budget: u64,
-}
 
 /// The entry's `docker` merged with `defaults.docker` and checked; `None` when not enabled.
 pub(super) fn resolve(
@@ -116,55 +64,4 @@ pub(super) fn resolve(
         allow_mounts,
         image_budget,
     })
-}
-
-/// `512MiB`, `10GB`, `0`: a byte count with an optional SI (`kB`, `MB`, `GB`, `TB`) or
-/// binary (`KiB`, `MiB`, `GiB`, `TiB`) unit.
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let unit = unit.trim();
-    let factor: u64 = match unit {
-        "" | "B" => 1,
-        "kB" | "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        "TB" => 1_000_000_000_000,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "TiB" => 1 << 40,
-        _ => {
-            return Err(format!(
-                "`{text}` is not a size: write a number with B, kB, MB, GB, TB, KiB, MiB, GiB or TiB (e.g. `10GiB`)"
-            ))
-        }
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(factor))
-        .ok_or_else(|| {
-            format!("`{text}` is not a size: write a whole number and a unit (e.g. `10GiB`)")
-        })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_bytes("0"), Ok(0));
-        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
-        assert_eq!(parse_bytes("10 GB"), Ok(10_000_000_000));
-        assert!(parse_bytes("ten")
-            .expect_err("not a size")
-            .contains("`ten` is not a size"));
-        assert!(parse_bytes("1.5GiB").is_err());
-        assert!(parse_bytes("99999999999TiB").is_err());
-    }
 }

@@ -3,15 +3,14 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use super::check::{join_clean, Checker, DEFAULT_DRAIN};
+use super::check::{join_clean, merged, Checker, DEFAULT_DRAIN};
 use super::desired::{GitHub, GitHubAuth, Pool, Registration, Repo, RunnerSpec};
+use super::instances::{resolve_names, resolve_repos};
 use super::model::{Isolation, RunnerDefaults, RunnerEntry};
 use super::rules;
 use super::scale;
 
 const DEFAULT_USER: &str = "runner";
-/// Largest `count`: a typo such as `count: 1000` should not provision a thousand runners.
-const MAX_COUNT: u32 = 500;
 
 /// Checks `defaults` on their own, so a bad default is reported even when no runner
 /// inherits it yet. Runners that do inherit it report the same error, which is deduplicated.
@@ -38,7 +37,7 @@ pub(super) fn check_defaults(c: &mut Checker<'_>, defaults: &RunnerDefaults) {
     {
         c.check(
             "defaults.docker.image_budget",
-            super::docker::parse_bytes(budget).map(drop),
+            rules::parse_bytes(budget).map(drop),
         );
     }
     super::resources::check_defaults(c, defaults);
@@ -50,31 +49,6 @@ pub(super) fn check_defaults(c: &mut Checker<'_>, defaults: &RunnerDefaults) {
         defaults.drain_timeout.as_ref(),
         DEFAULT_DRAIN,
     );
-}
-
-/// `pick` for a field of the same name in the entry and in `defaults`.
-macro_rules! merged {
-    ($entry:ident, $defaults:ident, $i:ident, $field:ident) => {
-        pick(
-            $entry.$field.as_ref(),
-            $defaults.$field.as_ref(),
-            $i,
-            stringify!($field),
-        )
-    };
-}
-
-/// A merged field: the entry's value, else the default's, with the path where it is written.
-fn pick<'a, T>(
-    own: Option<&'a T>,
-    default: Option<&'a T>,
-    i: usize,
-    field: &str,
-) -> (Option<&'a T>, String) {
-    match own {
-        Some(v) => (Some(v), format!("runners[{i}].{field}")),
-        None => (default, format!("defaults.{field}")),
-    }
 }
 
 /// One entry resolved: every instance name it claims (for uniqueness, whatever the host),
@@ -105,6 +79,8 @@ fn resolve_no_default_labels(
     no_default_labels
 }
 
+/// Resolves entry `i` merged with `defaults`: every field is checked, and an entry without
+/// errors is expanded into its instances.
 pub(super) fn resolve_entry(
     c: &mut Checker<'_>,
     i: usize,
@@ -118,61 +94,47 @@ pub(super) fn resolve_entry(
     c.check(&name_path, rules::check_name(&entry.name));
     check_hosts(c, i, entry.hosts.as_deref());
     let repos = resolve_repos(c, i, entry, defaults, github);
+    let (template, scale, names) = resolve_spec(c, i, entry, defaults, github, dir, &repos);
+    let mut out = Resolved {
+        names: names.iter().flatten().cloned().collect(),
+        ..Resolved::default()
+    };
+    if c.errors.len() == errors_before {
+        expand(
+            &mut out,
+            i,
+            &entry.name,
+            repos,
+            names,
+            &template,
+            scale.as_ref(),
+        );
+    }
+    out
+}
+
+/// What every instance of the entry shares, as a spec without name and repository, with
+/// `scale` and the instance names of each repository's set. Fields are checked in the order
+/// they are written here, which is the order their errors are reported in.
+fn resolve_spec(
+    c: &mut Checker<'_>,
+    i: usize,
+    entry: &RunnerEntry,
+    defaults: &RunnerDefaults,
+    github: &GitHub,
+    dir: &Path,
+    repos: &[(Repo, String)],
+) -> (RunnerSpec, Option<scale::Scale>, Vec<Vec<String>>) {
     let labels = resolve_labels(c, i, entry, defaults);
     let no_default_labels = resolve_no_default_labels(c, i, entry, defaults, &labels);
     let env = resolve_env(c, i, entry, defaults);
-    let (user, user_path) = merged!(entry, defaults, i, user);
-    let user_set = user.is_some();
-    let user = user.cloned().unwrap_or_else(|| DEFAULT_USER.to_string());
-    c.check(&user_path, rules::check_user(&user));
-    let allow_root = merged!(entry, defaults, i, allow_root)
-        .0
-        .copied()
-        .unwrap_or(false);
-    let isolation = resolve_isolation(c, i, entry, defaults, user_set, allow_root);
+    let (user, allow_root, isolation) = resolve_user(c, i, entry, defaults);
     let registration = resolve_registration(c, i, entry, defaults, github, dir);
-    let (ephemeral, ephemeral_path) = merged!(entry, defaults, i, ephemeral);
-    let scale = entry.scale.as_ref().map(|s| {
-        scale::resolve(
-            c,
-            i,
-            entry,
-            s,
-            ephemeral.copied(),
-            &ephemeral_path,
-            &registration,
-        )
-    });
-    let (count, count_path) = merged!(entry, defaults, i, count);
-    // `scale` decides the instances; a `count` in `defaults` does not apply to it.
-    let count = if scale.is_some() {
-        None
-    } else {
-        count.copied()
-    };
-    let instances = scale.as_ref().map_or(count, |s| Some(s.max));
-    let names = set_names(c, i, entry, &repos, instances, &count_path);
+    let (scale, ephemeral) = resolve_scale(c, i, entry, defaults, &registration);
+    let names = resolve_names(c, i, entry, defaults, repos, scale.as_ref().map(|s| s.max));
     let (drain, drain_path) = merged!(entry, defaults, i, drain_timeout);
-    let drain_timeout = c.duration(&drain_path, drain, DEFAULT_DRAIN);
-    let version = resolve_version(c, i, entry, defaults);
-    let docker = super::docker::resolve(c, i, entry, defaults, dir);
-    let resources = super::resources::resolve(c, i, entry, defaults);
-    let all_names = names.iter().flatten().cloned().collect();
-    if c.errors.len() > errors_before {
-        return Resolved {
-            names: all_names,
-            ..Resolved::default()
-        };
-    }
-    let clean = merged!(entry, defaults, i, clean)
-        .0
-        .copied()
-        .unwrap_or_default();
-    let leftovers = merged!(entry, defaults, i, leftovers)
-        .0
-        .copied()
-        .unwrap_or_default();
-    let template = RunnerSpec {
+    // Struct fields are evaluated in the order written: the checks below keep their order.
+    let spec = RunnerSpec {
         name: String::new(),
         entry: i,
         repo: Repo {
@@ -182,35 +144,67 @@ pub(super) fn resolve_entry(
         },
         labels,
         no_default_labels,
-        ephemeral: scale.is_some() || ephemeral.copied().unwrap_or(false),
+        ephemeral,
         env,
-        drain_timeout,
+        drain_timeout: c.duration(&drain_path, drain, DEFAULT_DRAIN),
         user,
         allow_root,
         isolation,
         registration,
         marker: github.marker_label.clone(),
-        version,
-        docker,
-        resources,
-        clean,
-        leftovers,
+        version: resolve_version(c, i, entry, defaults),
+        docker: super::docker::resolve(c, i, entry, defaults, dir),
+        resources: super::resources::resolve(c, i, entry, defaults),
+        clean: or_default(merged!(entry, defaults, i, clean)),
+        leftovers: or_default(merged!(entry, defaults, i, leftovers)),
         scale_set: None,
     };
-    let mut out = Resolved {
-        names: all_names,
-        ..Resolved::default()
-    };
-    expand(
-        &mut out,
-        i,
-        &entry.name,
-        repos,
-        names,
-        &template,
-        scale.as_ref(),
-    );
-    out
+    (spec, scale, names)
+}
+
+/// A merged field with nothing to check: its value, else the type's default.
+fn or_default<T: Copy + Default>((value, _path): (Option<&T>, String)) -> T {
+    value.copied().unwrap_or_default()
+}
+
+/// `user`, `allow_root` and `isolation`: whom the runner runs as.
+fn resolve_user(
+    c: &mut Checker<'_>,
+    i: usize,
+    entry: &RunnerEntry,
+    defaults: &RunnerDefaults,
+) -> (String, bool, Isolation) {
+    let (user, user_path) = merged!(entry, defaults, i, user);
+    let user_set = user.is_some();
+    let user = user.cloned().unwrap_or_else(|| DEFAULT_USER.to_string());
+    c.check(&user_path, rules::check_user(&user));
+    let allow_root = or_default(merged!(entry, defaults, i, allow_root));
+    let isolation = resolve_isolation(c, i, entry, defaults, user_set, allow_root);
+    (user, allow_root, isolation)
+}
+
+/// `ephemeral` and `scale`: the instances are ephemeral when the entry scales or says so.
+fn resolve_scale(
+    c: &mut Checker<'_>,
+    i: usize,
+    entry: &RunnerEntry,
+    defaults: &RunnerDefaults,
+    registration: &Registration,
+) -> (Option<scale::Scale>, bool) {
+    let (ephemeral, ephemeral_path) = merged!(entry, defaults, i, ephemeral);
+    let scale = entry.scale.as_ref().map(|s| {
+        scale::resolve(
+            c,
+            i,
+            entry,
+            s,
+            ephemeral.copied(),
+            &ephemeral_path,
+            registration,
+        )
+    });
+    let ephemeral = scale.is_some() || ephemeral.copied().unwrap_or(false);
+    (scale, ephemeral)
 }
 
 /// `isolation`, refused together with what contradicts it: a user of its own is never root
@@ -240,34 +234,6 @@ fn resolve_isolation(
         }
     }
     isolation
-}
-
-/// The instance names of each repository's set, in the order of `repos`.
-fn set_names(
-    c: &mut Checker<'_>,
-    i: usize,
-    entry: &RunnerEntry,
-    repos: &[(Repo, String)],
-    instances: Option<u32>,
-    count_path: &str,
-) -> Vec<Vec<String>> {
-    let path = if entry.scale.is_some() {
-        format!("runners[{i}].scale.max")
-    } else {
-        count_path.to_string()
-    };
-    repos
-        .iter()
-        .enumerate()
-        .map(|(k, (_, base))| {
-            let base_path = if entry.repos.is_some() {
-                format!("runners[{i}].repos[{k}]")
-            } else {
-                format!("runners[{i}].name")
-            };
-            instance_names(c, &entry.name, base, &base_path, instances, &path)
-        })
-        .collect()
 }
 
 /// `version`, checked.
@@ -351,157 +317,6 @@ fn check_hosts(c: &mut Checker<'_>, i: usize, hosts: Option<&[String]>) {
             c.error(&path, format!("host {host:?} is listed twice"));
         }
     }
-}
-
-/// The instance names of one repository's set: `base`, or `base-1` … `base-N`.
-fn instance_names(
-    c: &mut Checker<'_>,
-    entry_name: &str,
-    base: &str,
-    base_path: &str,
-    count: Option<u32>,
-    count_path: &str,
-) -> Vec<String> {
-    if let Err(message) = rules::check_name(base) {
-        // A bad entry name is reported at `name`; a good one made too long by the repository
-        // it is joined with, at that repository.
-        if base_path.contains(".repos[") && rules::check_name(entry_name).is_ok() {
-            c.error(
-                base_path,
-                format!("runner names for this repository: {message}"),
-            );
-        }
-        return Vec::new();
-    }
-    match count {
-        None => vec![base.to_string()],
-        Some(0) => {
-            // `scale.max: 0` is reported by the scale rules.
-            if !count_path.ends_with("scale.max") {
-                c.error(
-                    count_path,
-                    "count must be at least 1 (remove the entry to have no runner)".into(),
-                );
-            }
-            Vec::new()
-        }
-        Some(n) if n > MAX_COUNT => {
-            let field = count_path.rsplit('.').next().unwrap_or("count");
-            c.error(count_path, format!("{field} {n} is more than {MAX_COUNT}"));
-            Vec::new()
-        }
-        Some(n) => {
-            let last = format!("{base}-{n}");
-            if rules::check_name(&last).is_err() {
-                c.error(
-                    count_path,
-                    format!(
-                        "instance name {last:?} would be longer than {} characters",
-                        rules::MAX_NAME_LEN
-                    ),
-                );
-            }
-            (1..=n).map(|k| format!("{base}-{k}")).collect()
-        }
-    }
-}
-
-/// The entry's repositories, each with the base of its instance names: `repo` gives one
-/// (named `<name>`), `repos` one per item (named `<name>-<repo>`, or `<name>-<owner>-<repo>`
-/// for repositories of the entry that share a name).
-fn resolve_repos(
-    c: &mut Checker<'_>,
-    i: usize,
-    entry: &RunnerEntry,
-    defaults: &RunnerDefaults,
-    github: &GitHub,
-) -> Vec<(Repo, String)> {
-    let Some(list) = &entry.repos else {
-        return resolve_repo(c, i, entry, defaults, github)
-            .map(|repo| (repo, entry.name.clone()))
-            .into_iter()
-            .collect();
-    };
-    if entry.repo.is_some() {
-        c.error(
-            &format!("runners[{i}].repos"),
-            "set repo or repos, not both".into(),
-        );
-        return Vec::new();
-    }
-    if list.is_empty() {
-        c.error(
-            &format!("runners[{i}].repos"),
-            "repos may not be empty".into(),
-        );
-    }
-    let mut repos: Vec<Repo> = Vec::new();
-    for (k, text) in list.iter().enumerate() {
-        let path = format!("runners[{i}].repos[{k}]");
-        match rules::parse_repo(text, &github.web_url).and_then(|r| on_github_host(r, github)) {
-            Ok((owner, name, url)) => {
-                if repos.iter().any(|r| r.url.eq_ignore_ascii_case(&url)) {
-                    c.error(&path, format!("repository {text:?} is listed twice"));
-                } else {
-                    repos.push(Repo { owner, name, url });
-                }
-            }
-            Err(message) => c.error(&path, message),
-        }
-    }
-    let shared = |repo: &Repo| {
-        repos
-            .iter()
-            .filter(|r| r.name.eq_ignore_ascii_case(&repo.name))
-            .count()
-            > 1
-    };
-    repos
-        .iter()
-        .map(|repo| {
-            let part = if shared(repo) {
-                format!("{}-{}", repo.owner, repo.name)
-            } else {
-                repo.name.clone()
-            };
-            (repo.clone(), format!("{}-{part}", entry.name))
-        })
-        .collect()
-}
-
-fn resolve_repo(
-    c: &mut Checker<'_>,
-    i: usize,
-    entry: &RunnerEntry,
-    defaults: &RunnerDefaults,
-    github: &GitHub,
-) -> Option<Repo> {
-    let (repo, path) = merged!(entry, defaults, i, repo);
-    let Some(text) = repo else {
-        c.error(
-            &format!("runners[{i}]"),
-            format!("runner {:?} has no `repo` (or `repos`)", entry.name),
-        );
-        return None;
-    };
-    match rules::parse_repo(text, &github.web_url).and_then(|r| on_github_host(r, github)) {
-        Ok((owner, name, url)) => Some(Repo { owner, name, url }),
-        Err(message) => {
-            c.error(&path, message);
-            None
-        }
-    }
-}
-
-/// A parsed repository, refused when corral has a credential and it is on another host.
-fn on_github_host(
-    repo: (String, String, String),
-    github: &GitHub,
-) -> Result<(String, String, String), String> {
-    if github.auth != GitHubAuth::None {
-        rules::check_repo_host(&repo.2, &github.web_url)?;
-    }
-    Ok(repo)
 }
 
 fn resolve_labels(

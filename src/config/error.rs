@@ -1,7 +1,7 @@
 //! Config errors: each names the file, the position, the field path and the offending value.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::tree::Position;
 
@@ -56,5 +56,27 @@ impl ConfigErrors {
     /// True when there is none (never the case for a returned error).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// `serde_yaml`'s message is `path: text at line L column C`; split it into our fields.
+pub(super) fn serde_error(err: &serde_yaml::Error, path: &Path) -> ConfigError {
+    let text = err.to_string();
+    let text = match text.rfind(" at line ") {
+        Some(cut) if err.location().is_some() => text[..cut].to_string(),
+        _ => text,
+    };
+    let (field, message) = match text.split_once(": ") {
+        Some((field, message)) if !field.contains(' ') => (field.to_string(), message.to_string()),
+        _ => (String::new(), text),
+    };
+    ConfigError {
+        file: path.to_path_buf(),
+        pos: err.location().map(|l| Position {
+            line: l.line(),
+            column: l.column(),
+        }),
+        path: field,
+        message,
     }
 }

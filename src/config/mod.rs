@@ -3,6 +3,20 @@
 //! Loading runs in stages so that a broken file gets every message at once, each with a
 //! position: YAML syntax (yaml-rust2, which keeps positions), unknown fields (walked along
 //! the schema the types derive), types (`serde_yaml`), then the rules of `validate`.
+//!
+//! # Layers
+//!
+//! A module uses only the layers below its own, so there is no import cycle:
+//!
+//! 1. Leaves, shared by all: `tree` (YAML with positions), `error`, `duration`, `rules`
+//!    (single-value rules), `patterns` (schema patterns), `unknown`, `check` (the collector).
+//! 2. The file as written: `model` (serde + schemars types, with `docker`, `resources` and
+//!    `source` sections in its submodules).
+//! 3. The file as resolved: `desired` (`Desired`, `RunnerSpec`, `Pool`, `DockerPolicy`, …).
+//! 4. Resolving and checking: `scale`, `docker`, `resources` and `git` resolve one section;
+//!    `entry` (with `instances`) one `runners` entry; `validate` the whole file.
+//! 5. Loading: this module's parse functions, `source` (the repository's file merged in) and
+//!    `locations`.
 
 mod check;
 mod desired;
@@ -10,6 +24,8 @@ mod docker;
 mod duration;
 mod entry;
 mod error;
+mod git;
+mod instances;
 mod locations;
 mod model;
 mod patterns;
@@ -23,24 +39,24 @@ mod validate;
 
 use std::path::Path;
 
+use error::serde_error;
+
 pub use desired::{
-    scale_set_key, Api, BaseSource, Desired, GitHub, GitHubAuth, Pool, Registration, Repo,
-    RunnerSpec, TokenSource, DEFAULT_DOWNLOAD_URL,
+    scale_set_key, Api, BaseSource, Desired, DockerPolicy, GitCredential, GitHub, GitHubAuth,
+    GitSource, Pool, Registration, Repo, RunnerSpec, TokenSource, DEFAULT_DOWNLOAD_URL,
 };
-pub use docker::{parse_bytes, DockerPolicy, DockerSpec, DEFAULT_IMAGE_BUDGET};
+pub use docker::DEFAULT_IMAGE_BUDGET;
 pub use duration::Duration;
 pub use error::{ConfigError, ConfigErrors};
+pub use git::DEFAULT_SOURCE_INTERVAL;
 pub use locations::status_locations;
 pub use model::{
-    ApiSpec, BaseSpec, GitHubAppSpec, GitHubSpec, Isolation, RunnerDefaults, RunnerEntry,
-    RunnersFile, ScaleEngine, ScaleSpec,
+    ApiSpec, BaseSpec, Clean, DockerSpec, GitHubAppSpec, GitHubSpec, GitSourceSpec, Isolation,
+    Leftovers, ResourcesSpec, RunnerDefaults, RunnerEntry, RunnersFile, ScaleEngine, ScaleSpec,
+    Size, SourceSpec,
 };
-pub use resources::{Clean, Leftovers, ResourcesSpec, Size};
-pub use rules::check_host_id;
-pub use source::{
-    last_good_path, read_last_good, write_last_good, Fleet, GitCredential, GitSource,
-    GitSourceSpec, SourceSpec, DEFAULT_SOURCE_INTERVAL,
-};
+pub use rules::{check_host_id, parse_bytes};
+pub use source::{last_good_path, read_last_good, write_last_good, Fleet};
 pub use tree::Position;
 
 /// The JSON Schema of `runners.yaml`, pretty-printed.
@@ -145,26 +161,4 @@ fn sorted(mut errors: Vec<ConfigError>) -> ConfigErrors {
     // A broken value in `defaults` is reported once, not once per runner that inherits it.
     errors.dedup();
     ConfigErrors(errors)
-}
-
-/// `serde_yaml`'s message is `path: text at line L column C`; split it into our fields.
-pub(crate) fn serde_error(err: &serde_yaml::Error, path: &Path) -> ConfigError {
-    let text = err.to_string();
-    let text = match text.rfind(" at line ") {
-        Some(cut) if err.location().is_some() => text[..cut].to_string(),
-        _ => text,
-    };
-    let (field, message) = match text.split_once(": ") {
-        Some((field, message)) if !field.contains(' ') => (field.to_string(), message.to_string()),
-        _ => (String::new(), text),
-    };
-    ConfigError {
-        file: path.to_path_buf(),
-        pos: err.location().map(|l| Position {
-            line: l.line(),
-            column: l.column(),
-        }),
-        path: field,
-        message,
-    }
 }

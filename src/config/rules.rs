@@ -1,4 +1,4 @@
-//! Single-value rules shared by validation: names, labels, repositories, URLs.
+//! Single-value rules shared by validation: names, labels, repositories, URLs, sizes.
 
 /// Longest runner name: the directory name and GitHub name.
 pub const MAX_NAME_LEN: usize = 64;
@@ -6,6 +6,8 @@ pub const MAX_NAME_LEN: usize = 64;
 pub const MAX_LABEL_LEN: usize = 256;
 /// Most labels a runner may carry (`generate-jitconfig` allows 100).
 pub const MAX_LABELS: usize = 100;
+/// Least memory a runner can start in (the listener alone needs more than this).
+pub const MIN_MEMORY: u64 = 1 << 20;
 
 /// `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`.
 pub fn check_name(name: &str) -> Result<(), String> {
@@ -211,6 +213,40 @@ pub fn parse_repo(text: &str, web_url: &str) -> Result<(String, String, String),
     ))
 }
 
+/// `512MiB`, `10GB`, `0`: a byte count with an optional SI (`kB`, `MB`, `GB`, `TB`) or
+/// binary (`KiB`, `MiB`, `GiB`, `TiB`) unit.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let unit = unit.trim();
+    let factor: u64 = match unit {
+        "" | "B" => 1,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "`{text}` is not a size: write a number with B, kB, MB, GB, TB, KiB, MiB, GiB or TiB (e.g. `10GiB`)"
+            ))
+        }
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .ok_or_else(|| {
+            format!("`{text}` is not a size: write a whole number and a unit (e.g. `10GiB`)")
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,5 +315,17 @@ mod tests {
         ] {
             assert!(parse_repo(bad, gh).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("0"), Ok(0));
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("10 GB"), Ok(10_000_000_000));
+        assert!(parse_bytes("ten")
+            .expect_err("not a size")
+            .contains("`ten` is not a size"));
+        assert!(parse_bytes("1.5GiB").is_err());
+        assert!(parse_bytes("99999999999TiB").is_err());
     }
 }

@@ -36,27 +36,7 @@ pub(super) fn resolve(
     registration: &Registration,
 ) -> Scale {
     let path = format!("runners[{i}].scale");
-    if entry.count.is_some() {
-        c.error(
-            &format!("runners[{i}].count"),
-            "set count or scale, not both".into(),
-        );
-    }
-    if ephemeral == Some(false) {
-        c.error(
-            ephemeral_path,
-            format!(
-                "runner {:?} has `scale`, which needs ephemeral runners: remove ephemeral: false",
-                entry.name
-            ),
-        );
-    }
-    if *registration != Registration::GitHub {
-        c.error(
-            &path,
-            "scale needs github.token_env, github.token_file or github.app (demand is read from the API), not a registration token".into(),
-        );
-    }
+    check_fits_entry(c, i, entry, ephemeral, ephemeral_path, registration);
     if spec.max == 0 {
         c.error(&format!("{path}.max"), "max must be at least 1".into());
     }
@@ -77,6 +57,53 @@ pub(super) fn resolve(
         spec.queued_alert_after.as_ref(),
         DEFAULT_QUEUED_ALERT,
     );
+    let scaleset = resolve_engine(c, &path, spec);
+    Scale {
+        min_idle,
+        max: spec.max,
+        idle_timeout,
+        queued_alert_after,
+        scaleset,
+        set_name: spec.scale_set.clone(),
+    }
+}
+
+/// What `scale` asks of the rest of the entry: no `count`, not `ephemeral: false`, and
+/// corral's own GitHub credential rather than a registration token.
+fn check_fits_entry(
+    c: &mut Checker<'_>,
+    i: usize,
+    entry: &RunnerEntry,
+    ephemeral: Option<bool>,
+    ephemeral_path: &str,
+    registration: &Registration,
+) {
+    if entry.count.is_some() {
+        c.error(
+            &format!("runners[{i}].count"),
+            "set count or scale, not both".into(),
+        );
+    }
+    if ephemeral == Some(false) {
+        c.error(
+            ephemeral_path,
+            format!(
+                "runner {:?} has `scale`, which needs ephemeral runners: remove ephemeral: false",
+                entry.name
+            ),
+        );
+    }
+    if *registration != Registration::GitHub {
+        c.error(
+            &format!("runners[{i}].scale"),
+            "scale needs github.token_env, github.token_file or github.app (demand is read from the API), not a registration token".into(),
+        );
+    }
+}
+
+/// `engine`, and `scale_set`, which only `engine: scaleset` takes; true for the scale set
+/// engine. `path` is the entry's `scale`.
+fn resolve_engine(c: &mut Checker<'_>, path: &str, spec: &ScaleSpec) -> bool {
     let scaleset = spec.engine.unwrap_or_default() == ScaleEngine::Scaleset;
     if let Some(name) = &spec.scale_set {
         if scaleset {
@@ -88,12 +115,5 @@ pub(super) fn resolve(
             );
         }
     }
-    Scale {
-        min_idle,
-        max: spec.max,
-        idle_timeout,
-        queued_alert_after,
-        scaleset,
-        set_name: spec.scale_set.clone(),
-    }
+    scaleset
 }

@@ -12,60 +12,18 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::check::join_clean;
-use super::desired::{Desired, TokenSource};
-use super::duration::Duration;
-use super::error::ConfigError;
-use super::model::{RunnerDefaults, RunnerEntry, RunnersFile};
-use super::patterns;
-use super::tree::{self, Node, NodeKind, Position};
+use super::desired::{Desired, GitSource};
+use super::error::{serde_error, ConfigError};
+use super::git::check_source;
+use super::model::{GitSourceSpec, RunnerDefaults, RunnerEntry, RunnersFile};
+use super::tree::{self, Key, Node, NodeKind, Position};
+use super::unknown::{unknown_fields, UnknownField};
 
-/// How often the repository is fetched when `interval` is not set.
-pub const DEFAULT_SOURCE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 /// The fields the repository's file may hold; every other top-level field is the host's.
 pub const FLEET_FIELDS: [&str; 3] = ["defaults", "runners", "max_runners"];
-
-/// `source`: where the runner list comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SourceSpec {
-    /// A git repository followed the `GitOps` way.
-    pub git: GitSourceSpec,
-}
-
-/// `source.git`: the repository, the revision followed and the file inside it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct GitSourceSpec {
-    /// Repository URL: `https://`, `ssh://` or `file://` (no credentials in it).
-    #[schemars(regex(pattern = r"^(https|ssh|file)://"))]
-    pub url: String,
-    /// A branch, tag or commit (default `HEAD`, the remote's default branch).
-    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
-    pub git_ref: Option<String>,
-    /// The file inside the repository, holding `defaults`, `runners` and `max_runners` only.
-    pub path: String,
-    /// How often the repository is fetched (default 1m); a push webhook fetches at once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interval: Option<Duration>,
-    /// Environment variable holding an https token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = patterns::ENV_NAME))]
-    pub token_env: Option<String>,
-    /// File holding an https token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_file: Option<PathBuf>,
-    /// Private key file for an `ssh://` URL.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ssh_key_file: Option<PathBuf>,
-    /// `known_hosts` file holding the `ssh://` server's host key (default: ssh's own,
-    /// `~/.ssh/known_hosts` of corral's user and `/etc/ssh/ssh_known_hosts`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub known_hosts_file: Option<PathBuf>,
-}
 
 /// The repository's file: what the fleet shares.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
@@ -77,34 +35,6 @@ struct FleetFile {
     runners: Vec<RunnerEntry>,
     #[serde(default)]
     max_runners: Option<u32>,
-}
-
-/// A resolved git source.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GitSource {
-    /// Repository URL as written.
-    pub url: String,
-    /// Branch, tag or commit followed.
-    pub git_ref: String,
-    /// The file inside the repository.
-    pub path: String,
-    /// How often it is fetched.
-    pub interval: std::time::Duration,
-    /// How git authenticates.
-    pub credential: Option<GitCredential>,
-    /// The `known_hosts` file ssh checks the server's host key against, when not ssh's own.
-    pub known_hosts: Option<PathBuf>,
-    /// The commit whose file is in force (`None` before the first good fetch).
-    pub revision: Option<String>,
-}
-
-/// Where git's credential comes from (never the credential itself).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GitCredential {
-    /// An https token.
-    Token(TokenSource),
-    /// An ssh private key file.
-    SshKey(PathBuf),
 }
 
 /// One revision of the repository's file.
@@ -165,33 +95,11 @@ pub(super) fn resolve(
     };
     let spec = &spec.git;
     let positions = root.positions();
-    let local_error = |path: &str, message: String| ConfigError {
-        file: config_path.to_path_buf(),
-        pos: positions
-            .get(&format!("{path}#key"))
-            .or_else(|| positions.get(path))
-            .copied(),
-        path: path.to_string(),
-        message,
-    };
-    let mut errors = Vec::new();
-    if let NodeKind::Map(entries) = &root.kind {
-        for (key, _) in entries {
-            if FLEET_FIELDS.contains(&key.name.as_str()) {
-                errors.push(local_error(
-                    &key.name,
-                    format!(
-                        "`{}` belongs in the repository's file `{}` when the local file has a `source`",
-                        key.name, spec.path
-                    ),
-                ));
-            }
-        }
-    }
     let absolute = std::path::absolute(config_path).unwrap_or_else(|_| config_path.to_path_buf());
     let dir = absolute.parent().unwrap_or(Path::new("/")).to_path_buf();
-    let mut source = check_source(spec, &dir, &mut |path, message| {
-        errors.push(local_error(path, message));
+    let mut errors = Vec::new();
+    let mut source = check_local(root, spec, &dir, &mut |path, message| {
+        errors.push(local_error(config_path, &positions, path, message));
     });
     let state_dir = join_clean(&dir, &file.state_dir);
     let kept;
@@ -202,51 +110,106 @@ pub(super) fn resolve(
         kept.as_ref()
     };
     let fleet_path = PathBuf::from(&spec.path);
-    let (fleet_file, fleet_positions) = match fleet {
-        Some(fleet) => match parse_fleet(&fleet.text, &fleet_path) {
-            Ok(parsed) => parsed,
-            Err(mut errs) => {
-                errors.append(&mut errs);
-                (FleetFile::default(), BTreeMap::new())
-            }
-        },
+    let parsed = match fleet.map(|fleet| parse_fleet(&fleet.text, &fleet_path)) {
+        Some(Ok(parsed)) => parsed,
+        Some(Err(mut errs)) => {
+            errors.append(&mut errs);
+            (FleetFile::default(), BTreeMap::new())
+        }
         None => (FleetFile::default(), BTreeMap::new()),
     };
     if !errors.is_empty() {
         return Err(errors);
     }
-    let mut merged = file.clone();
-    merged.source = None;
-    merged.defaults = fleet_file.defaults;
-    merged.runners = fleet_file.runners;
-    merged.max_runners = fleet_file.max_runners;
-    let is_fleet = |path: &str| {
-        FLEET_FIELDS.iter().any(|f| {
-            path.strip_prefix(f)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[', '#']))
-        })
-    };
-    let mut all: BTreeMap<String, Position> = positions
-        .into_iter()
-        .filter(|(k, _)| !is_fleet(k))
-        .collect();
-    all.extend(fleet_positions);
-    let mut desired =
-        super::validate::resolve(&merged, config_path, &all, host_id).map_err(|errs| {
-            errs.into_iter()
-                .map(|mut e| {
-                    if is_fleet(&e.path) {
-                        e.file.clone_from(&fleet_path);
-                    }
-                    e
-                })
-                .collect::<Vec<_>>()
-        })?;
+    let mut desired = resolve_merged(file, positions, parsed, config_path, &fleet_path, host_id)?;
     if let Some(source) = source.as_mut() {
         source.revision = fleet.map(|f| f.commit.clone());
     }
     desired.source = source;
     Ok(desired)
+}
+
+/// An error in the local file at `path`, positioned at its key when it has one.
+fn local_error(
+    config_path: &Path,
+    positions: &BTreeMap<String, Position>,
+    path: &str,
+    message: String,
+) -> ConfigError {
+    ConfigError {
+        file: config_path.to_path_buf(),
+        pos: positions
+            .get(&format!("{path}#key"))
+            .or_else(|| positions.get(path))
+            .copied(),
+        path: path.to_string(),
+        message,
+    }
+}
+
+/// The local file's own checks when it has a `source`: no fleet field in it, and a valid
+/// `source.git`, resolved. Reports through `err(field, message)`.
+fn check_local(
+    root: &Node,
+    spec: &GitSourceSpec,
+    dir: &Path,
+    err: &mut dyn FnMut(&str, String),
+) -> Option<GitSource> {
+    if let NodeKind::Map(entries) = &root.kind {
+        for (key, _) in entries {
+            if FLEET_FIELDS.contains(&key.name.as_str()) {
+                err(
+                    &key.name,
+                    format!(
+                        "`{}` belongs in the repository's file `{}` when the local file has a `source`",
+                        key.name, spec.path
+                    ),
+                );
+            }
+        }
+    }
+    check_source(spec, dir, err)
+}
+
+/// True for a field path inside `defaults`, `runners` or `max_runners`.
+fn is_fleet_path(path: &str) -> bool {
+    FLEET_FIELDS.iter().any(|f| {
+        path.strip_prefix(f)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[', '#']))
+    })
+}
+
+/// Resolves the local file with the fleet fields of the repository's file (`parsed`, with
+/// their positions there); each error names the file its field is in.
+fn resolve_merged(
+    file: &RunnersFile,
+    positions: BTreeMap<String, Position>,
+    parsed: (FleetFile, BTreeMap<String, Position>),
+    config_path: &Path,
+    fleet_path: &Path,
+    host_id: &str,
+) -> Result<Desired, Vec<ConfigError>> {
+    let (fleet_file, fleet_positions) = parsed;
+    let mut merged = file.clone();
+    merged.source = None;
+    merged.defaults = fleet_file.defaults;
+    merged.runners = fleet_file.runners;
+    merged.max_runners = fleet_file.max_runners;
+    let mut all: BTreeMap<String, Position> = positions
+        .into_iter()
+        .filter(|(k, _)| !is_fleet_path(k))
+        .collect();
+    all.extend(fleet_positions);
+    super::validate::resolve(&merged, config_path, &all, host_id).map_err(|errs| {
+        errs.into_iter()
+            .map(|mut e| {
+                if is_fleet_path(&e.path) {
+                    e.file = fleet_path.to_path_buf();
+                }
+                e
+            })
+            .collect()
+    })
 }
 
 /// The repository's file, checked alone: YAML, host fields, unknown fields, types.
@@ -272,7 +235,6 @@ fn parse_fleet(
             )])
         }
     };
-    let mut errors = Vec::new();
     let NodeKind::Map(entries) = &root.kind else {
         return Err(vec![error(
             Some(root.pos),
@@ -281,10 +243,28 @@ fn parse_fleet(
                 .into(),
         )]);
     };
+    let errors: Vec<ConfigError> = non_fleet_fields(entries)
+        .into_iter()
+        .chain(unknown_fleet_fields(&root))
+        .map(|u| error(Some(u.pos), &u.path, u.message))
+        .collect();
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    match serde_yaml::from_str::<FleetFile>(text) {
+        Ok(file) => Ok((file, root.positions())),
+        Err(err) => Err(vec![serde_error(&err, path)]),
+    }
+}
+
+/// Top-level fields of the repository's file other than the fleet's: host fields, which
+/// belong in the local file, and unknown ones.
+fn non_fleet_fields(entries: &[(Key, Node)]) -> Vec<UnknownField> {
     let host_fields = serde_json::to_value(schemars::schema_for!(RunnersFile))
         .ok()
         .and_then(|s| s.get("properties").and_then(|p| p.as_object()).cloned())
         .unwrap_or_default();
+    let mut fields = Vec::new();
     for (key, _) in entries {
         if FLEET_FIELDS.contains(&key.name.as_str()) {
             continue;
@@ -300,163 +280,24 @@ fn parse_fleet(
                 key.name
             )
         };
-        errors.push(error(Some(key.pos), &key.name, message));
+        fields.push(UnknownField {
+            path: key.name.clone(),
+            pos: key.pos,
+            message,
+        });
     }
+    fields
+}
+
+/// Unknown fields inside `defaults`, `runners` and `max_runners`.
+fn unknown_fleet_fields(root: &Node) -> Vec<UnknownField> {
     let schema = serde_json::to_value(schemars::schema_for!(RunnersFile)).unwrap_or_default();
-    errors.extend(
-        super::unknown::unknown_fields(&root, &schema)
-            .into_iter()
-            .filter(|u| {
-                FLEET_FIELDS
-                    .iter()
-                    .any(|f| u.path.starts_with(f) && u.path != *f)
-            })
-            .map(|u| error(Some(u.pos), &u.path, u.message)),
-    );
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    match serde_yaml::from_str::<FleetFile>(text) {
-        Ok(file) => Ok((file, root.positions())),
-        Err(err) => Err(vec![super::serde_error(&err, path)]),
-    }
-}
-
-/// Checks `source.git` and resolves it; reports through `err(field, message)`.
-fn check_source(
-    spec: &GitSourceSpec,
-    dir: &Path,
-    err: &mut dyn FnMut(&str, String),
-) -> Option<GitSource> {
-    let before = std::cell::Cell::new(0usize);
-    let mut fail = |path: &str, message: String| {
-        before.set(before.get() + 1);
-        err(path, message);
-    };
-    let scheme = ["https://", "ssh://", "file://"]
+    unknown_fields(root, &schema)
         .into_iter()
-        .find(|s| spec.url.starts_with(s));
-    match scheme {
-        None => fail(
-            "source.git.url",
-            format!(
-                "`{}` is not a git URL corral follows: write `https://`, `ssh://` or `file://`",
-                spec.url
-            ),
-        ),
-        Some(scheme) => {
-            let rest = &spec.url[scheme.len()..];
-            let authority = rest.split('/').next().unwrap_or("");
-            if let Some((userinfo, _)) = authority.rsplit_once('@') {
-                if userinfo.contains(':') || scheme == "https://" {
-                    fail(
-                        "source.git.url",
-                        "the URL carries credentials, which would put a secret in the file; \
-                         name where the token is with `token_env` or `token_file`"
-                            .into(),
-                    );
-                }
-            }
-        }
-    }
-    let path = Path::new(&spec.path);
-    if spec.path.is_empty()
-        || path.is_absolute()
-        || path
-            .components()
-            .any(|c| !matches!(c, std::path::Component::Normal(_)))
-    {
-        fail(
-            "source.git.path",
-            format!(
-                "`{}` must be a relative path inside the repository, without `..`",
-                spec.path
-            ),
-        );
-    }
-    let git_ref = spec.git_ref.clone().unwrap_or_else(|| "HEAD".to_string());
-    if git_ref.is_empty()
-        || git_ref.starts_with('-')
-        || git_ref.contains("..")
-        || git_ref
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || ":~^?*[\\".contains(c))
-    {
-        fail(
-            "source.git.ref",
-            format!("`{git_ref}` is not a branch, tag or commit name"),
-        );
-    }
-    let interval = match spec.interval.as_ref().map(Duration::parse) {
-        None => DEFAULT_SOURCE_INTERVAL,
-        Some(Ok(d)) if d >= std::time::Duration::from_secs(1) => d,
-        Some(Ok(_)) => {
-            fail("source.git.interval", "interval must be at least 1s".into());
-            DEFAULT_SOURCE_INTERVAL
-        }
-        Some(Err(message)) => {
-            fail("source.git.interval", message);
-            DEFAULT_SOURCE_INTERVAL
-        }
-    };
-    let credential = check_credential(spec, scheme, dir, &mut fail);
-    let known_hosts = spec.known_hosts_file.as_ref().map(|f| join_clean(dir, f));
-    if known_hosts.is_some() && scheme.is_some_and(|s| s != "ssh://") {
-        fail(
-            "source.git.known_hosts_file",
-            "`known_hosts_file` is for an `ssh://` URL".into(),
-        );
-    }
-    (before.get() == 0).then(|| GitSource {
-        url: spec.url.clone(),
-        git_ref,
-        path: spec.path.clone(),
-        interval,
-        credential,
-        known_hosts,
-        revision: None,
-    })
-}
-
-/// `token_env` | `token_file` | `ssh_key_file`: at most one, fitting the URL's scheme.
-fn check_credential(
-    spec: &GitSourceSpec,
-    scheme: Option<&str>,
-    dir: &Path,
-    fail: &mut dyn FnMut(&str, String),
-) -> Option<GitCredential> {
-    let forms = [
-        spec.token_env.is_some(),
-        spec.token_file.is_some(),
-        spec.ssh_key_file.is_some(),
-    ];
-    if forms.iter().filter(|f| **f).count() > 1 {
-        fail(
-            "source.git",
-            "set at most one of `token_env`, `token_file`, `ssh_key_file`".into(),
-        );
-    }
-    let credential = if let Some(name) = &spec.token_env {
-        Some(GitCredential::Token(TokenSource::Env(name.clone())))
-    } else if let Some(file) = &spec.token_file {
-        Some(GitCredential::Token(TokenSource::File(join_clean(
-            dir, file,
-        ))))
-    } else {
-        spec.ssh_key_file
-            .as_ref()
-            .map(|file| GitCredential::SshKey(join_clean(dir, file)))
-    };
-    match (&credential, scheme) {
-        (Some(GitCredential::Token(_)), Some(s)) if s != "https://" => fail(
-            "source.git",
-            "`token_env`/`token_file` are for an `https://` URL".into(),
-        ),
-        (Some(GitCredential::SshKey(_)), Some(s)) if s != "ssh://" => fail(
-            "source.git.ssh_key_file",
-            "`ssh_key_file` is for an `ssh://` URL".into(),
-        ),
-        _ => {}
-    }
-    credential
+        .filter(|u| {
+            FLEET_FIELDS
+                .iter()
+                .any(|f| u.path.starts_with(f) && u.path != *f)
+        })
+        .collect()
 }

@@ -31,21 +31,83 @@ pub fn resolve(
     let mut c = Checker::new(config_path, positions);
     let absolute = std::path::absolute(config_path).unwrap_or_else(|_| config_path.to_path_buf());
     let dir = absolute.parent().unwrap_or(Path::new("/"));
-    let base = resolve_base(&mut c, &file.base, dir);
-    let download_url = match &base {
-        BaseSource::Version { download_url, .. } => download_url.clone(),
-        BaseSource::Path(_) => download_url(&mut c, &file.base),
-    };
-    let base_prune_after = c.duration(
-        "base.prune_after",
-        file.base.prune_after.as_ref(),
-        DEFAULT_BASE_PRUNE_AFTER,
-    );
+    // The sections are checked in this order, which is the order of errors at one position.
+    let base = resolve_base_section(&mut c, &file.base, dir);
     let github = resolve_github(&mut c, file.github.as_ref(), dir);
     if file.state_dir.as_os_str().is_empty() {
         c.error("state_dir", "state_dir may not be empty".into());
     }
-    let (fixed, pools, elsewhere) = resolve_entries(&mut c, file, &github, dir, host_id);
+    let runners = resolve_runners(&mut c, file, &github, dir, host_id);
+    let host = resolve_host_settings(&mut c, file, dir);
+    if !c.errors.is_empty() {
+        return Err(c.errors);
+    }
+    Ok(Desired {
+        config_path: absolute.clone(),
+        state_dir: join_clean(dir, &file.state_dir),
+        base: base.source,
+        github: Some(github).filter(|g| g.auth != GitHubAuth::None || file.github.is_some()),
+        resync_interval: host.resync_interval,
+        shutdown_timeout: host.shutdown_timeout,
+        api: host.api,
+        max_unavailable: file.max_unavailable.unwrap_or(1).max(1),
+        download_url: base.download_url,
+        base_prune_after: base.prune_after,
+        update_check_interval: host.update_check_interval,
+        runners: runners.runners,
+        host_id: host_id.to_string(),
+        elsewhere: runners.elsewhere,
+        max_runners: file.max_runners,
+        capped: runners.capped,
+        pools: runners.pools,
+        demand_poll_interval: runners.demand_poll_interval,
+        source: None,
+    })
+}
+
+/// `base` resolved: where the runner software comes from and how releases are handled.
+struct BaseSection {
+    source: BaseSource,
+    download_url: String,
+    prune_after: std::time::Duration,
+}
+
+fn resolve_base_section(c: &mut Checker<'_>, base: &BaseSpec, dir: &Path) -> BaseSection {
+    let source = resolve_base(c, base, dir);
+    let download_url = match &source {
+        BaseSource::Version { download_url, .. } => download_url.clone(),
+        BaseSource::Path(_) => download_url(c, base),
+    };
+    let prune_after = c.duration(
+        "base.prune_after",
+        base.prune_after.as_ref(),
+        DEFAULT_BASE_PRUNE_AFTER,
+    );
+    BaseSection {
+        source,
+        download_url,
+        prune_after,
+    }
+}
+
+/// The runners this host runs, after `max_runners`, and how the pools' demand is polled.
+struct RunnerSet {
+    runners: BTreeMap<String, RunnerSpec>,
+    capped: Vec<String>,
+    pools: Vec<Pool>,
+    elsewhere: Vec<String>,
+    demand_poll_interval: std::time::Duration,
+}
+
+/// `runners`, `max_runners`, `demand_poll_interval` and `defaults`.
+fn resolve_runners(
+    c: &mut Checker<'_>,
+    file: &RunnersFile,
+    github: &GitHub,
+    dir: &Path,
+    host_id: &str,
+) -> RunnerSet {
+    let (fixed, pools, elsewhere) = resolve_entries(c, file, github, dir, host_id);
     if file.max_runners == Some(0) {
         c.error("max_runners", "max_runners must be at least 1".into());
     }
@@ -62,7 +124,26 @@ pub fn resolve(
         file.demand_poll_interval.as_ref(),
         DEFAULT_DEMAND_POLL,
     );
-    check_defaults(&mut c, &file.defaults);
+    check_defaults(c, &file.defaults);
+    RunnerSet {
+        runners,
+        capped,
+        pools,
+        elsewhere,
+        demand_poll_interval,
+    }
+}
+
+/// The host-wide settings that are not about runners.
+struct HostSettings {
+    update_check_interval: std::time::Duration,
+    api: Option<Api>,
+    shutdown_timeout: std::time::Duration,
+    resync_interval: std::time::Duration,
+}
+
+/// `update_check_interval`, `max_unavailable`, `api`, `shutdown_timeout`, `resync_interval`.
+fn resolve_host_settings(c: &mut Checker<'_>, file: &RunnersFile, dir: &Path) -> HostSettings {
     let update_check_interval = c.duration(
         "update_check_interval",
         file.update_check_interval.as_ref(),
@@ -74,10 +155,7 @@ pub fn resolve(
             "max_unavailable must be at least 1".into(),
         );
     }
-    let api = file
-        .api
-        .as_ref()
-        .and_then(|spec| resolve_api(&mut c, spec, dir));
+    let api = file.api.as_ref().and_then(|spec| resolve_api(c, spec, dir));
     let shutdown_timeout = c.duration(
         "shutdown_timeout",
         file.shutdown_timeout.as_ref(),
@@ -88,30 +166,12 @@ pub fn resolve(
         file.resync_interval.as_ref(),
         DEFAULT_RESYNC,
     );
-    if !c.errors.is_empty() {
-        return Err(c.errors);
-    }
-    Ok(Desired {
-        config_path: absolute.clone(),
-        state_dir: join_clean(dir, &file.state_dir),
-        base,
-        github: Some(github).filter(|g| g.auth != GitHubAuth::None || file.github.is_some()),
-        resync_interval,
-        shutdown_timeout,
-        api,
-        max_unavailable: file.max_unavailable.unwrap_or(1).max(1),
-        download_url,
-        base_prune_after,
+    HostSettings {
         update_check_interval,
-        runners,
-        host_id: host_id.to_string(),
-        elsewhere,
-        max_runners: file.max_runners,
-        capped,
-        pools,
-        demand_poll_interval,
-        source: None,
-    })
+        api,
+        shutdown_timeout,
+        resync_interval,
+    }
 }
 
 /// Every entry: the fixed instances and pools this host runs, and the entries it leaves to

@@ -9,6 +9,14 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod docker;
+mod resources;
+mod source;
+
+pub use docker::DockerSpec;
+pub use resources::{Clean, Leftovers, ResourcesSpec, Size};
+pub use source::{GitSourceSpec, SourceSpec};
+
 use super::duration::Duration;
 use super::patterns;
 
@@ -51,7 +59,7 @@ pub struct RunnersFile {
     pub github: Option<GitHubSpec>,
     /// Follow `defaults`, `runners` and `max_runners` from a git repository (DESIGN.md §6).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<super::source::SourceSpec>,
+    pub source: Option<SourceSpec>,
     /// Values every runner entry inherits unless it sets its own.
     #[serde(default)]
     pub defaults: RunnerDefaults,
@@ -282,18 +290,18 @@ macro_rules! runner_struct {
         pub registration_token_file: Option<PathBuf>,
         /// A Docker socket of the runner's own, with what its jobs may do (`enabled: true`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub docker: Option<super::docker::DockerSpec>,
+        pub docker: Option<DockerSpec>,
         /// Limits of the runner's cgroup, its jobs included: `{ cpu: 2, memory: 4GiB, pids: 4096 }`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub resources: Option<super::resources::ResourcesSpec>,
+        pub resources: Option<ResourcesSpec>,
         /// `workspace`: empty `_work` after every job, but the tool cache (`_work/_tool`);
         /// `none` (default): as the runner leaves it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub clean: Option<super::resources::Clean>,
+        pub clean: Option<Clean>,
         /// Processes a job leaves running: `kill` them once the job ends (default), or
         /// `keep` them until the runner is removed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub leftovers: Option<super::resources::Leftovers>,
+        pub leftovers: Option<Leftovers>,
         }
     };
 }
