@@ -33,10 +33,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::process::Command;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use crate::config::{Fleet, GitCredential, GitSource, TokenSource};
-use crate::controller::Trigger;
 
 /// Longest a single git command may run.
 pub const FETCH_DEADLINE: Duration = Duration::from_secs(120);
@@ -88,15 +87,17 @@ pub struct Follower {
 
 impl Follower {
     /// Starts fetching `source` into `<state_dir>/source`, at once and then every interval;
-    /// each result becomes a [`Trigger::SourceFetched`].
+    /// each result is handed to `deliver`, which says whether anyone still listens (`false`
+    /// ends the task). A callback rather than the controller's channel, so this module does
+    /// not depend on the controller that wraps each result into its own trigger.
     pub fn spawn(
         source: GitSource,
         state_dir: &Path,
-        triggers: mpsc::UnboundedSender<Trigger>,
+        deliver: impl FnMut(Fetched) -> bool + Send + 'static,
         kick: Arc<Notify>,
     ) -> Self {
         let dir = state_dir.join("source");
-        let task = tokio::spawn(follow(source.clone(), dir, triggers, kick.clone()));
+        let task = tokio::spawn(follow(source.clone(), dir, deliver, kick.clone()));
         Follower { source, kick, task }
     }
 
@@ -121,7 +122,7 @@ impl Drop for Follower {
 async fn follow(
     source: GitSource,
     dir: PathBuf,
-    triggers: mpsc::UnboundedSender<Trigger>,
+    mut deliver: impl FnMut(Fetched) -> bool,
     kick: Arc<Notify>,
 ) {
     let mut failures: u32 = 0;
@@ -144,10 +145,7 @@ async fn follow(
             at: SystemTime::now(),
             result,
         };
-        if triggers
-            .send(Trigger::SourceFetched(Box::new(fetched)))
-            .is_err()
-        {
+        if !deliver(fetched) {
             return;
         }
         tokio::select! {
