@@ -102,7 +102,15 @@ pub fn extract_within(tarball: &Path, dest: &Path, limits: Limits) -> Result<usi
         inner: GzDecoder::new(io::BufReader::new(file)),
         meter: std::rc::Rc::clone(&meter),
     });
-    let (mut dirs, mut links, mut count, mut file_bytes) = (Vec::new(), Vec::new(), 0_usize, 0_u64);
+    let mut placed = Extraction {
+        dest,
+        limits,
+        meter: &meter,
+        dirs: Vec::new(),
+        links: Vec::new(),
+        file_bytes: 0,
+    };
+    let mut count = 0_usize;
     for entry in archive.entries().map_err(archive_err)? {
         let mut entry = entry.map_err(archive_err)?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
@@ -117,37 +125,73 @@ pub fn extract_within(tarball: &Path, dest: &Path, limits: Limits) -> Result<usi
         };
         prepare_parents(dest, &rel, &name)?;
         let mode = entry.header().mode().map_err(archive_err)? & MODE_MASK;
+        if placed.place(&mut entry, rel, name, mode)? {
+            count += 1;
+        }
+    }
+    finish(dest, &placed.links, placed.dirs)?;
+    Ok(count)
+}
+
+/// One extraction under way: where to, within what, and what [`finish`] needs of the
+/// entries placed so far.
+struct Extraction<'a> {
+    dest: &'a Path,
+    limits: Limits,
+    meter: &'a Meter,
+    /// Directories and their modes, set last.
+    dirs: Vec<(PathBuf, u32)>,
+    /// Symlinks, checked again once all are in place.
+    links: Vec<(PathBuf, String)>,
+    /// File bytes declared so far.
+    file_bytes: u64,
+}
+
+impl Extraction<'_> {
+    /// Writes `entry` at `dest/rel` (its parents ready); false for an entry that writes
+    /// nothing and does not count (a global PAX header).
+    fn place<R: io::Read>(
+        &mut self,
+        entry: &mut Entry<'_, R>,
+        rel: PathBuf,
+        name: String,
+        mode: u32,
+    ) -> Result<bool, BasesError> {
+        let dest = self.dest;
         match entry.header().entry_type() {
             EntryType::Directory => {
                 make_dir(dest, &rel, &name)?;
-                dirs.push((rel, mode));
+                self.dirs.push((rel, mode));
             }
             EntryType::Regular | EntryType::Continuous => {
                 // Checked on the declared size, before a byte is written.
-                file_bytes = file_bytes.saturating_add(entry.size());
-                if file_bytes > limits.file_bytes {
+                self.file_bytes = self.file_bytes.saturating_add(entry.size());
+                if self.file_bytes > self.limits.file_bytes {
                     return Err(BasesError::unsafe_entry(
                         name,
-                        format!("the archive's files exceed {} MiB", limits.file_bytes >> 20),
+                        format!(
+                            "the archive's files exceed {} MiB",
+                            self.limits.file_bytes >> 20
+                        ),
                     ));
                 }
-                meter.in_file.set(true);
-                let written = write_file(&mut entry, dest, &rel, mode);
-                meter.in_file.set(false);
+                self.meter.in_file.set(true);
+                let written = write_file(entry, dest, &rel, mode);
+                self.meter.in_file.set(false);
                 written?;
             }
             EntryType::Symlink => {
-                make_symlink(&entry, dest, &rel, &name)?;
-                links.push((rel, name));
+                make_symlink(entry, dest, &rel, &name)?;
+                self.links.push((rel, name));
             }
-            EntryType::Link => make_hard_link(&entry, dest, &rel, &name)?,
+            EntryType::Link => make_hard_link(entry, dest, &rel, &name)?,
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 return Err(BasesError::unsafe_entry(
                     name,
                     "device or fifo entries are refused",
                 ));
             }
-            EntryType::XGlobalHeader => continue,
+            EntryType::XGlobalHeader => return Ok(false),
             other => {
                 return Err(BasesError::unsafe_entry(
                     name,
@@ -155,10 +199,8 @@ pub fn extract_within(tarball: &Path, dest: &Path, limits: Limits) -> Result<usi
                 ));
             }
         }
-        count += 1;
+        Ok(true)
     }
-    finish(dest, &links, dirs)?;
-    Ok(count)
 }
 
 /// With every entry in place: each symlink must still resolve inside, through the others; then
