@@ -484,5 +484,5 @@ fn plan_removed(name: &str, seen: &ObservedRunner, out: &mut Vec<Action>) {
 }
 
 #[cfg(test)]
-#[path = "reconcile_tests.rs"]
+#[path = "reconcile_tests/mod.rs"]
 mod tests;
