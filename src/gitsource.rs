@@ -33,10 +33,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::process::Command;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use crate::config::{Fleet, GitCredential, GitSource, TokenSource};
-use crate::controller::Trigger;
 
 /// Longest a single git command may run.
 pub const FETCH_DEADLINE: Duration = Duration::from_secs(120);
@@ -88,15 +87,17 @@ pub struct Follower {
 
 impl Follower {
     /// Starts fetching `source` into `<state_dir>/source`, at once and then every interval;
-    /// each result becomes a [`Trigger::SourceFetched`].
+    /// each result is handed to `deliver`, which says whether anyone still listens (`false`
+    /// ends the task). A callback rather than the controller's channel, so this module does
+    /// not depend on the controller that wraps each result into its own trigger.
     pub fn spawn(
         source: GitSource,
         state_dir: &Path,
-        triggers: mpsc::UnboundedSender<Trigger>,
+        deliver: impl FnMut(Fetched) -> bool + Send + 'static,
         kick: Arc<Notify>,
     ) -> Self {
         let dir = state_dir.join("source");
-        let task = tokio::spawn(follow(source.clone(), dir, triggers, kick.clone()));
+        let task = tokio::spawn(follow(source.clone(), dir, deliver, kick.clone()));
         Follower { source, kick, task }
     }
 
@@ -121,7 +122,7 @@ impl Drop for Follower {
 async fn follow(
     source: GitSource,
     dir: PathBuf,
-    triggers: mpsc::UnboundedSender<Trigger>,
+    mut deliver: impl FnMut(Fetched) -> bool,
     kick: Arc<Notify>,
 ) {
     let mut failures: u32 = 0;
@@ -144,10 +145,7 @@ async fn follow(
             at: SystemTime::now(),
             result,
         };
-        if triggers
-            .send(Trigger::SourceFetched(Box::new(fetched)))
-            .is_err()
-        {
+        if !deliver(fetched) {
             return;
         }
         tokio::select! {
@@ -173,10 +171,32 @@ pub async fn fetch(source: &GitSource, dir: &Path, deadline: Duration) -> Result
         init.arg("init").arg("--bare").arg("-q").arg(&repo);
         run(init, deadline, "git init").await?;
     }
+    let commit = fetch_ref(source, dir, &repo, deadline).await?;
+    keep_only(source, dir, &repo, &commit, deadline).await?;
+    let mut show = git(source, dir)?;
+    show.arg("-C")
+        .arg(&repo)
+        .args(["cat-file", "blob"])
+        .arg(format!("{commit}:{}", source.path));
+    let bytes = run(show, deadline, "git cat-file")
+        .await
+        .map_err(|_| format!("commit {commit} has no file `{}`", source.path))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| format!("commit {commit}: `{}` is not UTF-8 text", source.path))?;
+    Ok(Fleet { commit, text })
+}
+
+/// Fetches `ref` into `repo`; returns the commit it names now.
+async fn fetch_ref(
+    source: &GitSource,
+    dir: &Path,
+    repo: &Path,
+    deadline: Duration,
+) -> Result<String, String> {
     let mut fetch = git(source, dir)?;
     fetch
         .arg("-C")
-        .arg(&repo)
+        .arg(repo)
         .args(["fetch", "--depth", "1", "--no-tags", "--force", "--quiet"])
         .arg(&source.url)
         .arg(&source.git_ref);
@@ -193,7 +213,7 @@ pub async fn fetch(source: &GitSource, dir: &Path, deadline: Duration) -> Result
     let mut parse = git(source, dir)?;
     parse
         .arg("-C")
-        .arg(&repo)
+        .arg(repo)
         .args(["rev-parse", "--verify", "--quiet", "FETCH_HEAD^{commit}"]);
     let commit = String::from_utf8_lossy(&run(parse, deadline, "git rev-parse").await?)
         .trim()
@@ -201,33 +221,36 @@ pub async fn fetch(source: &GitSource, dir: &Path, deadline: Duration) -> Result
     if commit.len() != 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(format!("git rev-parse gave `{commit}`, not a commit id"));
     }
+    Ok(commit)
+}
+
+/// Keeps `commit` by a ref and, when it is new, drops every other object, so the clone
+/// holds one commit's objects however long it is followed.
+async fn keep_only(
+    source: &GitSource,
+    dir: &Path,
+    repo: &Path,
+    commit: &str,
+    deadline: Duration,
+) -> Result<(), String> {
     // A ref keeps the commit through gc; the shallow clone then holds one commit's objects.
     let before = std::fs::read_to_string(repo.join("refs/corral/fetched")).unwrap_or_default();
-    if before.trim() != commit {
-        let mut keep = git(source, dir)?;
-        keep.arg("-C")
-            .arg(&repo)
-            .args(["update-ref", "refs/corral/fetched", &commit]);
-        run(keep, deadline, "git update-ref").await?;
-        let mut gc = git(source, dir)?;
-        gc.arg("-C")
-            .arg(&repo)
-            .args(["gc", "--quiet", "--prune=now"]);
-        if let Err(err) = run(gc, deadline, "git gc").await {
-            tracing::debug!(cause = %err, "git gc of the source clone failed");
-        }
+    if before.trim() == commit {
+        return Ok(());
     }
-    let mut show = git(source, dir)?;
-    show.arg("-C")
-        .arg(&repo)
-        .args(["cat-file", "blob"])
-        .arg(format!("{commit}:{}", source.path));
-    let bytes = run(show, deadline, "git cat-file")
-        .await
-        .map_err(|_| format!("commit {commit} has no file `{}`", source.path))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| format!("commit {commit}: `{}` is not UTF-8 text", source.path))?;
-    Ok(Fleet { commit, text })
+    let mut keep = git(source, dir)?;
+    keep.arg("-C")
+        .arg(repo)
+        .args(["update-ref", "refs/corral/fetched", commit]);
+    run(keep, deadline, "git update-ref").await?;
+    let mut gc = git(source, dir)?;
+    gc.arg("-C")
+        .arg(repo)
+        .args(["gc", "--quiet", "--prune=now"]);
+    if let Err(err) = run(gc, deadline, "git gc").await {
+        tracing::debug!(cause = %err, "git gc of the source clone failed");
+    }
+    Ok(())
 }
 
 /// A git command with a cleared environment and the source's credential wired in.

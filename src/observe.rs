@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::config::BaseSource;
+// A queued job is GitHub's concept (`github::runs` lists them); `Observed` only carries them.
+pub use crate::github::QueuedJob;
 use crate::layout::{read_record, DirRecord, ProcessRecord, SpecRecord, StateLayout, TMP_PREFIX};
 use crate::procfs::{self, ProcTable};
 
@@ -32,17 +34,6 @@ pub struct Observed {
     pub busy: BTreeSet<String>,
     /// When this was observed; pools' idle times are measured against it.
     pub now: Option<SystemTime>,
-}
-
-/// A job GitHub lists as queued.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueuedJob {
-    /// Its id.
-    pub id: u64,
-    /// Its `runs-on` labels.
-    pub labels: Vec<String>,
-    /// Since when it is queued (its `created_at`, or when corral first saw it).
-    pub queued_at: Option<SystemTime>,
 }
 
 /// Registrations GitHub listed, for the repositories that could be listed.

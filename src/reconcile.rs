@@ -279,6 +279,8 @@ pub fn runner_names<'a>(desired: &'a Desired, observed: &'a Observed) -> Vec<&'a
     names
 }
 
+/// A desired runner: its directory first (missing, registered otherwise, to be rebuilt, not
+/// configured yet), then [`plan_configured`].
 fn plan_desired(ctx: &Ctx<'_>, spec: &RunnerSpec, seen: &ObservedRunner, out: &mut Vec<Action>) {
     let runner = || spec.name.clone();
     if !seen.provisioned {
@@ -311,6 +313,13 @@ fn plan_desired(ctx: &Ctx<'_>, spec: &RunnerSpec, seen: &ObservedRunner, out: &m
         plan_unconfigured(spec, seen, out);
         return;
     }
+    plan_configured(ctx, spec, seen, out);
+}
+
+/// A runner whose directory holds the identity its spec asks for: its registration on
+/// GitHub, its labels, a move to another base, then its listener.
+fn plan_configured(ctx: &Ctx<'_>, spec: &RunnerSpec, seen: &ObservedRunner, out: &mut Vec<Action>) {
+    let runner = || spec.name.clone();
     if ctx.registration(spec) == OnGitHub::Absent && seen.process.is_none() {
         // Deleted on GitHub (a running listener finds out itself and exits).
         out.push(Action::Forget { runner: runner() });
@@ -475,5 +484,5 @@ fn plan_removed(name: &str, seen: &ObservedRunner, out: &mut Vec<Action>) {
 }
 
 #[cfg(test)]
-#[path = "reconcile_tests.rs"]
+#[path = "reconcile_tests/mod.rs"]
 mod tests;

@@ -316,6 +316,31 @@ fn row(r: &RunnerStatus, now: std::time::SystemTime) -> [String; 10] {
 
 /// `corral status` as an aligned table.
 pub fn write_table(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
+    write_notices(status, out)?;
+    write_runner_rows(&status.runners, out)?;
+    for r in status.runners.iter().filter(|r| r.last_error.is_some()) {
+        writeln!(
+            out,
+            "{}: {}",
+            r.name,
+            r.last_error.as_deref().unwrap_or_default()
+        )?;
+    }
+    if !status.not_created.is_empty() {
+        writeln!(
+            out,
+            "not created (max_runners reached): {}",
+            status.not_created.join(", ")
+        )?;
+    }
+    for p in &status.pools {
+        pool_line(p, out)?;
+    }
+    writeln!(out, "updated {}", status.updated_at)
+}
+
+/// The lines above the table: a refused config, the source, the GitHub API budget.
+fn write_notices(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
     if let Some(err) = &status.config_error {
         writeln!(out, "config error (last good config still in force): {err}")?;
     }
@@ -349,8 +374,13 @@ pub fn write_table(status: &Status, out: &mut dyn Write) -> std::io::Result<()> 
             "GitHub API: rate-limited, sending nothing until {until}"
         )?;
     }
+    Ok(())
+}
+
+/// The table itself: a header and a row per runner, in aligned columns.
+fn write_runner_rows(runners: &[RunnerStatus], out: &mut dyn Write) -> std::io::Result<()> {
     let now = std::time::SystemTime::now();
-    let rows: Vec<[String; 10]> = status.runners.iter().map(|r| row(r, now)).collect();
+    let rows: Vec<[String; 10]> = runners.iter().map(|r| row(r, now)).collect();
     let header = [
         "NAME",
         "STATE",
@@ -378,25 +408,7 @@ pub fn write_table(status: &Status, out: &mut dyn Write) -> std::io::Result<()> 
             .collect();
         writeln!(out, "{}", line.join("  ").trim_end())?;
     }
-    for r in status.runners.iter().filter(|r| r.last_error.is_some()) {
-        writeln!(
-            out,
-            "{}: {}",
-            r.name,
-            r.last_error.as_deref().unwrap_or_default()
-        )?;
-    }
-    if !status.not_created.is_empty() {
-        writeln!(
-            out,
-            "not created (max_runners reached): {}",
-            status.not_created.join(", ")
-        )?;
-    }
-    for p in &status.pools {
-        pool_line(p, out)?;
-    }
-    writeln!(out, "updated {}", status.updated_at)
+    Ok(())
 }
 
 /// One line about pool `p`: its queue and, for a scale-set pool, its session.

@@ -27,6 +27,15 @@ pub struct SourceState {
     refused: Option<String>,
 }
 
+/// Hands each fetch to the controller loop as a trigger; `false` once the loop is gone.
+fn deliver_to(triggers: mpsc::UnboundedSender<Trigger>) -> impl FnMut(Fetched) -> bool + Send {
+    move |fetched| {
+        triggers
+            .send(Trigger::SourceFetched(Box::new(fetched)))
+            .is_ok()
+    }
+}
+
 fn same_source(a: &GitSource, b: &GitSource) -> bool {
     GitSource {
         revision: None,
@@ -81,7 +90,7 @@ impl SourceState {
                         ..want.clone()
                     },
                     &desired.state_dir,
-                    triggers.clone(),
+                    deliver_to(triggers.clone()),
                     self.kick.clone(),
                 ));
             }

@@ -16,10 +16,11 @@
 //! # Layout
 //! - [`route`]: which API call a request is; [`policy`]: what may pass and the labels
 //!   (both pure); [`mounts`]: where bind mounts may come from and lead;
-//! - [`proxy`]: one runner's HTTP server, `owner`: whose an object is; [`engine`]: the
-//!   real engine's socket;
+//! - [`proxy`]: one runner's HTTP server, `calls`: the calls it checks on the way, `owner`:
+//!   whose an object is; [`engine`]: the real engine's socket;
 //! - [`reap`]: removing what ended jobs left; [`job`]: which job a client belongs to.
 
+mod calls;
 pub mod engine;
 pub mod job;
 pub mod mounts;

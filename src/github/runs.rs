@@ -9,6 +9,7 @@
 //! keeps what they said last, and is read first next time.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
 
 use reqwest::Method;
 use serde::Deserialize;
@@ -16,7 +17,6 @@ use serde::Deserialize;
 use super::transport::{Call, Reply};
 use super::{GitHubClient, GitHubError};
 use crate::config::Repo;
-pub use crate::observe::QueuedJob;
 
 /// Pages of one run listing read per poll: GitHub returns at most 1,000 runs for a filtered
 /// search, 100 a page.
@@ -28,6 +28,17 @@ const MAX_JOB_PAGES: usize = 3;
 
 /// The run statuses whose runs can hold a queued job.
 const ACTIVE: [&str; 2] = ["queued", "in_progress"];
+
+/// A job GitHub lists as queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedJob {
+    /// Its id.
+    pub id: u64,
+    /// Its `runs-on` labels.
+    pub labels: Vec<String>,
+    /// Since when it is queued (its `created_at`, or when corral first saw it).
+    pub queued_at: Option<SystemTime>,
+}
 
 /// What the last polls of one repository read, kept between polls so that an unchanged
 /// listing costs a `304`; and, from it, the jobs queued there.

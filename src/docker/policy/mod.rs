@@ -3,9 +3,14 @@
 //! engine or the file system (is that container this runner's? where does that path
 //! lead?) is handed back as [`Refs`] or done by the caller's `resolve_bind`.
 
+mod binds;
+mod host;
+
 use serde_json::{Map, Value};
 
 use crate::config::DockerPolicy;
+use binds::{rewrite_binds, volume_driver};
+use host::{host_config, network_ref};
 
 /// The label naming the runner an object belongs to.
 pub const RUNNER_LABEL: &str = "corral.runner";
@@ -129,196 +134,6 @@ pub fn container_create(
         }
     }
     Ok(refs)
-}
-
-/// The `HostConfig` switches: privileges, namespaces, capabilities, devices, cgroups, and
-/// the containers and networks it names.
-fn host_config(host: &Value, scope: &Scope<'_>, refs: &mut Refs) -> Result<(), Refusal> {
-    let policy = scope.policy;
-    let truthy = |key: &str| host.get(key).and_then(Value::as_bool).unwrap_or(false);
-    let nonempty = |key: &str| {
-        host.get(key)
-            .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty())
-    };
-    let text = |key: &str| host.get(key).and_then(Value::as_str).unwrap_or("");
-    if truthy("Privileged") && !policy.allow_privileged {
-        return Err(scope.refuse("`--privileged`", "allow_privileged"));
-    }
-    let unconfined = host
-        .get("SecurityOpt")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .find(|o| o.contains("unconfined") || o.ends_with("disable"));
-    if let (Some(opt), false) = (unconfined, policy.allow_privileged) {
-        return Err(scope.refuse(&format!("`--security-opt {opt}`"), "allow_privileged"));
-    }
-    for (key, flag) in [
-        ("PidMode", "--pid"),
-        ("IpcMode", "--ipc"),
-        ("UTSMode", "--uts"),
-        ("UsernsMode", "--userns"),
-        ("CgroupnsMode", "--cgroupns"),
-        ("NetworkMode", "--network"),
-    ] {
-        let mode = text(key);
-        if mode == "host" && !policy.allow_host_namespaces {
-            return Err(scope.refuse(&format!("`{flag}=host`"), "allow_host_namespaces"));
-        }
-        if let Some(id) = mode.strip_prefix("container:") {
-            refs.containers.push(id.to_string());
-        }
-    }
-    let network = text("NetworkMode");
-    if !network.is_empty() && !network.starts_with("container:") {
-        network_ref(network, scope, refs)?;
-    }
-    if nonempty("CapAdd") && !policy.allow_capabilities {
-        return Err(scope.refuse("`--cap-add`", "allow_capabilities"));
-    }
-    for (key, what) in [
-        ("Devices", "`--device`"),
-        ("DeviceRequests", "`--gpus`"),
-        ("DeviceCgroupRules", "`--device-cgroup-rule`"),
-    ] {
-        if nonempty(key) && !policy.allow_devices {
-            return Err(scope.refuse(what, "allow_devices"));
-        }
-    }
-    if !text("CgroupParent").is_empty() {
-        return Err(Refusal(format!(
-            "corral: `--cgroup-parent` is not allowed on the Docker socket of runner `{}`",
-            scope.runner
-        )));
-    }
-    let names = |key: &str| {
-        host.get(key)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .map(|s| s.split(':').next().unwrap_or(s).to_string())
-            .collect::<Vec<_>>()
-    };
-    refs.containers.extend(names("VolumesFrom"));
-    refs.containers.extend(names("Links"));
-    Ok(())
-}
-
-/// A network a container joins: built-in ones are everyone's (`host` is the host's
-/// namespace), others must be this runner's.
-fn network_ref(name: &str, scope: &Scope<'_>, refs: &mut Refs) -> Result<(), Refusal> {
-    if name == "host" {
-        if !scope.policy.allow_host_namespaces {
-            return Err(scope.refuse("`--network=host`", "allow_host_namespaces"));
-        }
-    } else if !BUILTIN_NETWORKS.contains(&name) {
-        refs.networks.push(name.to_string());
-    }
-    Ok(())
-}
-
-/// Checks and rewrites `Binds` (`src:dst[:opts]`) and `Mounts` of type `bind`; named
-/// volumes become refs. Returns true when any bind mount is left.
-fn rewrite_binds(
-    host: &mut Value,
-    scope: &Scope<'_>,
-    resolve_bind: &dyn Fn(&str, bool) -> Result<String, Refusal>,
-    refs: &mut Refs,
-) -> Result<bool, Refusal> {
-    let mut any = false;
-    if let Some(binds) = host.get_mut("Binds").and_then(Value::as_array_mut) {
-        for bind in binds.iter_mut() {
-            let Some(spec) = bind.as_str() else { continue };
-            let (source, rest) = spec.split_once(':').unwrap_or((spec, ""));
-            if source.starts_with('/') {
-                let options = rest.split_once(':').map_or("", |(_, o)| o);
-                let read_only = options.split(',').any(|o| o == "ro");
-                let resolved = resolve_bind(source, read_only)?;
-                *bind = Value::String(if rest.is_empty() {
-                    resolved
-                } else {
-                    format!("{resolved}:{rest}")
-                });
-                any = true;
-            } else if !rest.is_empty() {
-                refs.volumes.push(source.to_string());
-            }
-        }
-    }
-    if let Some(mounts) = host.get_mut("Mounts").and_then(Value::as_array_mut) {
-        for mount in mounts.iter_mut() {
-            let kind = mount
-                .get("Type")
-                .and_then(Value::as_str)
-                .unwrap_or("volume");
-            let source = mount
-                .get("Source")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            match kind {
-                "bind" => {
-                    let read_only = mount.get("ReadOnly").and_then(Value::as_bool) == Some(true);
-                    mount["Source"] = Value::String(resolve_bind(&source, read_only)?);
-                    any = true;
-                }
-                "volume" => {
-                    if let Some(options) = mount.pointer("/VolumeOptions/DriverConfig") {
-                        volume_driver(options.get("Name"), options.get("Options"), scope)?;
-                    }
-                    if !source.is_empty() {
-                        refs.volumes.push(source);
-                    }
-                }
-                "tmpfs" => {}
-                other => {
-                    return Err(Refusal(format!(
-                        "corral: mounts of type `{other}` are not allowed on the Docker socket of runner `{}`",
-                        scope.runner
-                    )))
-                }
-            }
-        }
-    }
-    Ok(any)
-}
-
-/// A volume's driver and options: the `local` driver with options that do not mount a
-/// host path or device (`type=tmpfs` is fine).
-fn volume_driver(
-    driver: Option<&Value>,
-    options: Option<&Value>,
-    scope: &Scope<'_>,
-) -> Result<(), Refusal> {
-    let driver = driver.and_then(Value::as_str).unwrap_or("local");
-    if !matches!(driver, "" | "local") {
-        return Err(Refusal(format!(
-            "corral: the volume driver `{driver}` is not allowed on the Docker socket of runner `{}`; use `local`",
-            scope.runner
-        )));
-    }
-    let options = options.and_then(Value::as_object);
-    let get = |k: &str| {
-        options
-            .and_then(|o| o.get(k))
-            .and_then(Value::as_str)
-            .unwrap_or("")
-    };
-    let binds = get("o")
-        .split(',')
-        .any(|o| o.trim() == "bind" || o.trim() == "rbind");
-    let device = get("device");
-    if binds || (!device.is_empty() && get("type") != "tmpfs") {
-        return Err(Refusal(format!(
-            "corral: a volume backed by a host path or device (`device={device}`) is not allowed \
-             on the Docker socket of runner `{}`; bind-mount a path under its _work instead",
-            scope.runner
-        )));
-    }
-    Ok(())
 }
 
 /// Sets this runner's labels in `body[key]`; a body that is not an object becomes one.

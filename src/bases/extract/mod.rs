@@ -8,14 +8,13 @@
 //! Bounded ([`Limits`]): file bytes and entries are counted, and a file whose declared size
 //! would pass the limit is refused before a byte of it is written, so a gzip bomb costs no
 //! disk; everything the tar reader reads that is not file data (headers, long names, PAX
-//! records, which it buffers in memory) has a budget of its own.
+//! records, which it buffers in memory) has a budget of its own. Links are checked in
+//! `links.rs`.
 
 use std::cell::Cell;
-use std::collections::VecDeque;
-use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind};
-use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use flate2::read::GzDecoder;
@@ -23,8 +22,10 @@ use tar::{Archive, Entry, EntryType};
 
 use super::error::BasesError;
 
-/// Symlinks followed while resolving one link target, as the kernel's `MAXSYMLINKS`.
-const MAX_HOPS: usize = 40;
+mod links;
+
+use links::{make_hard_link, make_symlink, resolves_inside};
+
 /// Permission bits kept from the archive: no set-id or sticky bits from a download.
 const MODE_MASK: u32 = 0o777;
 
@@ -102,7 +103,15 @@ pub fn extract_within(tarball: &Path, dest: &Path, limits: Limits) -> Result<usi
         inner: GzDecoder::new(io::BufReader::new(file)),
         meter: std::rc::Rc::clone(&meter),
     });
-    let (mut dirs, mut links, mut count, mut file_bytes) = (Vec::new(), Vec::new(), 0_usize, 0_u64);
+    let mut placed = Extraction {
+        dest,
+        limits,
+        meter: &meter,
+        dirs: Vec::new(),
+        links: Vec::new(),
+        file_bytes: 0,
+    };
+    let mut count = 0_usize;
     for entry in archive.entries().map_err(archive_err)? {
         let mut entry = entry.map_err(archive_err)?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
@@ -117,37 +126,73 @@ pub fn extract_within(tarball: &Path, dest: &Path, limits: Limits) -> Result<usi
         };
         prepare_parents(dest, &rel, &name)?;
         let mode = entry.header().mode().map_err(archive_err)? & MODE_MASK;
+        if placed.place(&mut entry, rel, name, mode)? {
+            count += 1;
+        }
+    }
+    finish(dest, &placed.links, placed.dirs)?;
+    Ok(count)
+}
+
+/// One extraction under way: where to, within what, and what [`finish`] needs of the
+/// entries placed so far.
+struct Extraction<'a> {
+    dest: &'a Path,
+    limits: Limits,
+    meter: &'a Meter,
+    /// Directories and their modes, set last.
+    dirs: Vec<(PathBuf, u32)>,
+    /// Symlinks, checked again once all are in place.
+    links: Vec<(PathBuf, String)>,
+    /// File bytes declared so far.
+    file_bytes: u64,
+}
+
+impl Extraction<'_> {
+    /// Writes `entry` at `dest/rel` (its parents ready); false for an entry that writes
+    /// nothing and does not count (a global PAX header).
+    fn place<R: io::Read>(
+        &mut self,
+        entry: &mut Entry<'_, R>,
+        rel: PathBuf,
+        name: String,
+        mode: u32,
+    ) -> Result<bool, BasesError> {
+        let dest = self.dest;
         match entry.header().entry_type() {
             EntryType::Directory => {
                 make_dir(dest, &rel, &name)?;
-                dirs.push((rel, mode));
+                self.dirs.push((rel, mode));
             }
             EntryType::Regular | EntryType::Continuous => {
                 // Checked on the declared size, before a byte is written.
-                file_bytes = file_bytes.saturating_add(entry.size());
-                if file_bytes > limits.file_bytes {
+                self.file_bytes = self.file_bytes.saturating_add(entry.size());
+                if self.file_bytes > self.limits.file_bytes {
                     return Err(BasesError::unsafe_entry(
                         name,
-                        format!("the archive's files exceed {} MiB", limits.file_bytes >> 20),
+                        format!(
+                            "the archive's files exceed {} MiB",
+                            self.limits.file_bytes >> 20
+                        ),
                     ));
                 }
-                meter.in_file.set(true);
-                let written = write_file(&mut entry, dest, &rel, mode);
-                meter.in_file.set(false);
+                self.meter.in_file.set(true);
+                let written = write_file(entry, dest, &rel, mode);
+                self.meter.in_file.set(false);
                 written?;
             }
             EntryType::Symlink => {
-                make_symlink(&entry, dest, &rel, &name)?;
-                links.push((rel, name));
+                make_symlink(entry, dest, &rel, &name)?;
+                self.links.push((rel, name));
             }
-            EntryType::Link => make_hard_link(&entry, dest, &rel, &name)?,
+            EntryType::Link => make_hard_link(entry, dest, &rel, &name)?,
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 return Err(BasesError::unsafe_entry(
                     name,
                     "device or fifo entries are refused",
                 ));
             }
-            EntryType::XGlobalHeader => continue,
+            EntryType::XGlobalHeader => return Ok(false),
             other => {
                 return Err(BasesError::unsafe_entry(
                     name,
@@ -155,10 +200,8 @@ pub fn extract_within(tarball: &Path, dest: &Path, limits: Limits) -> Result<usi
                 ));
             }
         }
-        count += 1;
+        Ok(true)
     }
-    finish(dest, &links, dirs)?;
-    Ok(count)
 }
 
 /// With every entry in place: each symlink must still resolve inside, through the others; then
@@ -267,129 +310,6 @@ fn write_file<R: io::Read>(
     io::copy(entry, &mut file).map_err(write)?;
     file.set_permissions(fs::Permissions::from_mode(mode))
         .map_err(write)
-}
-
-fn link_target<R: io::Read>(entry: &Entry<'_, R>, name: &str) -> Result<PathBuf, BasesError> {
-    match entry.link_name() {
-        Ok(Some(target)) => Ok(target.into_owned()),
-        Ok(None) => Err(BasesError::unsafe_entry(name, "link without a target")),
-        Err(e) => Err(BasesError::unsafe_entry(
-            name,
-            format!("bad link target: {e}"),
-        )),
-    }
-}
-
-fn make_symlink<R: io::Read>(
-    entry: &Entry<'_, R>,
-    dest: &Path,
-    rel: &Path,
-    name: &str,
-) -> Result<(), BasesError> {
-    let target = link_target(entry, name)?;
-    if target.is_absolute() {
-        return Err(BasesError::unsafe_entry(
-            name,
-            "symlink to an absolute path",
-        ));
-    }
-    // A first, lexical check; `resolves_inside` repeats it through the final tree.
-    let mut depth = rel.components().count().saturating_sub(1);
-    for component in target.components() {
-        match component {
-            Component::ParentDir if depth == 0 => {
-                return Err(BasesError::unsafe_entry(
-                    name,
-                    "symlink points outside the tree",
-                ))
-            }
-            Component::ParentDir => depth -= 1,
-            Component::Normal(_) => depth += 1,
-            _ => {}
-        }
-    }
-    let path = dest.join(rel);
-    clear(&path, name)?;
-    symlink(&target, &path).map_err(|e| BasesError::io("create symlink", path, e))
-}
-
-fn make_hard_link<R: io::Read>(
-    entry: &Entry<'_, R>,
-    dest: &Path,
-    rel: &Path,
-    name: &str,
-) -> Result<(), BasesError> {
-    let target = link_target(entry, name)?;
-    let outside = || BasesError::unsafe_entry(name, "hard link points outside the tree");
-    let target_rel = relative(&target.to_string_lossy())
-        .map_err(|_| outside())?
-        .ok_or_else(outside)?;
-    // The source must be a file extracted before, reached through real directories only.
-    let mut ancestor = dest.to_path_buf();
-    for component in target_rel.parent().into_iter().flat_map(Path::components) {
-        ancestor.push(component);
-        if !fs::symlink_metadata(&ancestor).is_ok_and(|m| m.is_dir()) {
-            return Err(outside());
-        }
-    }
-    let source = dest.join(&target_rel);
-    if !fs::symlink_metadata(&source).is_ok_and(|m| m.is_file()) {
-        return Err(BasesError::unsafe_entry(
-            name,
-            "hard link to something that is not a file extracted before it",
-        ));
-    }
-    let path = dest.join(rel);
-    clear(&path, name)?;
-    fs::hard_link(&source, &path).map_err(|e| BasesError::io("create hard link", path, e))
-}
-
-/// Whether the symlink at `dest/rel` resolves inside `dest`, following every symlink on the way.
-fn resolves_inside(dest: &Path, rel: &Path) -> bool {
-    let mut at: Vec<OsString> = rel
-        .parent()
-        .into_iter()
-        .flat_map(Path::components)
-        .map(|c| c.as_os_str().to_owned())
-        .collect();
-    // Start from the link's own target, relative to its parent.
-    let Ok(first) = fs::read_link(dest.join(rel)) else {
-        return false;
-    };
-    let mut pending: VecDeque<OsString> = first
-        .components()
-        .map(|c| c.as_os_str().to_owned())
-        .collect();
-    let mut hops = 0;
-    while let Some(part) = pending.pop_front() {
-        match part.to_str() {
-            Some(".") => continue,
-            Some("..") => {
-                if at.pop().is_none() {
-                    return false;
-                }
-                continue;
-            }
-            Some("/") => return false,
-            _ => {}
-        }
-        at.push(part);
-        let here: PathBuf = dest.join(at.iter().collect::<PathBuf>());
-        if fs::symlink_metadata(&here).is_ok_and(|m| m.file_type().is_symlink()) {
-            hops += 1;
-            let Ok(target) = fs::read_link(&here) else {
-                return false;
-            };
-            if hops > MAX_HOPS || target.is_absolute() {
-                return false;
-            }
-            at.pop();
-            for c in target.components().rev() {
-                pending.push_front(c.as_os_str().to_owned());
-            }
-        }
-    }
-    true
 }
 
 #[cfg(test)]

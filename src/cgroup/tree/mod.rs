@@ -1,4 +1,6 @@
 //! corral's subtree: made once at start (idempotently), or found unusable, with the reason.
+//! Enabling a controller is in `enable.rs`; the read-only assessment `check` prints, in
+//! `assess.rs`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -6,6 +8,12 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use super::{read, why, write, Controller, Host, Reasons, RunnerCgroup};
+
+mod assess;
+mod enable;
+
+pub use assess::{assess, Assessment};
+use enable::enable_v2;
 
 /// The environment variable naming the cgroup2 directory corral's subtree goes under,
 /// instead of corral's own cgroup (an operator's choice, or a test's).
@@ -261,131 +269,6 @@ fn not_offered(controller: Controller, base: &Path) -> String {
         "no `{controller}` controller: not in `{}` and not mounted as cgroup v1",
         base.join("cgroup.controllers").display()
     )
-}
-
-/// Enables `controller` for the runners' cgroups: in `base` (for `dir`) and in `dir` (for
-/// the runners). A `base` that holds processes cannot enable controllers (cgroup2's "no
-/// internal processes" rule) unless it is the root: when corral is the only one there, it
-/// moves itself into `base/supervisor` first.
-fn enable_v2(base: &Path, dir: &Path, controller: Controller, at_root: bool) -> Result<(), String> {
-    let plus = format!("+{controller}");
-    let enabled = |at: &Path| {
-        read(&at.join("cgroup.subtree_control"))
-            .is_some_and(|s| s.split(' ').any(|c| c == controller.name()))
-    };
-    if !enabled(base) {
-        let control = base.join("cgroup.subtree_control");
-        if let Err(e) = write(&control, &plus) {
-            let busy = e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error());
-            if !(busy && !at_root && move_self_below(base)) {
-                return Err(format!(
-                    "cannot enable `{controller}` in `{}`: {}{}",
-                    control.display(),
-                    why(&e),
-                    if busy {
-                        "; it holds processes other than corral (cgroup2's no-internal-process rule): run corral in a cgroup of its own (systemd: Delegate=yes)"
-                    } else {
-                        ""
-                    }
-                ));
-            }
-            write(&control, &plus).map_err(|e| {
-                format!(
-                    "cannot enable `{controller}` in `{}`: {}",
-                    control.display(),
-                    why(&e)
-                )
-            })?;
-        }
-    }
-    if !enabled(dir) {
-        let control = dir.join("cgroup.subtree_control");
-        write(&control, &plus).map_err(|e| {
-            format!(
-                "cannot enable `{controller}` in `{}`: {}",
-                control.display(),
-                why(&e)
-            )
-        })?;
-    }
-    Ok(())
-}
-
-/// Moves corral into `base/supervisor` when it is the only process in `base`.
-fn move_self_below(base: &Path) -> bool {
-    let me = std::process::id().to_string();
-    let procs = read(&base.join("cgroup.procs")).unwrap_or_default();
-    if procs.lines().any(|p| p.trim() != me) {
-        return false;
-    }
-    let supervisor = base.join(SUPERVISOR);
-    let moved =
-        make_dir(&supervisor).is_ok() && write(&supervisor.join("cgroup.procs"), &me).is_ok();
-    if moved {
-        tracing::info!(cgroup = %supervisor.display(), "corral moved itself into a child of its cgroup, so runners' cgroups can have controllers");
-    }
-    moved
-}
-
-/// What `check` and `plan` can say without changing anything: where runners' cgroups would
-/// be, or why there would be none, and which limits could not be applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Assessment {
-    /// The subtree directory, or why cgroups cannot be used.
-    pub tree: Result<PathBuf, String>,
-    /// Controllers that could not be used, and why.
-    pub missing: Reasons,
-}
-
-/// Assesses `host` for `state_dir` as [`Tree::establish`] would, read-only: a directory is
-/// usable when corral could write there (root, or its owner), a controller when the base
-/// offers it or a v1 hierarchy has it.
-pub fn assess(host: &Host, state_dir: &Path, root: Option<&Path>) -> Assessment {
-    let base = match base_of(host, root) {
-        Ok(base) => base,
-        Err(reason) => {
-            return Assessment {
-                tree: Err(reason),
-                missing: Reasons::new(),
-            }
-        }
-    };
-    let dir = base.join(subtree_name(state_dir));
-    if !writable(&base) {
-        return Assessment {
-            tree: Err(format!(
-                "cannot create `{}`: `{}` is not writable for corral",
-                dir.display(),
-                base.display()
-            )),
-            missing: Reasons::new(),
-        };
-    }
-    let offered = read(&base.join("cgroup.controllers")).unwrap_or_default();
-    let mut missing = Reasons::new();
-    for controller in Controller::ALL {
-        let v2 = offered.split(' ').any(|c| c == controller.name());
-        let v1 = host
-            .v1
-            .get(&controller)
-            .is_some_and(|m| writable(&strip_supervisor(&m.own)));
-        if !v2 && !v1 {
-            let reason = if host.v1.contains_key(&controller) {
-                format!("the v1 `{controller}` hierarchy is not writable for corral")
-            } else {
-                not_offered(controller, &base)
-            };
-            missing.insert(controller, reason);
-        }
-    }
-    Assessment {
-        tree: Ok(dir),
-        missing,
-    }
-}
-
-fn writable(dir: &Path) -> bool {
-    rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).is_ok()
 }
 
 #[cfg(test)]
