@@ -46,6 +46,13 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 /// The same for listener log lines, which come one at a time.
 const LOG_DEBOUNCE: Duration = Duration::from_millis(50);
 
+/// The controller's one clock, for every deadline it computes (drain, requeue, backoff,
+/// shutdown): tokio's, which is `std::time::Instant::now()` in the daemon and follows a
+/// paused clock in tests, so that a test on paused time moves every deadline at once.
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
 /// A message to the controller loop.
 #[derive(Debug)]
 pub enum Trigger {
