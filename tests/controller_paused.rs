@@ -472,3 +472,45 @@ async fn a_stop_waits_for_a_running_job_and_a_second_stop_forces() {
     })
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_github_api_holds_no_local_step_of_another_runner() {
+    bounded(async {
+        let scene = Scene::new(Duration::from_secs(20));
+        let id = scene.registered("a").await;
+        // Every call hangs for an hour: each ends only at the client's 30 s timeout.
+        scene
+            .gh
+            .push_fault(Route::Any, Fault::Delay(Duration::from_secs(3600)), 1_000);
+        // a left the file (its DELETE hangs), b is new (its directory needs no GitHub).
+        std::fs::write(
+            scene.config(),
+            scene.config_text(&format!("\n  - name: b\n    repo: {REPO}\n")),
+        )
+        .expect("write config");
+        let started = Instant::now();
+        let (stop, run) = start(&scene.config());
+        scene.deletes_reach(id, 1).await;
+        eventually("runner b provisioned", || {
+            scene.layout().dir_record("b").exists()
+        })
+        .await;
+        let provisioned = Instant::now().duration_since(started);
+        assert!(
+            provisioned < CLIENT_TIMEOUT,
+            "b's directory waited {provisioned:?} for a hung call"
+        );
+        assert!(
+            scene.gh.runner(id).is_some(),
+            "a's DELETE was answered after all"
+        );
+        let asked = Instant::now();
+        let ended = stop_and_join(&stop, run).await;
+        assert!(
+            ended.duration_since(asked) < Duration::from_secs(1),
+            "the stop took {:?} of virtual time",
+            ended.duration_since(asked)
+        );
+    })
+    .await;
+}
