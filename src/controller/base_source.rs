@@ -117,7 +117,7 @@ impl Controller {
                 }
                 return Ok(path);
             }
-            Some(Err((cause, retry_at))) if Instant::now() < *retry_at => {
+            Some(Err((cause, retry_at))) if super::now() < *retry_at => {
                 return Err(BaseUnavailable::NotInstalled(Arc::clone(cause)));
             }
             _ if installing => {
@@ -136,10 +136,9 @@ impl Controller {
     /// True when `latest` should be looked up again.
     fn latest_due(&self) -> bool {
         self.releases.recheck_latest
-            || self
-                .releases
-                .latest_checked
-                .is_none_or(|at| at.elapsed() >= self.desired.update_check_interval)
+            || self.releases.latest_checked.is_none_or(|at| {
+                super::now().duration_since(at) >= self.desired.update_check_interval
+            })
     }
 
     /// Resolves and installs `version` in the background; its end is a trigger.
@@ -178,14 +177,14 @@ impl Controller {
         }
         self.releases.installing.remove(&version);
         if version == "latest" {
-            self.releases.latest_checked = Some(Instant::now());
+            self.releases.latest_checked = Some(super::now());
             self.releases.recheck_latest = false;
             if result.is_err() && matches!(self.releases.outcomes.get("latest"), Some(Ok(_))) {
                 // A failed look-up keeps the release in use; the next check tries again.
                 return;
             }
         }
-        let retry_at = Instant::now() + RELEASE_RETRY;
+        let retry_at = super::now() + RELEASE_RETRY;
         self.releases
             .outcomes
             .insert(version, result.map_err(|m| (m, retry_at)));
@@ -206,7 +205,7 @@ impl Controller {
                 .filter_map(|b| b.path().strip_prefix(store.root()).ok())
                 .map(|rest| rest.to_string_lossy().into_owned()),
         );
-        let now = Instant::now();
+        let now = super::now();
         let mut keep: Vec<&str> = Vec::new();
         for release in &installed {
             let version = release.version.as_str();

@@ -2,7 +2,7 @@
 //! job, `_work` with `clean: workspace`, everything in the cgroup of a runner whose listener
 //! is gone), limits follow the file, and usage is measured for status and metrics.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::{info, warn};
 
@@ -18,7 +18,7 @@ const USAGE_EVERY: Duration = Duration::from_secs(2);
 impl Controller {
     /// Runs every runner's containment work for this pass on the blocking pool.
     pub(super) async fn contain_pass(&mut self, layout: &StateLayout, observed: &Observed) {
-        let now = Instant::now();
+        let now = super::now();
         let measure = self
             .seen
             .last_usage

@@ -99,7 +99,7 @@ impl Demand {
         if self.polling.as_ref().is_some_and(|t| !t.is_finished()) {
             return false;
         }
-        let now = Instant::now();
+        let now = super::now();
         self.due_now = false;
         self.last_poll = Some(now);
         let work: Vec<(Repo, DemandCache)> = repos
@@ -219,7 +219,7 @@ impl Controller {
             .demand
             .repos
             .retain(|url, _| repos.iter().any(|r| r.url.to_lowercase() == *url));
-        let now = Instant::now();
+        let now = super::now();
         let due = self.seen.demand.due_now
             || self
                 .seen
@@ -274,7 +274,7 @@ impl Controller {
         if observed.busy.iter().any(|n| !demand.busy.contains_key(n)) {
             demand.due_now = true;
         }
-        let at = Instant::now();
+        let at = super::now();
         demand.busy = observed
             .busy
             .iter()

@@ -1,7 +1,5 @@
 //! What the loop hears between passes: config edits, triggers from tasks and ended workers.
 
-use std::time::Instant;
-
 use tracing::{error, info};
 
 use super::runtime::ExitMeaning;
@@ -91,8 +89,7 @@ impl Controller {
         // Its job, if any, ended with it.
         self.host.docker.job_ended(&name);
         let _span = tracing::info_span!("runner", runner = %name).entered();
-        if runtime.exited(pid, code, ephemeral, Instant::now()) == ExitMeaning::RegistrationDeleted
-        {
+        if runtime.exited(pid, code, ephemeral, super::now()) == ExitMeaning::RegistrationDeleted {
             super::job::forget_identity(&layout.runner_dir(&name));
         }
     }
@@ -106,7 +103,7 @@ impl Controller {
     pub fn on_worker_ended(&mut self, done: super::workers::Done) {
         let mut done = Some(done);
         while let Some(ended) = done.take().or_else(|| self.book.workers.try_next()) {
-            let now = Instant::now();
+            let now = super::now();
             let requeue = self.remember(&ended.name, ended.outcome, now);
             if let Some(at) = now.checked_add(requeue) {
                 self.requeue_no_later_than(at);

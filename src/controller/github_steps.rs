@@ -1,8 +1,6 @@
 //! Steps that talk to GitHub: deregistering (the drain), JIT registration, label sync,
 //! deleting orphaned registrations.
 
-use std::time::Instant;
-
 use tracing::{info, warn};
 
 use super::job::{forget_identity, ApplyCtx, Job, Outcome, DRAIN_RETRY};
@@ -69,8 +67,8 @@ pub(super) async fn deregister(
             Ok(Deregistered::Done)
         }
         Err(GitHubError::Busy { .. }) => {
-            let started = job.drain_started.unwrap_or_else(Instant::now);
-            if started.elapsed() < spec.drain_timeout {
+            let started = job.drain_started.unwrap_or_else(super::now);
+            if super::now().duration_since(started) < spec.drain_timeout {
                 info!("busy: draining before removal");
                 out.draining = true;
                 out.requeue = Some(DRAIN_RETRY);

@@ -4,7 +4,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
@@ -167,7 +167,7 @@ pub(super) async fn stop_listener(
                 pid: rec.pid,
                 clean: true,
                 killed,
-                since: Instant::now(),
+                since: super::now(),
             }
         }
     };

@@ -46,6 +46,13 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 /// The same for listener log lines, which come one at a time.
 const LOG_DEBOUNCE: Duration = Duration::from_millis(50);
 
+/// The controller's one clock, for every deadline it computes (drain, requeue, backoff,
+/// shutdown): tokio's, which is `std::time::Instant::now()` in the daemon and follows a
+/// paused clock in tests, so that a test on paused time moves every deadline at once.
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
 /// A message to the controller loop.
 #[derive(Debug)]
 pub enum Trigger {
@@ -146,6 +153,8 @@ struct Sources {
     sighup: Signal,
     sigterm: Signal,
     sigint: Signal,
+    /// Stops asked for by the caller of [`run_until`], each counted as a signal.
+    stops: Option<mpsc::UnboundedReceiver<()>>,
     triggers: mpsc::UnboundedReceiver<Trigger>,
 }
 
@@ -154,6 +163,7 @@ impl Sources {
         config_path: &Path,
         records: &Path,
         triggers: mpsc::UnboundedReceiver<Trigger>,
+        stops: Option<mpsc::UnboundedReceiver<()>>,
     ) -> Result<Self, RunError> {
         let watch_error = |path: &Path| {
             let path = path.to_path_buf();
@@ -172,6 +182,7 @@ impl Sources {
             sighup: signal(SignalKind::hangup())?,
             sigterm: signal(SignalKind::terminate())?,
             sigint: signal(SignalKind::interrupt())?,
+            stops,
             triggers,
         })
     }
@@ -199,16 +210,29 @@ impl Sources {
             Some(trigger) = self.triggers.recv() => Wake::Trigger(trigger),
             _ = self.sigterm.recv() => Wake::Stop,
             _ = self.sigint.recv() => Wake::Stop,
+            () = next_stop(&mut self.stops) => Wake::Stop,
         }
     }
 
-    /// Resolves at the next SIGTERM or SIGINT.
+    /// Resolves at the next SIGTERM or SIGINT, or the next stop asked for.
     async fn stop_signal(&mut self) {
         tokio::select! {
             _ = self.sigterm.recv() => {}
             _ = self.sigint.recv() => {}
+            () = next_stop(&mut self.stops) => {}
         }
     }
+}
+
+/// The next stop asked for; never, when there is no one to ask (or no longer).
+async fn next_stop(stops: &mut Option<mpsc::UnboundedReceiver<()>>) {
+    if let Some(rx) = stops {
+        if rx.recv().await.is_some() {
+            return;
+        }
+        *stops = None;
+    }
+    std::future::pending::<()>().await;
 }
 
 /// Binds the status API and serves it in the background; a valid webhook delivery of a
@@ -252,6 +276,25 @@ async fn start_api(
 
 /// Runs the controller for host `host_id` until SIGTERM or SIGINT.
 pub async fn run(config_path: &Path, host_id: &str) -> Result<(), RunError> {
+    run_on(config_path, host_id, None).await
+}
+
+/// [`run`], which also stops at a message on `stops` as at a signal: the first stops every
+/// runner gracefully, a second forces. Signals still count. For an embedding caller, and
+/// for tests that drive the controller on paused time.
+pub async fn run_until(
+    config_path: &Path,
+    host_id: &str,
+    stops: mpsc::UnboundedReceiver<()>,
+) -> Result<(), RunError> {
+    run_on(config_path, host_id, Some(stops)).await
+}
+
+async fn run_on(
+    config_path: &Path,
+    host_id: &str,
+    stops: Option<mpsc::UnboundedReceiver<()>>,
+) -> Result<(), RunError> {
     let config_path =
         std::path::absolute(config_path).unwrap_or_else(|_| config_path.to_path_buf());
     // The bytes are read before they are parsed: a save in between then shows as a change at
@@ -266,7 +309,7 @@ pub async fn run(config_path: &Path, host_id: &str) -> Result<(), RunError> {
         })?;
     }
     let (tx, rx) = mpsc::unbounded_channel();
-    let mut sources = Sources::new(&config_path, &records, rx)?;
+    let mut sources = Sources::new(&config_path, &records, rx, stops)?;
     let api_spec = desired.api.clone();
     let mut ctl = Controller::new(config_path, digest, desired, tx.clone());
     ctl.follow_source();

@@ -21,7 +21,7 @@ impl Controller {
         let started = Instant::now();
         let mut requeue = self.pass_inner().await;
         if let Some(at) = self.book.requeue_at.take() {
-            requeue = requeue.min(at.saturating_duration_since(Instant::now()));
+            requeue = requeue.min(at.saturating_duration_since(super::now()));
         }
         if let Some(api) = &self.publish.api {
             api.with(|p| p.metrics.observe_pass(started.elapsed().as_secs_f64()));
@@ -151,7 +151,7 @@ impl Controller {
             contain: self.contain(),
             scalesets: self.scaleset_clients(),
         });
-        let now = Instant::now();
+        let now = super::now();
         for (name, actions) in group(actions) {
             let spec = desired.runners.get(&name).cloned();
             if self.held_back(&name, &actions, spec.as_ref(), observed, now) {

@@ -1,7 +1,6 @@
 //! Status: `status.json`, the HTTP API's copy and metrics, and one event per state change.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use tracing::{error, info};
 
@@ -26,7 +25,7 @@ impl Controller {
             self.book.workers.phases(),
             self.file.error.clone(),
             github,
-            Instant::now(),
+            super::now(),
         );
         status.source = self.seen.source.status(&self.desired);
         super::docker_steps::attach_counters(&self.host.docker, &mut status);

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::task::JoinSet;
 
@@ -43,7 +42,7 @@ impl Controller {
         let Some(gh) = self.github_client() else {
             return;
         };
-        let now = Instant::now();
+        let now = super::now();
         let due = self
             .seen
             .last_listing
@@ -89,7 +88,7 @@ impl Controller {
         observed: &Observed,
         bases: &Bases,
     ) {
-        let now = Instant::now();
+        let now = super::now();
         if self
             .seen
             .last_disk

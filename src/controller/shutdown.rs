@@ -4,7 +4,7 @@
 //! kills every runner's session at once. This file only orchestrates.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tracing::{info, warn, Instrument as _};
@@ -80,8 +80,8 @@ async fn stop_listeners(
         let (name, layout, contain) = (name.clone(), layout.clone(), contain.clone());
         groups.push(rec.clone());
         tasks.spawn(async move {
-            let deadline = Instant::now() + timeout;
-            while has_worker_child(rec.pid) && Instant::now() < deadline {
+            let deadline = super::now() + timeout;
+            while has_worker_child(rec.pid) && super::now() < deadline {
                 tokio::time::sleep(BUSY_POLL).await;
             }
             if has_worker_child(rec.pid) {

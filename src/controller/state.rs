@@ -158,7 +158,7 @@ impl Controller {
             triggers,
             tasks: Tasks::default(),
             seen: Observations {
-                first_listing_due: Some(Instant::now() + FIRST_LISTING_GRACE),
+                first_listing_due: Some(super::now() + FIRST_LISTING_GRACE),
                 ..Observations::default()
             },
             book: Book::default(),

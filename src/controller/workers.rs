@@ -140,7 +140,7 @@ impl Workers {
         self.running.remove(&done.name);
         self.phases.remove(&done.name);
         if let Some(repo) = &done.repo {
-            self.touched.insert(repo.clone(), Instant::now());
+            self.touched.insert(repo.clone(), super::now());
         }
         done
     }

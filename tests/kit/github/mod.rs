@@ -1,6 +1,7 @@
 //! `FakeGitHub`: the REST API of `reference/github-api.md` §6 plus the private runner service of
 //! `tests/kit/README.md`, served on `127.0.0.1:0` by its own thread and tokio runtime, so tests can
-//! drive it from sync code or any async runtime. Dropping the handle stops it.
+//! drive it from sync code or any async runtime. Dropping the handle stops it. `start_local`
+//! serves on the caller's runtime instead, for tests on paused time.
 //!
 //! GitHub Apps (`app.rs`): `add_app` registers an App's public key and installations; a JWT signed
 //! with its private key gets installations and mints `ghs_` tokens, which then authenticate like
@@ -87,6 +88,11 @@ impl StateView<'_> {
         self.0.requests.len()
     }
 
+    /// Every request so far, oldest first.
+    pub fn requests(&self) -> &[RecordedRequest] {
+        &self.0.requests
+    }
+
     /// `GET …/actions/runs?status=queued` requests for `owner/repo` so far (one per poll of
     /// corral's), and how many got `304`.
     pub fn run_polls(&self, repo: &str) -> (u64, u64) {
@@ -119,20 +125,8 @@ impl FakeGitHub {
     /// Binds `ip:0` and starts serving; every URL it hands out names `ip` (a fleet test binds
     /// a Docker network's gateway so that containers on that network, and only they, reach it).
     pub fn start_on(ip: std::net::IpAddr) -> Self {
-        let listener = TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}:0: {e}"));
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener for tokio");
-        let addr = listener.local_addr().expect("local addr of the fake");
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::new(format!("http://{addr}"))),
-            cond: Condvar::new(),
-            notify: Notify::new(),
-        });
+        let (listener, addr, shared, app) = Self::bind(ip);
         let (stop, stopped) = oneshot::channel::<()>();
-        let app = axum::Router::new()
-            .fallback(server::handle)
-            .with_state(Arc::clone(&shared));
         let thread = std::thread::Builder::new()
             .name("fake-github".into())
             .spawn(move || {
@@ -159,6 +153,52 @@ impl FakeGitHub {
             stop: Some(stop),
             thread: Some(thread),
         }
+    }
+
+    /// Binds `127.0.0.1:0` and serves on the current tokio runtime, not a runtime of its own.
+    /// For tests on paused time: a runtime that is idle advances its paused clock, so an
+    /// answer computed on another runtime may come after the client's timeout fired in
+    /// virtual time; served here, the answer is in the socket before the clock can move
+    /// (tokio polls I/O once more before it advances). A `Fault::Delay` then sleeps on the
+    /// test's clock too. Dropping the handle stops the server.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn start_local() -> Self {
+        let (listener, addr, shared, app) = Self::bind(std::net::Ipv4Addr::LOCALHOST.into());
+        let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = axum::serve(listener, app) => {}
+                _ = stopped => {}
+            }
+        });
+        Self {
+            shared,
+            addr,
+            stop: Some(stop),
+            thread: None,
+        }
+    }
+
+    /// The listening socket on `ip:0`, its address, and the state and routes serving it.
+    fn bind(ip: std::net::IpAddr) -> (TcpListener, SocketAddr, Arc<Shared>, axum::Router) {
+        let listener = TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}:0: {e}"));
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener for tokio");
+        let addr = listener.local_addr().expect("local addr of the fake");
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(format!("http://{addr}"))),
+            cond: Condvar::new(),
+            notify: Notify::new(),
+        });
+        let app = axum::Router::new()
+            .fallback(server::handle)
+            .with_state(Arc::clone(&shared));
+        (listener, addr, shared, app)
     }
 
     /// `http://127.0.0.1:PORT`: the runners' `--url` base and the GHES host.
@@ -664,6 +704,22 @@ impl FakeGitHub {
 
     fn edit_runner(&self, runner_id: u64, f: impl FnOnce(&mut RunnerRec)) {
         self.shared.with(|s| s.runners.get_mut(&runner_id).map(f));
+    }
+
+    /// Resolves once `cond` holds (re-checked on every state change); the async
+    /// [`FakeGitHub::wait_until`], for a test on the fake's own runtime (`start_local`), which
+    /// bounds it with its own timeout.
+    pub async fn until(&self, mut cond: impl FnMut(&StateView<'_>) -> bool) {
+        loop {
+            let changed = self.shared.notify.notified();
+            tokio::pin!(changed);
+            // Registered before the check, so a change between the two is not missed.
+            changed.as_mut().enable();
+            if cond(&StateView(&self.shared.lock())) {
+                return;
+            }
+            changed.await;
+        }
     }
 
     /// Moves the fake clock forward; expires tokens and auto-removes long-offline runners.

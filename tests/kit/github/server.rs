@@ -95,6 +95,7 @@ fn record(parts: &axum::http::request::Parts, body: &Bytes) -> RecordedRequest {
             })
             .collect(),
         body: String::from_utf8_lossy(body).into_owned(),
+        at: tokio::time::Instant::now(),
     }
 }
 

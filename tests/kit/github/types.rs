@@ -204,6 +204,9 @@ pub struct RecordedRequest {
     pub headers: Vec<(String, String)>,
     /// Raw body as text (lossy UTF-8).
     pub body: String,
+    /// When it arrived, on the tokio clock of the runtime serving it: the test's own clock,
+    /// paused or not, for a fake started with `FakeGitHub::start_local`.
+    pub at: tokio::time::Instant,
 }
 
 impl RecordedRequest {
