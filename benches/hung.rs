@@ -53,10 +53,12 @@ fn pid_of(world: &World, name: &str) -> i32 {
 
 /// `runners:` lines: `r1`…`rN` and `b`, `b` with `b_env`.
 fn runners(kills: usize, b_env: &str) -> String {
-    let mut text: String = (1..=kills)
-        .map(|i| format!("  - name: r{i}\n    repo: owner/repo\n"))
-        .collect();
-    text.push_str(&format!("  - name: b\n    repo: owner/repo\n{b_env}"));
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    for i in 1..=kills {
+        let _ = write!(text, "  - name: r{i}\n    repo: owner/repo\n");
+    }
+    let _ = write!(text, "  - name: b\n    repo: owner/repo\n{b_env}");
     text
 }
 
