@@ -19,16 +19,6 @@ use corral::status::Status;
 use kit::daemon::{runner, World};
 use kit::github::{Fault, Route};
 
-/// Every REST route corral calls (the private runner service the listeners use stays up).
-const REST: [Route; 7] = [
-    Route::ListRunners,
-    Route::GetRunner,
-    Route::RegistrationToken,
-    Route::RemoveToken,
-    Route::GenerateJitConfig,
-    Route::DeleteRunner,
-    Route::SetLabels,
-];
 const TICK: Duration = Duration::from_millis(5);
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -72,7 +62,7 @@ fn main() {
     let mut all: Vec<&str> = names.iter().map(String::as_str).collect();
     all.push("b");
     world.wait_idle(&all);
-    for route in REST {
+    for route in Route::REST {
         world
             .gh
             .push_fault(route, Fault::Delay(Duration::from_secs(3600)), 1_000_000);

@@ -132,6 +132,15 @@ impl Scene {
             .collect()
     }
 
+    /// When each DELETE of registration `id` arrived, counted from the first.
+    fn delete_times(&self, id: u64) -> Vec<Duration> {
+        let deletes = self.deletes(id);
+        deletes
+            .iter()
+            .map(|r| r.at.duration_since(deletes[0].at))
+            .collect()
+    }
+
     /// Resolves once the fake has seen `n` DELETEs of registration `id`.
     async fn deletes_reach(&self, id: u64, n: usize) {
         let path = format!("/repos/{REPO}/actions/runners/{id}");
@@ -330,13 +339,9 @@ async fn a_busy_runner_is_drained_until_the_drain_timeout_then_stopped_and_delet
             scene.gh.runner(id).is_none(),
             "the registration is still on GitHub"
         );
-        let deletes = scene.deletes(id);
-        let times: Vec<Duration> = deletes
-            .iter()
-            .map(|r| r.at.duration_since(deletes[0].at))
-            .collect();
+        let times = scene.delete_times(id);
         eprintln!("DELETEs at {times:?}");
-        assert_eq!(deletes.len(), busy + 1, "{times:?}");
+        assert_eq!(times.len(), busy + 1, "{times:?}");
         for pair in times[..busy].windows(2) {
             assert_eq!(
                 pair[1].saturating_sub(pair[0]),
@@ -375,11 +380,8 @@ async fn a_drain_whose_job_ends_early_removes_the_runner_at_that_retry() {
         })
         .await;
         let removed = Instant::now();
-        let deletes = scene.deletes(id);
-        let times: Vec<Duration> = deletes
-            .iter()
-            .map(|r| r.at.duration_since(deletes[0].at))
-            .collect();
+        let first = scene.deletes(id)[0].at;
+        let times = scene.delete_times(id);
         eprintln!("DELETEs at {times:?}");
         assert_eq!(times, [Duration::ZERO, DRAIN_RETRY, 2 * DRAIN_RETRY]);
         assert!(
@@ -387,9 +389,9 @@ async fn a_drain_whose_job_ends_early_removes_the_runner_at_that_retry() {
             "the registration is still on GitHub"
         );
         assert!(
-            removed.duration_since(deletes[0].at) < DRAIN_TIMEOUT,
+            removed.duration_since(first) < DRAIN_TIMEOUT,
             "removed at {:?}, not at the retry that found the job over",
-            removed.duration_since(deletes[0].at)
+            removed.duration_since(first)
         );
         assert!(
             !scene.layout().record_dir("a").exists(),

@@ -9,17 +9,6 @@ use crate::kit::github::{Fault, Route};
 const TWO: &str = "  - name: a\n    repo: owner/repo\n  - name: b\n    repo: owner/repo\n";
 const THREE: &str = "  - name: a\n    repo: owner/repo\n  - name: b\n    repo: owner/repo\n  - name: c\n    repo: owner/repo\n";
 
-/// Every REST route corral calls (the private runner service the listeners use stays up).
-const REST: [Route; 7] = [
-    Route::ListRunners,
-    Route::GetRunner,
-    Route::RegistrationToken,
-    Route::RemoveToken,
-    Route::GenerateJitConfig,
-    Route::DeleteRunner,
-    Route::SetLabels,
-];
-
 /// Waits until c asks for a registration token again after request number `since`: a
 /// request sent just before faults were cleared may still hang until the client gives up
 /// (30 s), and the next attempt comes after c's step backoff (at most 1 min).
@@ -129,7 +118,7 @@ fn a_github_outage_keeps_runners_running_and_requests_bounded() {
         Fault::BadGateway,
         Fault::ServiceUnavailable,
     ];
-    for (i, route) in REST.into_iter().enumerate() {
+    for (i, route) in Route::REST.into_iter().enumerate() {
         world
             .gh
             .push_fault(route, faults[i % faults.len()].clone(), 1_000_000);
@@ -404,7 +393,7 @@ fn a_hung_github_api_times_out_without_touching_runners() {
     world.start();
     let pids = world.wait_idle(&["a", "b"]);
     // Every REST call hangs past the client's 30 s timeout (github/mod.rs TIMEOUT).
-    for route in REST {
+    for route in Route::REST {
         world
             .gh
             .push_fault(route, Fault::Delay(Duration::from_secs(31)), 1_000);
@@ -493,7 +482,7 @@ fn a_hung_github_never_delays_a_restart_a_local_edit_or_a_stop() {
     };
     let before = listings(&world);
     // Every REST call hangs for an hour: the client gives up on each after 30 s.
-    for route in REST {
+    for route in Route::REST {
         world
             .gh
             .push_fault(route, Fault::Delay(Duration::from_secs(3600)), 1_000);
@@ -546,7 +535,7 @@ fn a_hung_demand_poll_never_delays_a_restart_or_a_stop() {
     crate::kit::proc::wait_until("a first demand poll", || polls(&world) > 0);
     // Every REST call hangs for an hour, the demand poll's with them: the poll gives up at
     // its own deadline (20 s), the client on each request after 30 s.
-    for route in REST
+    for route in Route::REST
         .into_iter()
         .chain([Route::ListRuns, Route::ListRunJobs, Route::GetJob])
     {

@@ -37,26 +37,25 @@ pub(super) fn enable_v2(
                     }
                 ));
             }
-            write(&control, &plus).map_err(|e| {
-                format!(
-                    "cannot enable `{controller}` in `{}`: {}",
-                    control.display(),
-                    why(&e)
-                )
-            })?;
+            enable_in(&control, &plus, controller)?;
         }
     }
     if !enabled(dir) {
         let control = dir.join("cgroup.subtree_control");
-        write(&control, &plus).map_err(|e| {
-            format!(
-                "cannot enable `{controller}` in `{}`: {}",
-                control.display(),
-                why(&e)
-            )
-        })?;
+        enable_in(&control, &plus, controller)?;
     }
     Ok(())
+}
+
+/// Writes `plus` (`+<controller>`) to the `cgroup.subtree_control` file `control`.
+fn enable_in(control: &Path, plus: &str, controller: Controller) -> Result<(), String> {
+    write(control, plus).map_err(|e| {
+        format!(
+            "cannot enable `{controller}` in `{}`: {}",
+            control.display(),
+            why(&e)
+        )
+    })
 }
 
 /// Moves corral into `base/supervisor` when it is the only process in `base`.

@@ -277,6 +277,20 @@ pub enum Route {
     ScaleSetPoll,
 }
 
+impl Route {
+    /// Every REST route corral calls (the private runner service the listeners use is not
+    /// among them): faulting all of them makes GitHub down or hung for corral alone.
+    pub const REST: [Route; 7] = [
+        Route::ListRunners,
+        Route::GetRunner,
+        Route::RegistrationToken,
+        Route::RemoveToken,
+        Route::GenerateJitConfig,
+        Route::DeleteRunner,
+        Route::SetLabels,
+    ];
+}
+
 /// A way to make a success body odd but still valid (§6.6 item 9); applied to runner objects.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Malformed {
