@@ -121,7 +121,7 @@ impl SourceState {
         let fleet = match fetched.result {
             Ok(fleet) => fleet,
             Err(err) => {
-                self.error = Some(format!("fetch failed: {err}"));
+                self.error = Some(format!("fetch failed: {}", crate::error_chain(&err)));
                 return None;
             }
         };
